@@ -1,0 +1,22 @@
+# Convenience targets; the two set-up commands in the README call scripts/ directly.
+PY := .venv/bin/python
+.PHONY: run test lint format emulator bench bench-quick soak clean
+
+run:            ## install and start the app (local sandbox unless a pool is configured)
+	bash scripts/run-app.sh
+test:           ## install everything and run lint + the whole test suite (browser tests included)
+	bash scripts/run-tests.sh
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+format:
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+emulator:       ## start a standalone local dynamic-sessions emulator
+	$(PY) -m azure_sessions.emulator
+bench:          ## full benchmarks -> BENCHMARKS.md and bench/results/
+	bash scripts/setup.sh test && $(PY) -m bench
+bench-quick:
+	bash scripts/setup.sh test && $(PY) -m bench --quick
+soak:           ## slow reliability cases that are kept out of CI
+	bash scripts/setup.sh test && $(PY) -m pytest -m soak --run-soak tests/reliability
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache bench/results/*.tmp

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (chromium and bubblewrap included) and runs lint plus the whole test suite.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test || exit 1
+export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 NO_PROXY="localhost,127.0.0.1" PYTHONDONTWRITEBYTECODE=1
+.venv/bin/ruff check . || exit 1
+.venv/bin/ruff format --check . || exit 1
+.venv/bin/python -m pytest "$@"
+rc=$?
+if [ $rc -eq 5 ]; then echo "run-tests: pytest collected no tests; that is a failure" >&2; exit 1; fi
+exit $rc

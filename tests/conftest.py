@@ -1,0 +1,36 @@
+"""Shared fixtures: one local dynamic-sessions emulator per test run, reached over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_PROXY", "localhost,127.0.0.1")
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+TEST_TOKEN = "test-token-not-a-secret"
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator:
+    from azure_sessions.emulator import start_emulator
+
+    handle = start_emulator(token=TEST_TOKEN, prestart=2)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator_endpoint(emulator) -> str:
+    return emulator.endpoint
+
+
+@pytest.fixture(scope="session")
+def emulator_token(emulator) -> str:
+    return TEST_TOKEN
