@@ -1,0 +1,191 @@
+"""Credentials → cached bearer tokens, refreshed before expiry under a lock.
+
+Accepted credentials:
+
+* any object with ``get_token(*scopes)`` (an azure-core ``TokenCredential``, e.g. ``DefaultAzureCredential``);
+* a zero-argument callable returning a token string (it is called again when the token nears expiry);
+* a ``str``: a static token (for the local emulator);
+* ``None``: ``azure.identity.DefaultAzureCredential``, imported and built lazily on first use.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import CredentialUnavailableError
+
+DEFAULT_SCOPE = "https://dynamicsessions.io/.default"
+MANAGED_IDENTITY_ENV = "AZURE_SESSIONS_MANAGED_IDENTITY_CLIENT_ID"
+REFRESH_MARGIN_SECONDS = 300.0
+"""Tokens are refreshed this long before they expire."""
+UNKNOWN_EXPIRY_TTL_SECONDS = 300.0
+"""How long a callable's token without a readable expiry is reused before the callable is asked again."""
+_FAILED_REFRESH_BACKOFF_SECONDS = 30.0
+
+_log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class TokenCredential(Protocol):
+    """Anything with azure-core's ``get_token(*scopes)`` returning an object with ``token`` and ``expires_on``."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT (not verified; only used to schedule a refresh), or None."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = parts[1] + "=" * (-len(parts[1]) % 4)
+        exp = json.loads(base64.urlsafe_b64decode(payload)).get("exp")
+    except (ValueError, AttributeError):
+        return None
+    return float(exp) if isinstance(exp, (int, float)) else None
+
+
+class TokenProvider:
+    """Turns a credential into bearer-token strings; thread-safe and cheap on the hot path.
+
+    :param credential: see the module docstring.
+    :param scope: token scope, default ``https://dynamicsessions.io/.default``.
+    :param managed_identity_client_id: for the default credential only: the client id of the user-assigned
+        managed identity to use (default: env ``AZURE_SESSIONS_MANAGED_IDENTITY_CLIENT_ID``).
+    :param clock: time source (seconds since the epoch); tests inject a fake one.
+    """
+
+    def __init__(
+        self,
+        credential: Any = None,
+        *,
+        scope: str = DEFAULT_SCOPE,
+        managed_identity_client_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.scope = scope
+        self._clock = clock
+        self._lock = threading.Lock()
+        # (token, refresh_at, expires_at): replaced as a whole, so readers never see a torn update.
+        self._state: tuple[str, float, float] | None = None
+        self._static = False
+        self._fetch: Callable[[], tuple[str, float, float | None]]
+        if isinstance(credential, str):
+            if not credential:
+                raise ValueError("a static token must be a non-empty string")
+            self._static = True
+            self._state = (credential, float("inf"), float("inf"))
+            self.kind = "static token"
+        elif credential is None:
+            client_id = managed_identity_client_id or os.environ.get(MANAGED_IDENTITY_ENV) or None
+            self._default_client_id = client_id
+            self._credential: Any = None
+            self._fetch = self._fetch_default
+            self.kind = "DefaultAzureCredential" + (" (managed identity)" if client_id else "")
+        elif callable(getattr(credential, "get_token", None)):
+            self._credential = credential
+            self._fetch = self._fetch_credential
+            self.kind = type(credential).__name__
+        elif callable(credential):
+            self._callable = credential
+            self._fetch = self._fetch_callable
+            self.kind = "callable"
+        else:
+            raise TypeError(
+                "credential must be an object with get_token(*scopes) (azure-core TokenCredential), a zero-argument "
+                f"callable returning a token string, a static token string, or None; got {type(credential).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        return f"TokenProvider(kind={self.kind!r}, scope={self.scope!r}, token=<redacted>)"
+
+    @property
+    def is_static(self) -> bool:
+        """True for a static token: it can never be refreshed."""
+        return self._static
+
+    def get_token(self) -> str:
+        """A valid token: the cached one while it is fresh, else one refreshed under the lock (one caller fetches)."""
+        state = self._state
+        if state is not None and self._clock() < state[1]:
+            return state[0]
+        with self._lock:
+            state = self._state
+            if state is not None and self._clock() < state[1]:
+                return state[0]
+            return self._refresh(state)
+
+    def invalidate(self, token: str | None = None) -> bool:
+        """Forget ``token`` (the one a 401 rejected) so the next :meth:`get_token` fetches a new one.
+
+        Returns whether a retry can get a different token: False for a static token. When another thread has
+        already replaced ``token``, nothing is dropped and True is returned.
+        """
+        if self._static:
+            return False
+        with self._lock:
+            if self._state is not None and (token is None or self._state[0] == token):
+                self._state = None
+        return True
+
+    def _refresh(self, previous: tuple[str, float, float] | None) -> str:
+        now = self._clock()
+        try:
+            token, expires_at, refresh_on = self._fetch()
+        except CredentialUnavailableError:
+            raise
+        except Exception as exc:
+            if previous is not None and now < previous[2]:
+                # The old token still works: keep it a little longer, try again later.
+                _log.warning("token refresh failed (%s); reusing the current token for now", type(exc).__name__)
+                self._state = (previous[0], now + _FAILED_REFRESH_BACKOFF_SECONDS, previous[2])
+                return previous[0]
+            raise CredentialUnavailableError(
+                f"could not get a token for {self.scope} from {self.kind}: {exc}. Sign in (`az login`), configure "
+                "a managed identity, or pass credential=."
+            ) from exc
+        if not isinstance(token, str) or not token:
+            raise CredentialUnavailableError(f"{self.kind} returned an empty token for {self.scope}")
+        lifetime = expires_at - now
+        refresh_at = (
+            expires_at - REFRESH_MARGIN_SECONDS if lifetime > 2 * REFRESH_MARGIN_SECONDS else now + lifetime / 2
+        )
+        if refresh_on is not None:
+            refresh_at = min(refresh_at, refresh_on)
+        self._state = (token, refresh_at, expires_at)
+        return token
+
+    def _fetch_credential(self) -> tuple[str, float, float | None]:
+        access = self._credential.get_token(self.scope)
+        if isinstance(access, str):
+            expiry = _jwt_expiry(access)
+            return access, expiry or self._clock() + UNKNOWN_EXPIRY_TTL_SECONDS, None
+        token = access.token
+        expires_on = float(access.expires_on)
+        refresh_on = getattr(access, "refresh_on", None)
+        return token, expires_on, float(refresh_on) if refresh_on else None
+
+    def _fetch_callable(self) -> tuple[str, float, float | None]:
+        token = self._callable()
+        expiry = _jwt_expiry(token) if isinstance(token, str) else None
+        return token, expiry or self._clock() + UNKNOWN_EXPIRY_TTL_SECONDS, None
+
+    def _fetch_default(self) -> tuple[str, float, float | None]:
+        if self._credential is None:
+            try:
+                from azure.identity import DefaultAzureCredential
+            except ImportError as exc:
+                raise CredentialUnavailableError(
+                    "no credential was given and azure-identity is not installed: `pip install azure-identity`, "
+                    "or pass credential= (a TokenCredential, a callable returning a token, or a token string)."
+                ) from exc
+            kwargs = {"managed_identity_client_id": self._default_client_id} if self._default_client_id else {}
+            self._credential = DefaultAzureCredential(**kwargs)
+        return self._fetch_credential()

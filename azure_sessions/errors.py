@@ -1,0 +1,177 @@
+"""One exception family for everything the sessions client can raise.
+
+Every error is a :class:`SessionsError` carrying ``status_code`` (HTTP status, or ``None`` when no reply arrived),
+``error_code`` (the service's ``x-ms-error-code`` header or ``error.code`` body field) and a ``message`` that says
+what to do next. Subclasses tell *why* it failed; branch on the class, never on message text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+MAX_UPLOAD_BYTES = 128 * 1024 * 1024
+"""The service's upload limit (128 MiB); larger uploads are refused before sending."""
+
+_BODY_EXCERPT = 2048
+EXECUTOR_ROLE = "Azure ContainerApps Session Executor"
+
+
+class SessionsError(Exception):
+    """Base class: a dynamic-sessions call failed.
+
+    :ivar status_code: the HTTP status of the reply, or ``None`` when no reply was received.
+    :ivar error_code: the service's error code (``x-ms-error-code`` header or ``error.code``), if any.
+    :ivar message: a human sentence saying what went wrong and what to do next.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.error_code = error_code
+
+    def __str__(self) -> str:
+        details = [f"HTTP {self.status_code}"] if self.status_code is not None else []
+        if self.error_code:
+            details.append(f"code {self.error_code}")
+        return f"{self.message} ({', '.join(details)})" if details else self.message
+
+
+class InvalidFileNameError(SessionsError, ValueError):
+    """A file name was refused on the client (empty, ``..``, NUL, absolute or too long); nothing was sent."""
+
+
+class FileTooLargeError(SessionsError):
+    """The upload exceeds the service's 128 MiB limit (refused client-side, or HTTP 413)."""
+
+
+class ClientAuthenticationError(SessionsError):
+    """HTTP 401: the bearer token was missing, expired or issued for the wrong audience."""
+
+
+class PermissionDeniedError(SessionsError):
+    """HTTP 403: the identity lacks the "Azure ContainerApps Session Executor" role on the pool."""
+
+
+class NotFoundError(SessionsError):
+    """HTTP 404: unknown file, execution or pool (or, on execute, the pool is at its session limit)."""
+
+
+class ThrottledError(SessionsError):
+    """HTTP 429: the service asked us to slow down, and retries were exhausted."""
+
+
+class ServiceError(SessionsError):
+    """Any other error reply (5xx and unexpected 4xx) from the service."""
+
+
+class ServiceRequestError(SessionsError):
+    """The request never reached the service (connection refused, DNS failure, connect timeout)."""
+
+
+class ServiceResponseError(SessionsError):
+    """The request was sent but no usable reply came back (read timeout, dropped connection, truncated body)."""
+
+
+class CredentialUnavailableError(SessionsError):
+    """No usable credential: azure-identity is missing, or no identity could produce a token."""
+
+
+def _parse_error_body(body: bytes | str | None) -> tuple[str | None, str | None]:
+    """(code, message) from an Azure.Core error body, a bare JSON string, or plain text."""
+    if not body:
+        return None, None
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        return None, text.strip()[:_BODY_EXCERPT] or None
+    if isinstance(data, Mapping):
+        err = data.get("error", data)
+        if isinstance(err, Mapping):
+            code = err.get("code")
+            message = err.get("message")
+            return (str(code) if code else None), (str(message)[:_BODY_EXCERPT] if message else None)
+        if isinstance(err, str):
+            return None, err[:_BODY_EXCERPT]
+        return None, None
+    if isinstance(data, str):
+        return None, data[:_BODY_EXCERPT]
+    return None, None
+
+
+def error_from_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes | str | None,
+    *,
+    operation: str,
+    target: str | None = None,
+) -> SessionsError:
+    """Build the right :class:`SessionsError` subclass for an error reply.
+
+    :param status: HTTP status code.
+    :param headers: reply headers (case-insensitive mapping).
+    :param body: reply body, if read.
+    :param operation: what we were doing, e.g. ``"execute"``, ``"download"`` (used for the hint).
+    :param target: the file name or execution id concerned, if any.
+    """
+    body_code, service_message = _parse_error_body(body)
+    error_code = headers.get("x-ms-error-code") or body_code
+    said = f" The service said: {service_message}" if service_message else ""
+    what = f"{operation} {target!r}" if target else operation
+    if status == 401:
+        return ClientAuthenticationError(
+            f"{what} was not authenticated. Check the credential: it must produce a token for the audience "
+            f"https://dynamicsessions.io (scope https://dynamicsessions.io/.default) in the pool's tenant.{said}",
+            status_code=status,
+            error_code=error_code,
+        )
+    if status == 403:
+        return PermissionDeniedError(
+            f"{what} was forbidden. Assign the {EXECUTOR_ROLE!r} role on the session pool to this identity "
+            f"(role assignments can take a few minutes to apply).{said}",
+            status_code=status,
+            error_code=error_code,
+        )
+    if status == 404:
+        if operation == "execute":
+            hint = (
+                "No session could be allocated: the pool may be at its maximum number of concurrent sessions "
+                "(wait for idle sessions to expire, delete unused ones, or raise maxConcurrentSessions), "
+                "or the pool endpoint is wrong."
+            )
+        elif target:
+            hint = f"No such file or item {target!r} in the session's /mnt/data (list_files() shows what exists)."
+        else:
+            hint = "Not found: check the pool management endpoint and the api-version."
+        return NotFoundError(f"{what} failed. {hint}{said}", status_code=status, error_code=error_code)
+    if status == 413:
+        return FileTooLargeError(
+            f"{what} was refused as too large: the service accepts uploads up to 128 MiB "
+            f"({MAX_UPLOAD_BYTES} bytes). Split or compress the file.{said}",
+            status_code=status,
+            error_code=error_code,
+        )
+    if status == 429:
+        return ThrottledError(
+            f"{what} was throttled by the service and retries were exhausted; wait and try again later.{said}",
+            status_code=status,
+            error_code=error_code,
+        )
+    if status == 400:
+        return ServiceError(
+            f"{what} was rejected as a bad request; check the api-version, the session identifier "
+            f"and the arguments.{said}",
+            status_code=status,
+            error_code=error_code,
+        )
+    if status >= 500:
+        return ServiceError(
+            f"{what} failed on the service side; this is usually transient, try again shortly.{said}",
+            status_code=status,
+            error_code=error_code,
+        )
+    return ServiceError(f"{what} failed with an unexpected reply.{said}", status_code=status, error_code=error_code)

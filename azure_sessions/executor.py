@@ -1,0 +1,371 @@
+"""AzureDynamicSessionsExecutor: a smolagents ``RemotePythonExecutor`` running code in a dynamic-sessions pool.
+
+Final answers are detected structurally. The remote ``final_answer`` tool stores its serialized value in a kernel
+global whose name carries a per-executor random nonce, prints it to stdout between two nonce markers, then raises
+``FinalAnswerException``. A complete frame in stdout is the final answer, whatever else was printed or raised
+afterwards. When the frame is cut off (the service truncates long output) but the answer was given, one follow-up
+execution fetches the stored global.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+
+from smolagents.local_python_executor import CodeOutput
+from smolagents.monitoring import AgentLogger, LogLevel
+from smolagents.remote_executors import RemotePythonExecutor
+from smolagents.serialization import SafeSerializer
+from smolagents.tools import Tool, get_tools_definition_code
+from smolagents.utils import AgentError, get_source
+
+from .client import SessionsClient
+from .dialects import DEFAULT_API_VERSION
+from .errors import SessionsError
+from .models import SESSION_LOST_NOTICE, ExecutionResult, FileInfo
+
+POOL_ENDPOINT_ENV = "AZURE_SESSIONS_POOL_ENDPOINT"
+TOOLS_FRESH_SECONDS = 120.0
+"""Unchanged tools are not re-sent when the session was used this recently (cooldown is at least 300 s)."""
+_FOLLOW_UP_TIMEOUT = 30.0
+_INLINE_ANSWER_CHARS = 3000
+"""Stored answers up to this length come back as the follow-up's result; longer ones through a file."""
+_PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?([<>=!~]=?[A-Za-z0-9.*+!_-]+)?$")
+_TRACEBACK_MARKER = "Traceback (most recent call last)"
+
+_FORWARD_TEMPLATE = """
+def forward(self, *args, **kwargs):
+    try:
+        return self._azs_serializing_forward(*args, **kwargs)
+    except BaseException as _azs_exc:
+        if type(_azs_exc).__name__ != "FinalAnswerException":
+            raise
+        globals()[{global_name!r}] = _azs_exc.value
+        import sys as _azs_sys
+        _azs_sys.stdout.write("\\n" + {start!r} + _azs_exc.value + {end!r} + "\\n")
+        _azs_sys.stdout.flush()
+        raise
+"""
+
+_FETCH_TEMPLATE = """
+def _azs_fetch_final_answer():
+    value = globals().pop({global_name!r}, None)
+    if isinstance(value, str) and len(value) > {limit}:
+        with open({path!r}, "w", encoding="utf-8") as fh:
+            fh.write(value)
+        return "file:%d" % len(value)
+    return value
+_azs_fetch_final_answer()
+"""
+
+
+class AzureDynamicSessionsExecutor(RemotePythonExecutor):
+    """Runs a ``CodeAgent``'s code in an Azure Container Apps dynamic session (or the local emulator).
+
+    :param pool_management_endpoint: the pool endpoint (default: env ``AZURE_SESSIONS_POOL_ENDPOINT``).
+    :keyword session_id: session identifier (default: a random UUID4; treat it as a secret).
+    :keyword credential: see :class:`~azure_sessions.SessionsClient` (default ``DefaultAzureCredential``).
+    :keyword managed_identity_client_id: user-assigned managed identity for the default credential.
+    :keyword api_version: default ``2024-10-02-preview``.
+    :keyword allow_pickle: accept pickled final answers (only for a trusted sandbox). Default False.
+    :keyword client: an existing :class:`SessionsClient` to use instead (the executor closes it in ``cleanup``).
+    :keyword logger: a smolagents ``AgentLogger`` (default: a new one at INFO level).
+    :keyword additional_imports: packages to pip-install, only when ``allow_package_install`` is True.
+    :keyword allow_package_install: allow ``pip install`` in the session (pools usually have no egress).
+    :keyword execution_timeout: seconds allowed per code execution (the service caps it at 220).
+    """
+
+    def __init__(
+        self,
+        pool_management_endpoint: str | None = None,
+        *,
+        session_id: str | None = None,
+        credential: Any = None,
+        managed_identity_client_id: str | None = None,
+        api_version: str = DEFAULT_API_VERSION,
+        allow_pickle: bool = False,
+        client: SessionsClient | None = None,
+        logger: AgentLogger | None = None,
+        additional_imports: Iterable[str] = (),
+        allow_package_install: bool = False,
+        execution_timeout: float = 120.0,
+    ) -> None:
+        if client is None:
+            endpoint = pool_management_endpoint or os.environ.get(POOL_ENDPOINT_ENV)
+            if not endpoint:
+                raise ValueError(
+                    f"give pool_management_endpoint= (or set {POOL_ENDPOINT_ENV}) to the session pool's management "
+                    "endpoint, e.g. https://<region>.dynamicsessions.io/subscriptions/.../sessionPools/<pool>"
+                )
+            client = SessionsClient(
+                endpoint,
+                session_id or str(uuid.uuid4()),
+                credential,
+                api_version=api_version,
+                managed_identity_client_id=managed_identity_client_id,
+            )
+        elif session_id is not None and session_id != client.identifier:
+            raise ValueError("session_id differs from the injected client's identifier")
+        super().__init__(list(additional_imports), logger or AgentLogger(level=LogLevel.INFO), allow_pickle)
+        self.client = client
+        self.session_id = client.identifier
+        self.allow_package_install = allow_package_install
+        self.execution_timeout = execution_timeout
+        self.last_result: ExecutionResult | None = None
+        self.session_resets = 0
+        nonce = secrets.token_hex(8)
+        self._nonce = nonce
+        self._answer_global = f"_azs_final_answer_{nonce}"
+        self._frame_start = f"<<azs-final-answer:{nonce}>>"
+        self._frame_end = f"<</azs-final-answer:{nonce}>>"
+        self._last_guid: str | None = None
+        self._last_call = float("-inf")
+        self._notice_pending = False
+        self._pending_setup: dict[str, str] = {}
+        self._setup: dict[str, str] = {}  # what a recycled session needs again: "variables", "tools"
+        self._tools_sent: tuple[str | None, int] | None = None
+        if self.additional_imports and allow_package_install:
+            self.installed_packages = self.install_packages(self.additional_imports)
+
+    def __repr__(self) -> str:
+        return f"AzureDynamicSessionsExecutor(client={self.client!r})"
+
+    # ------------------------------------------------------------------ smolagents hooks
+
+    def run_code_raise_errors(self, code: str) -> CodeOutput:
+        """Run the agent's code: output, logs and ``is_final_answer``; :class:`AgentError` on a traceback."""
+        self._flush_setup()
+        result, lost = self._execute(code)
+        self.last_result = result
+        if lost:
+            self._replay_setup()
+        notice = SESSION_LOST_NOTICE + "\n" if self._take_notice() else ""
+        return self._to_code_output(result, notice)
+
+    def send_tools(self, tools: dict[str, Tool]) -> None:
+        """Define the tools in the session (skipped when unchanged and the session was used recently)."""
+        if "final_answer" in tools:
+            self._patch_final_answer_with_exception(tools["final_answer"])
+        if self.allow_package_install:
+            wanted = {pkg for tool in tools.values() for pkg in tool.to_dict()["requirements"]}
+            wanted = {"pillow" if p == "PIL" else p for p in wanted} - {"smolagents", *self.installed_packages}
+            if wanted:
+                self.installed_packages += self.install_packages(sorted(wanted))
+        code = get_tools_definition_code(tools) if tools else ""
+        self._setup.pop("tools", None)
+        if code:
+            self._setup["tools"] = code
+            fresh = time.monotonic() - self._last_call < TOOLS_FRESH_SECONDS
+            if not (fresh and self._tools_sent == (self._last_guid, hash(code))):
+                self._pending_setup["tools"] = code
+        self._flush_setup()
+
+    def send_variables(self, variables: dict[str, Any]) -> None:
+        """Queue the variables; they are sent with the tools (or before the next code) in one execution."""
+        if not variables:
+            return
+        serialized = SafeSerializer.dumps(variables, allow_pickle=self.allow_pickle)
+        code = (
+            f"{SafeSerializer.get_deserializer_code(self.allow_pickle)}\n"
+            f"vars_dict = _deserialize({serialized!r})\nlocals().update(vars_dict)\n"
+        )
+        self._setup["variables"] = self._pending_setup["variables"] = code
+
+    def install_packages(self, additional_imports: list[str]) -> list[str]:
+        """``pip install`` named packages in the session, only when ``allow_package_install`` is True.
+
+        Wildcards and anything that is not a plain requirement specifier are skipped, never passed to pip.
+        """
+        if not self.allow_package_install:
+            if additional_imports:
+                self.logger.log(
+                    "Package installation is disabled (allow_package_install=False); using the pool's packages.",
+                    level=LogLevel.DEBUG,
+                )
+            return []
+        packages = [p for p in additional_imports if p != "*" and _PACKAGE_RE.match(p)]
+        if not packages:
+            return []
+        code = (
+            "import subprocess as _azs_sp, sys as _azs_sys\n"
+            f"_azs_r = _azs_sp.run([_azs_sys.executable, '-m', 'pip', 'install', '--quiet', *{packages!r}], "
+            "capture_output=True, text=True)\n"
+            "print(_azs_r.stdout[-2000:], _azs_r.stderr[-2000:])\n"
+        )
+        output = self.run_code_raise_errors(code)
+        self.logger.log(output.logs, level=LogLevel.DEBUG)
+        return packages
+
+    def _patch_final_answer_with_exception(self, final_answer_tool: Any) -> None:
+        """smolagents' patch, plus a forward that stores and frames the serialized answer (see module doc)."""
+        cls = type(final_answer_tool)
+        if not cls.__dict__.get("__azs_patched__"):
+            super()._patch_final_answer_with_exception(final_answer_tool)
+            cls = type(final_answer_tool)
+            serializing = cls.forward
+            serializing.__source__ = get_source(serializing).replace(
+                "def forward(", "def _azs_serializing_forward(", 1
+            )
+            cls._azs_serializing_forward = serializing
+            cls.__azs_patched__ = True
+        if cls.__dict__.get("__azs_nonce__") != self._nonce:
+            source = _FORWARD_TEMPLATE.format(
+                global_name=self._answer_global, start=self._frame_start, end=self._frame_end
+            ).strip()
+            namespace: dict[str, Any] = {}
+            exec(compile(source, "<azure_sessions final_answer>", "exec"), namespace)  # our own fixed template
+            forward = namespace["forward"]
+            forward.__source__ = source
+            cls.forward = forward
+            cls.__azs_nonce__ = self._nonce
+
+    # ------------------------------------------------------------------ files and lifecycle
+
+    def upload_file(self, source: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> FileInfo:
+        """Upload a file to the session's ``/mnt/data`` (streamed)."""
+        return self.client.upload(source, name)
+
+    def download_file(self, name: str, dest: str | os.PathLike[str] | BinaryIO) -> int:
+        """Download a file from ``/mnt/data`` to a path or binary file object; returns bytes written."""
+        return self.client.download(name, dest)
+
+    def list_files(self) -> list[FileInfo]:
+        """The files in the session's ``/mnt/data``."""
+        return self.client.list_files()
+
+    def delete_file(self, name: str) -> None:
+        """Delete a file from ``/mnt/data``."""
+        self.client.delete_file(name)
+
+    def cleanup(self) -> None:
+        """Delete the session (best effort: an idle session expires anyway) and close the HTTP pool."""
+        try:
+            self.client.delete_session()
+        except SessionsError as exc:
+            self.logger.log(f"Could not delete the session ({exc}); it will expire on its own.", level=LogLevel.INFO)
+        finally:
+            self.client.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _execute(self, code: str, timeout: float | None = None) -> tuple[ExecutionResult, bool]:
+        """Run code; returns the result and whether the service's session guid changed (session recycled)."""
+        result = self.client.execute(code, timeout=timeout or self.execution_timeout)
+        self._last_call = time.monotonic()
+        guid = result.session_guid
+        lost = False
+        if guid:
+            if self._last_guid is not None and guid != self._last_guid:
+                lost = True
+                self.session_resets += 1
+                self._notice_pending = True
+                self._tools_sent = None
+            self._last_guid = guid
+        return result, lost
+
+    def _take_notice(self) -> bool:
+        pending, self._notice_pending = self._notice_pending, False
+        return pending
+
+    def _flush_setup(self) -> None:
+        if not self._pending_setup:
+            return
+        sends_tools = "tools" in self._pending_setup
+        parts = [self._pending_setup[key] for key in ("variables", "tools") if key in self._pending_setup]
+        self._pending_setup.clear()
+        result, lost = self._execute("\n".join(parts))
+        if self._failed(result):
+            raise AgentError(
+                f"Setting up the agent's tools and variables in the session failed:\n{result.stdout}{result.stderr}",
+                self.logger,
+            )
+        if sends_tools:
+            self._tools_sent = (self._last_guid, hash(self._setup["tools"]))
+        if lost:
+            self._replay_setup()
+
+    def _replay_setup(self) -> None:
+        """Define tools and variables again in a recycled session (best effort; the notice tells the model)."""
+        parts = [self._setup[key] for key in ("variables", "tools") if key in self._setup]
+        if not parts:
+            return
+        try:
+            result, _ = self._execute("\n".join(parts))
+        except SessionsError as exc:
+            self.logger.log(f"Could not restore tools in the recycled session: {exc}", level=LogLevel.INFO)
+            return
+        if not self._failed(result) and "tools" in self._setup:
+            self._tools_sent = (self._last_guid, hash(self._setup["tools"]))
+
+    @staticmethod
+    def _failed(result: ExecutionResult) -> bool:
+        return not result.succeeded or _TRACEBACK_MARKER in result.stderr
+
+    def _to_code_output(self, result: ExecutionResult, notice: str) -> CodeOutput:
+        stdout = result.stdout
+        start = stdout.find(self._frame_start)
+        if start != -1:
+            before = stdout[:start].removesuffix("\n")
+            end = stdout.find(self._frame_end, start)
+            if end != -1:
+                encoded = stdout[start + len(self._frame_start) : end]
+                after = stdout[end + len(self._frame_end) :].removeprefix("\n")
+                return CodeOutput(self._decode_answer(encoded), notice + before + after, True)
+            return CodeOutput(self._decode_answer(self._fetch_stored_answer()), notice + before, True)
+        failed = self._failed(result)
+        if failed and self.FINAL_ANSWER_EXCEPTION in result.stderr:
+            # final_answer() ran but its frame is not in stdout (output cut before it): fetch the stored value.
+            return CodeOutput(self._decode_answer(self._fetch_stored_answer()), notice + stdout, True)
+        if failed:
+            raise AgentError(
+                f"{notice}{stdout}\nExecuting code yielded an error:\n{result.stderr or result.status}", self.logger
+            )
+        output = result.result
+        if output is None and result.images:
+            output = result.images[0].to_pil()
+        logs = f"{stdout}{result.stderr}" if result.stderr else stdout
+        return CodeOutput(output, notice + logs, False)
+
+    def _fetch_stored_answer(self) -> str:
+        """A follow-up execution returning (and deleting) the stored serialized final answer.
+
+        A short value comes back as the execution's result; a long one (which the service might truncate) is
+        written to a hidden file in /mnt/data, downloaded without any size limit, and deleted.
+        """
+        path = f"/mnt/data/.azs-final-answer-{self._nonce}.txt"
+        code = _FETCH_TEMPLATE.format(global_name=self._answer_global, path=path, limit=_INLINE_ANSWER_CHARS)
+        result, _ = self._execute(code, timeout=_FOLLOW_UP_TIMEOUT)
+        value = result.result
+        if isinstance(value, str) and value[:1] in ("'", '"'):
+            with contextlib.suppress(ValueError, SyntaxError):
+                value = ast.literal_eval(value)
+        if isinstance(value, str) and value.startswith("file:"):
+            try:
+                value = self.client.read_bytes(path).decode("utf-8")
+            finally:
+                with contextlib.suppress(SessionsError):
+                    self.client.delete_file(path)
+        if isinstance(value, str) and value.startswith(("safe:", "pickle:")):
+            return value
+        raise AgentError(
+            "final_answer() was called but its value was cut off from the output and could not be recovered "
+            "from the session. Return a shorter answer (or save large results to a file in /mnt/data).",
+            self.logger,
+        )
+
+    def _decode_answer(self, encoded: str | None) -> Any:
+        try:
+            return self._deserialize_final_answer(encoded or "", self.allow_pickle)
+        except Exception as exc:
+            raise AgentError(
+                f"The final answer could not be deserialized ({type(exc).__name__}: {exc}). Pass final_answer a "
+                "JSON-friendly value (str, number, list, dict) or set allow_pickle=True for a trusted sandbox.",
+                self.logger,
+            ) from exc

@@ -1,0 +1,108 @@
+"""SessionsClient against the local emulator, over real HTTP, for every supported api-version."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from azure_sessions.errors import ClientAuthenticationError, InvalidFileNameError, NotFoundError
+
+
+def test_execute_output_value_and_state(client):
+    first = client.execute("x = 6 * 7\nprint('hello')\nx")
+    assert first.succeeded, first.stderr
+    assert first.stdout == "hello\n" and first.result == 42
+    second = client.execute("x + 1")
+    assert second.result == 43
+    assert client.execute("y = 1").result is None
+    assert first.session_guid is not None and first.session_guid == second.session_guid
+
+
+def test_execute_traceback_is_failed_result(client):
+    result = client.execute("print('before')\n1/0")
+    assert result.status == "Failed" and not result.succeeded
+    assert result.stdout == "before\n"
+    assert "ZeroDivisionError" in result.stderr
+
+
+def test_execute_unicode(client):
+    result = client.execute("s = 'héllo ✓ 日本'\nprint(s)\ns")
+    assert result.stdout == "héllo ✓ 日本\n"
+    assert "héllo ✓ 日本" in str(result.result)
+
+
+def test_execute_image_result(client):
+    code = (
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3], [1, 4, 9])\nplt.show()"
+    )
+    result = client.execute(code)
+    assert result.succeeded, result.stderr
+    assert result.images and result.images[0].format == "png"
+    assert result.images[0].to_pil().size[0] > 10
+
+
+def test_file_round_trip_binary_and_unicode(client, tmp_path):
+    payload = os.urandom(300_000) + "ünïcödé ✓".encode()
+    src = tmp_path / "src.bin"
+    src.write_bytes(payload)
+    name = "dätä file (1).bin"
+    info = client.upload(src, name)
+    assert info.name == name and info.size == len(payload)
+    listed = {f.name: f for f in client.list_files()}
+    assert listed[name].size == len(payload) and listed[name].modified is not None
+    assert client.file_info(f"/mnt/data/{name}").size == len(payload)
+    dest = tmp_path / "back.bin"
+    assert client.download(name, dest) == len(payload)
+    assert dest.read_bytes() == payload
+    assert client.read_bytes(name) == payload
+    # the code sees the same bytes under /mnt/data
+    check = client.execute(f"import hashlib\nhashlib.sha256(open('/mnt/data/{name}', 'rb').read()).hexdigest()")
+    import hashlib
+
+    assert check.result.strip("'\"") == hashlib.sha256(payload).hexdigest()
+    client.delete_file(name)
+    with pytest.raises(NotFoundError):
+        client.file_info(name)
+    with pytest.raises(NotFoundError):
+        client.read_bytes(name)
+
+
+def test_file_written_by_code_can_be_downloaded(client):
+    result = client.execute("open('/mnt/data/made.txt', 'w', encoding='utf-8').write('from code ✓')")
+    assert result.succeeded, result.stderr
+    assert client.read_bytes("made.txt") == "from code ✓".encode()
+    assert "made.txt" in [f.name for f in client.list_files()]
+
+
+def test_upload_file_object_and_empty_file(client):
+    info = client.upload(io.BytesIO(b""), "empty.txt")
+    assert info.size == 0
+    assert client.read_bytes("empty.txt") == b""
+
+
+def test_invalid_names_never_reach_the_service(client):
+    for bad in ("../escape", "/etc/passwd", "a\x00b", ""):
+        with pytest.raises(InvalidFileNameError):
+            client.read_bytes(bad)
+
+
+def test_session_info_and_delete(client):
+    client.execute("marker = 'still here'")
+    info = client.get_session()
+    assert info.identifier == client.identifier
+    guid = client.execute("marker").session_guid
+    client.delete_session()
+    client.delete_session()  # deleting a missing session is fine
+    fresh = client.execute("'marker' in dir()")
+    assert fresh.result in (False, "False")
+    assert fresh.session_guid != guid
+
+
+def test_wrong_token_is_authentication_error(make_client, api_version, emulator):
+    if emulator.token is None:
+        pytest.skip("emulator accepts any token")
+    with pytest.raises(ClientAuthenticationError):
+        make_client(api_version, credential="wrong-token").execute("1")
