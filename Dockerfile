@@ -1,0 +1,31 @@
+# Sessions Playground as a Hugging Face Docker Space (or any container host): the Gradio app on 0.0.0.0:7860.
+# Configure an Azure pool with Space secrets (see the README); without one, the app runs the embedded local
+# sandbox, which is isolated only where bubblewrap can create namespaces (usually not inside a Space).
+FROM python:3.11-slim
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
+
+# Spaces run the container as UID 1000
+RUN useradd -m -u 1000 user
+USER user
+ENV HOME=/home/user \
+    PATH=/home/user/.local/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    GRADIO_SERVER_NAME=0.0.0.0 \
+    GRADIO_SERVER_PORT=7860
+WORKDIR $HOME/app
+
+COPY --chown=user requirements.txt requirements-local-model.txt ./
+RUN pip install --no-cache-dir --user -r requirements.txt \
+    && pip install --no-cache-dir --user --no-deps -r requirements-local-model.txt
+
+COPY --chown=user app.py ./
+COPY --chown=user azure_sessions ./azure_sessions
+COPY --chown=user playground ./playground
+COPY --chown=user assets ./assets
+
+EXPOSE 7860
+CMD ["python", "app.py"]

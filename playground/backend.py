@@ -1,0 +1,124 @@
+"""Where sandboxes come from: an Azure dynamic-sessions pool, or the embedded local emulator when none is configured."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from playground.settings import Settings
+
+if TYPE_CHECKING:
+    from azure_sessions import AzureDynamicSessionsExecutor
+
+log = logging.getLogger(__name__)
+
+UNISOLATED_WARNING = (
+    "Not isolated: code written by the model runs as your user on this machine "
+    "(bubblewrap is not available). Configure an Azure pool for real isolation."
+)
+
+
+def pool_name_from_endpoint(endpoint: str) -> str:
+    """The `<name>` of ".../sessionPools/<name>" (the last path segment otherwise)."""
+    parts = [part for part in endpoint.rstrip("/").split("/") if part]
+    for index, part in enumerate(parts[:-1]):
+        if part.lower() == "sessionpools":
+            return parts[index + 1]
+    return parts[-1] if parts else endpoint
+
+
+@dataclass
+class Backend:
+    """The sandbox service every browser session's executor talks to, plus what the page says about it."""
+
+    kind: str  # "azure" | "local"
+    endpoint: str
+    api_version: str | None  # None: the library's default
+    credential: Any  # passed to the library: None = its Azure credential chain; a str = the emulator's token
+    isolated: bool
+    warning: str | None = None
+    emulator: Any = None  # the EmulatorHandle this backend owns (stopped by `stop`), if any
+
+    @property
+    def pool_name(self) -> str:
+        return pool_name_from_endpoint(self.endpoint)
+
+    @property
+    def badge(self) -> str:
+        if self.kind == "azure":
+            return f"Azure pool · {self.pool_name}"
+        return "Local sandbox" + (" · bubblewrap" if self.isolated else " · not isolated")
+
+    @property
+    def description(self) -> str:
+        if self.kind == "azure":
+            return f"Azure dynamic sessions pool {self.pool_name}"
+        return "Local emulator, " + ("bubblewrap sandbox" if self.isolated else "not isolated")
+
+    @property
+    def effective_api_version(self) -> str:
+        if self.api_version:
+            return self.api_version
+        from azure_sessions import DEFAULT_API_VERSION
+
+        return DEFAULT_API_VERSION
+
+    def new_executor(self, session_id: str, execution_timeout: float) -> AzureDynamicSessionsExecutor:
+        """An executor bound to one sandbox session, with a server-generated identifier."""
+        from smolagents.monitoring import AgentLogger, LogLevel
+
+        from azure_sessions import AzureDynamicSessionsExecutor
+
+        kwargs: dict[str, Any] = {"session_id": session_id, "credential": self.credential}
+        if self.api_version:
+            kwargs["api_version"] = self.api_version
+        return AzureDynamicSessionsExecutor(
+            self.endpoint, execution_timeout=execution_timeout, logger=AgentLogger(level=LogLevel.OFF), **kwargs
+        )
+
+    def stop(self) -> None:
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+
+    @classmethod
+    def for_emulator(cls, emulator: Any, token: str | None = None, api_version: str | None = None) -> Backend:
+        """Use an already running emulator (tests pass the shared fixture; it is not stopped by `stop`)."""
+        warning = None
+        if not emulator.isolated:
+            warning = getattr(emulator, "isolation_warning", None) or UNISOLATED_WARNING
+        return cls(
+            kind="local",
+            endpoint=emulator.endpoint,
+            api_version=api_version,
+            credential=token or emulator.token or "local-emulator",
+            isolated=bool(emulator.isolated),
+            warning=warning,
+        )
+
+
+def start_backend(settings: Settings) -> Backend:
+    """The configured Azure pool, or a freshly started embedded emulator on a random loopback port."""
+    if settings.pool_endpoint:
+        from azure_sessions.auth import TokenProvider
+
+        # One credential chain (managed identity, service principal env vars, az login…) and one token cache for
+        # every session's client, built lazily on the first request: a zero-argument callable returning a token.
+        shared = TokenProvider(None)
+        return Backend(
+            kind="azure",
+            endpoint=settings.pool_endpoint,
+            api_version=settings.api_version,
+            credential=shared.get_token,
+            isolated=True,
+        )
+    from azure_sessions.emulator import start_emulator
+
+    token = secrets.token_urlsafe(24)  # only this process knows it: other local users cannot drive the emulator
+    emulator = start_emulator(host="127.0.0.1", port=0, token=token, sandbox=settings.sandbox)
+    backend = Backend.for_emulator(emulator, token, settings.api_version)
+    backend.emulator = emulator
+    log.info("local emulator started (%s)", emulator.sandbox_mode)
+    return backend

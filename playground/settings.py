@@ -1,0 +1,107 @@
+"""Environment -> one frozen Settings object. The only module of the playground that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_HF_MODEL_ID = "Qwen/Qwen2.5-Coder-32B-Instruct"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_AZURE_OPENAI_API_VERSION = "2024-10-21"
+SANDBOX_MODES = ("auto", "bubblewrap", "none")
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the playground can be configured with. Secrets are kept out of `repr`."""
+
+    # Sandbox backend
+    pool_endpoint: str | None = None
+    api_version: str | None = None  # None: the library's default
+    sandbox: str = "auto"  # local emulator only: auto | bubblewrap | none
+    execution_timeout: float = 120.0
+    # Web server
+    server_name: str = "127.0.0.1"
+    server_port: int = 7860
+    concurrency: int = 16
+    # Per-user sessions
+    max_steps: int = 12
+    idle_timeout: float = 1800.0
+    max_upload_bytes: int = 128 * 1024 * 1024
+    # Models
+    default_model: str | None = None
+    hf_token: str | None = field(default=None, repr=False)
+    hf_model_id: str = DEFAULT_HF_MODEL_ID
+    hf_provider: str | None = None
+    openai_base_url: str | None = None
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_model: str = DEFAULT_OPENAI_MODEL
+    azure_openai_endpoint: str | None = None
+    azure_openai_api_key: str | None = field(default=None, repr=False)
+    azure_openai_deployment: str | None = None
+    azure_openai_api_version: str = DEFAULT_AZURE_OPENAI_API_VERSION
+    local_gguf_path: str | None = None
+    # Hugging Face Space (OAuth "Sign in with Hugging Face" is offered only when the Space enables it)
+    space_id: str | None = None
+    space_oauth: bool = False
+
+    @property
+    def uses_local_emulator(self) -> bool:
+        return not self.pool_endpoint
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _number(env: Mapping[str, str], name: str, default: float, cast: type, minimum: float) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the configuration from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    sandbox = (_text(env, "PLAYGROUND_SANDBOX") or "auto").lower()
+    if sandbox not in SANDBOX_MODES:
+        raise SettingsError(f"PLAYGROUND_SANDBOX must be one of {', '.join(SANDBOX_MODES)}, got {sandbox!r}")
+    return Settings(
+        pool_endpoint=_text(env, "AZURE_SESSIONS_POOL_ENDPOINT"),
+        api_version=_text(env, "AZURE_SESSIONS_API_VERSION"),
+        sandbox=sandbox,
+        execution_timeout=_number(env, "PLAYGROUND_EXECUTION_TIMEOUT", 120.0, float, 1),
+        server_name=_text(env, "GRADIO_SERVER_NAME") or "127.0.0.1",
+        server_port=int(_number(env, "GRADIO_SERVER_PORT", 7860, int, 1)),
+        concurrency=int(_number(env, "PLAYGROUND_CONCURRENCY", 16, int, 1)),
+        max_steps=int(_number(env, "PLAYGROUND_MAX_STEPS", 12, int, 1)),
+        idle_timeout=60.0 * _number(env, "PLAYGROUND_IDLE_MINUTES", 30.0, float, 1),
+        max_upload_bytes=int(_number(env, "PLAYGROUND_MAX_UPLOAD_MB", 128.0, float, 0.001) * 1024 * 1024),
+        default_model=_text(env, "PLAYGROUND_MODEL"),
+        hf_token=_text(env, "HF_TOKEN"),
+        hf_model_id=_text(env, "HF_MODEL_ID") or DEFAULT_HF_MODEL_ID,
+        hf_provider=_text(env, "HF_PROVIDER"),
+        openai_base_url=_text(env, "OPENAI_BASE_URL"),
+        openai_api_key=_text(env, "OPENAI_API_KEY"),
+        openai_model=_text(env, "OPENAI_MODEL") or DEFAULT_OPENAI_MODEL,
+        azure_openai_endpoint=_text(env, "AZURE_OPENAI_ENDPOINT"),
+        azure_openai_api_key=_text(env, "AZURE_OPENAI_API_KEY"),
+        azure_openai_deployment=_text(env, "AZURE_OPENAI_DEPLOYMENT"),
+        azure_openai_api_version=_text(env, "OPENAI_API_VERSION") or DEFAULT_AZURE_OPENAI_API_VERSION,
+        local_gguf_path=_text(env, "LOCAL_GGUF_PATH"),
+        space_id=_text(env, "SPACE_ID"),
+        space_oauth=bool(_text(env, "SPACE_ID") and _text(env, "OAUTH_CLIENT_ID")),
+    )

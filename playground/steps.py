@@ -1,0 +1,324 @@
+"""smolagents stream events -> Gradio chat messages. Pure: no I/O, no session state, unit-tested without a browser.
+
+One `RunRenderer` follows one run. Each agent step is one collapsible "thought" that is *pending* (spinner, open)
+while the model thinks and while its code runs, and *done* (closed, with duration and tokens) when the step ends.
+Images and files the step produced are separate messages right after it, so they stay visible when it is closed.
+The final answer is a normal message.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradio import ChatMessage
+from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep, ToolCall
+from smolagents.models import ChatMessageStreamDelta
+
+LOGS_MARKER = "Execution logs:\n"
+OUTPUT_MARKER = "Last output from code snippet:\n"
+MAX_SHOWN_CHARS = 20_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg")
+
+
+@dataclass
+class StepExtras:
+    """What the session layer found out about a step (by I/O) and wants shown with it."""
+
+    images: list[str] = field(default_factory=list)  # local paths of images to show inline
+    files: list[str] = field(default_factory=list)  # local copies of files the step created or changed
+    notice: str | None = None  # e.g. "the sandbox was recycled, variables and files were lost"
+
+
+@dataclass
+class Totals:
+    """Running totals of one browser session, shown in the session panel."""
+
+    steps: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def add_step(self, step: ActionStep | PlanningStep) -> None:
+        self.steps += 1 if isinstance(step, ActionStep) else 0
+        usage = getattr(step, "token_usage", None)
+        if usage is not None:
+            self.input_tokens += usage.input_tokens or 0
+            self.output_tokens += usage.output_tokens or 0
+        duration = step.timing.duration if step.timing else None
+        self.seconds += duration or 0.0
+
+
+def fence(text: str, lang: str = "") -> str:
+    """A fenced block that is always closed and never broken by backticks inside `text`."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}"
+
+
+def clip(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2] + f"\n… [{len(text) - limit:,} characters cut] …\n" + text[-limit // 2 :]
+
+
+def format_tokens(input_tokens: int | None, output_tokens: int | None) -> str:
+    if not input_tokens and not output_tokens:
+        return ""
+    return f"{input_tokens or 0:,} in · {output_tokens or 0:,} out tokens"
+
+
+_CODE_OPEN = re.compile(r"<code>|```(?:python|py)?[ \t]*\n")
+_CODE_CLOSE = re.compile(r"</code>|```")
+
+
+def split_model_output(text: str) -> tuple[str, str | None]:
+    """(thought, code) from a CodeAgent reply, also while it is still streaming (code may be unfinished)."""
+    match = _CODE_OPEN.search(text)
+    if not match:
+        return _strip_thought(text), None
+    code = text[match.end() :]
+    end = _CODE_CLOSE.search(code)
+    if end:
+        code = code[: end.start()]
+    return _strip_thought(text[: match.start()]), code.strip("\n")
+
+
+def _strip_thought(text: str) -> str:
+    text = text.strip()
+    return text[len("Thought:") :].strip() if text.startswith("Thought:") else text
+
+
+def split_observations(observations: str | None) -> tuple[str, str | None]:
+    """(logs, last output) from smolagents' "Execution logs:\\n…Last output from code snippet:\\n…" string."""
+    text = observations or ""
+    if text.startswith(LOGS_MARKER):
+        text = text[len(LOGS_MARKER) :]
+    logs, sep, output = text.partition(OUTPUT_MARKER)
+    return logs, (output if sep else None)
+
+
+def step_body(thought: str, code: str | None, logs: str = "", output: str | None = None, error: str = "") -> str:
+    """The markdown inside a step: thought, code as a Python block, logs, last output, error with traceback."""
+    parts = []
+    if thought:
+        parts.append(clip(thought))
+    if code is not None:
+        parts.append(fence(clip(code), "python"))
+    if logs.strip():
+        parts.append("**Output**\n" + fence(clip(logs), "text"))
+    if output is not None and output.strip() and output.strip() != "None":
+        parts.append("**Result**\n" + fence(clip(output), "text"))
+    if error:
+        parts.append("**Error**\n" + fence(clip(error), "text"))
+    return "\n\n".join(parts) or "…"
+
+
+def file_content(path: str) -> dict:
+    """A chat file message's content (with its MIME type, so the chat labels it properly)."""
+    mime, _ = mimetypes.guess_type(path)
+    return {"path": path, "mime_type": mime} if mime else {"path": path}
+
+
+def attachment_messages(extras: StepExtras | None) -> list[ChatMessage]:
+    """Images inline, then files as downloadable attachments, then a notice, each as its own message."""
+    if extras is None:
+        return []
+    messages = []
+    if extras.notice:
+        messages.append(ChatMessage(content=f"⚠️ {extras.notice}"))
+    if extras.images:
+        messages.append(ChatMessage(content=[file_content(path) for path in extras.images]))
+    if extras.files:
+        messages.append(ChatMessage(content=[file_content(path) for path in extras.files]))
+    return messages
+
+
+def is_image(value: Any) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(value, Image.Image)
+
+
+def final_answer_text(output: Any) -> str:
+    text = str(getattr(output, "to_string", lambda: output)()) if output is not None else "(no answer)"
+    return "**Final answer**\n\n" + clip(text)
+
+
+class RunRenderer:
+    """Follows one run; `messages` holds the run's chat messages, updated in place as events arrive."""
+
+    def __init__(self) -> None:
+        self.messages: list[ChatMessage] = []
+        self.current: ChatMessage | None = None  # the pending step message
+        self.step_number = 0
+        self.streamed = ""
+        self.code: str | None = None
+        self._seen: list[ActionStep] = []
+        self.is_stopped = False  # kept alive, so identity checks are sound
+
+    # ---- agent runs ---------------------------------------------------------------------------------------------
+    def begin_step(self, step_number: int | None = None) -> ChatMessage:
+        self.step_number = step_number or self.step_number + 1
+        self.streamed, self.code = "", None
+        self.current = ChatMessage(
+            content="…", metadata={"title": f"Step {self.step_number} · thinking…", "status": "pending"}
+        )
+        self.messages.append(self.current)
+        return self.current
+
+    def waiting(self, text: str) -> None:
+        """A pending note (e.g. waiting for a stopped run to reach its step boundary)."""
+        self.current = ChatMessage(content=text, metadata={"title": "Waiting…", "status": "pending"})
+        self.messages.append(self.current)
+
+    def on_event(self, event: Any, extras: StepExtras | None = None) -> None:
+        if isinstance(event, ChatMessageStreamDelta):
+            self._on_delta(event)
+        elif isinstance(event, ToolCall):
+            self._on_tool_call(event)
+        elif isinstance(event, ActionStep):
+            self._on_action_step(event, extras)
+        elif isinstance(event, PlanningStep):
+            self._on_planning_step(event)
+        elif isinstance(event, FinalAnswerStep):
+            self._on_final_answer(event, extras)
+        # ActionOutput carries nothing the finished ActionStep does not
+
+    def _pending(self) -> ChatMessage:
+        return self.current if self.current is not None else self.begin_step()
+
+    def _on_delta(self, delta: ChatMessageStreamDelta) -> None:
+        if not delta.content:
+            return
+        message = self._pending()
+        self.streamed += delta.content
+        thought, code = split_model_output(self.streamed)
+        message.content = step_body(thought, code)
+
+    def _on_tool_call(self, call: ToolCall) -> None:
+        message = self._pending()
+        self.code = str(call.arguments)
+        thought, _ = split_model_output(self.streamed)
+        message.content = step_body(thought, self.code)
+        message.metadata["title"] = f"Step {self.step_number} · running code…"
+
+    def _on_action_step(self, step: ActionStep, extras: StepExtras | None) -> None:
+        if any(seen is step for seen in self._seen):  # smolagents re-yields the last step after max_steps
+            return
+        self._seen.append(step)
+        message = self._pending()
+        thought, parsed_code = split_model_output(step.model_output or self.streamed or "")
+        code = step.code_action if step.code_action is not None else parsed_code
+        logs, output = split_observations(step.observations)
+        error = str(step.error) if step.error is not None else ""
+        if step.is_final_answer or is_image(step.action_output):
+            output = None  # the answer gets its own message; an image is shown inline, not as its repr
+        message.content = step_body(thought, code, logs, output, error)
+        title = f"Step {step.step_number or self.step_number}"
+        if error:
+            title += " · error"
+        elif step.is_final_answer:
+            title += " · final answer"
+        message.metadata = {"title": title, "status": "done"}
+        if step.timing and step.timing.duration is not None:
+            message.metadata["duration"] = round(step.timing.duration, 2)
+        usage = step.token_usage
+        tokens = format_tokens(usage.input_tokens, usage.output_tokens) if usage else ""
+        if tokens:
+            message.metadata["log"] = tokens
+        self.current = None
+        self.messages.extend(attachment_messages(extras))
+        if not step.is_final_answer:
+            self.begin_step((step.step_number or self.step_number) + 1)
+
+    def _on_planning_step(self, step: PlanningStep) -> None:
+        message = self._pending()
+        message.content = clip(step.plan.strip())
+        message.metadata = {"title": "Plan", "status": "done"}
+        if step.timing and step.timing.duration is not None:
+            message.metadata["duration"] = round(step.timing.duration, 2)
+        self.current = None
+        self.begin_step(self.step_number)
+
+    def _on_final_answer(self, step: FinalAnswerStep, extras: StepExtras | None) -> None:
+        self._drop_empty_pending()
+        if extras and extras.images and not isinstance(step.output, str):
+            self.messages.append(ChatMessage(content="**Final answer**"))
+            self.messages.extend(attachment_messages(extras))
+            return
+        self.messages.append(ChatMessage(content=final_answer_text(step.output)))
+        self.messages.extend(attachment_messages(extras))
+
+    def _drop_empty_pending(self) -> None:
+        if self.current is not None and not self.streamed and self.code is None:
+            if self.current in self.messages:
+                self.messages.remove(self.current)
+            self.current = None
+
+    # ---- endings ------------------------------------------------------------------------------------------------
+    def _close_pending(self, suffix: str) -> None:
+        if self.current is None:
+            return
+        if not self.streamed and self.code is None and self.current.content == "…":
+            self.messages.remove(self.current)
+        else:
+            self.current.metadata = {"title": f"Step {self.step_number} · {suffix}", "status": "done"}
+        self.current = None
+
+    def stopped(self) -> None:
+        if self.is_stopped:
+            return
+        self.is_stopped = True
+        self._close_pending("stopped")
+        self.messages.append(
+            ChatMessage(
+                content="**Stopped.** The agent ends at the current step boundary; variables and files are kept."
+            )
+        )
+
+    def failed(self, error: BaseException | str) -> None:
+        self._close_pending("failed")
+        self.messages.append(ChatMessage(content="⚠️ **The run failed.**\n\n" + fence(clip(str(error)), "text")))
+
+    def note(self, text: str) -> None:
+        self.messages.append(ChatMessage(content=text))
+
+    # ---- "No model": the message itself is the code -------------------------------------------------------------
+    def direct_start(self, code: str) -> None:
+        self.code = code
+        self.current = ChatMessage(
+            content=step_body("", code), metadata={"title": "Python · running in the sandbox…", "status": "pending"}
+        )
+        self.messages.append(self.current)
+
+    def direct_done(
+        self,
+        code: str,
+        logs: str,
+        result: str | None,
+        error: str,
+        duration: float | None,
+        extras: StepExtras | None = None,
+    ) -> None:
+        message = self.current or ChatMessage(content="")
+        if message not in self.messages:
+            self.messages.append(message)
+        message.content = step_body("", code, logs, result, error)
+        message.metadata = {"title": "Python · error" if error else "Python", "status": "done"}
+        if duration is not None:
+            message.metadata["duration"] = round(duration, 2)
+        self.current = None
+        self.messages.extend(attachment_messages(extras))
+        if not error and result is not None and result.strip() and result.strip() != "None":
+            self.messages.append(ChatMessage(content=fence(clip(result), "text")))
+
+
+def strip_code_fences(text: str) -> str:
+    """A message typed in "No model" mode may be wrapped in ```python fences; run what is inside."""
+    _, code = split_model_output(text) if "```" in text else ("", None)
+    return code if code is not None else text

