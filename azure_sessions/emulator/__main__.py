@@ -1,0 +1,80 @@
+"""``python -m azure_sessions.emulator``: serve a local dynamic-sessions pool until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from . import start_emulator
+from .faults import ENV_RULES
+from .sandbox import SANDBOX_CHOICES, Limits, SandboxUnavailable
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m azure_sessions.emulator",
+        description="Local emulator of the Azure Container Apps dynamic-sessions API (Python code-interpreter pool).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    parser.add_argument("--token", default=os.environ.get("AZURE_SESSIONS_EMULATOR_TOKEN"),
+                        help="the only accepted bearer token (default: env AZURE_SESSIONS_EMULATOR_TOKEN; "
+                        "none = any bearer token; required for non-loopback hosts)")  # fmt: skip
+    parser.add_argument("--cooldown", type=float, default=300.0, help="idle seconds before a session is destroyed")
+    parser.add_argument("--max-sessions", type=int, default=100, help="concurrent sessions; more get 404")
+    parser.add_argument("--data-root", default=None, help="directory for session files (default: a temp dir)")
+    parser.add_argument("--prestart", type=int, default=2, help="pre-started workers kept ready (default 2)")
+    parser.add_argument("--sandbox", choices=SANDBOX_CHOICES, default="auto",
+                        help="auto: bubblewrap when it works; bubblewrap: require it; none: unisolated")  # fmt: skip
+    parser.add_argument("--fault", action="append", default=None, metavar="RULE",
+                        help="inject faults, e.g. '429:rate=0.1:retry_after=1', 'drop:path=executions:phase=after', "
+                        f"'delay:seconds=2', 'expire:count=1' (repeatable; also env {ENV_RULES})")  # fmt: skip
+    parser.add_argument("--fault-seed", type=int, default=None, help="random seed for fault rates")
+    parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb, help="address-space limit per worker")
+    parser.add_argument("--cpu-seconds", type=int, default=Limits.cpu_seconds, help="CPU-time limit per worker")
+    parser.add_argument("--max-processes", type=int, default=Limits.max_processes, help="process limit per worker")
+    parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limits = Limits(memory_mb=args.memory_mb or None, cpu_seconds=args.cpu_seconds or None,
+                    max_processes=args.max_processes or None)  # fmt: skip
+    try:
+        emu = start_emulator(host=args.host, port=args.port, token=args.token, cooldown=args.cooldown,
+                             max_sessions=args.max_sessions, data_root=args.data_root, prestart=args.prestart,
+                             sandbox=args.sandbox, faults=args.fault, fault_seed=args.fault_seed, limits=limits,
+                             log_level=args.log_level)  # fmt: skip
+    except (ValueError, SandboxUnavailable, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("Azure dynamic-sessions emulator is serving.", flush=True)
+    print(f"  endpoint: {emu.endpoint}", flush=True)
+    print(f"  auth:     Authorization: Bearer {'<your --token>' if emu.token else '<any non-empty token>'}")
+    if emu.isolated:
+        print("  sandbox:  bubblewrap (no network, read-only root, private /mnt/data per session)")
+    else:
+        banner = "!" * 100
+        print(f"{banner}\n  sandbox:  NONE. {emu.isolation_warning}\n{banner}", flush=True)
+    if emu.faults.active:
+        print(f"  faults:   {emu.faults.rules()}")
+    print("Press Ctrl-C to stop.", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(timeout=1.0):
+        if not emu.running:
+            break
+    print("Stopping: ending sessions and removing their files.", flush=True)
+    emu.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""One error type and one factory for every error the emulator puts on the wire.
+
+Every error becomes the Azure.Core shape ``{"error": {"code": ..., "message": ...}}`` plus an ``x-ms-error-code``
+header (reference §2.7). Messages say what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EmulatorError(Exception):
+    """An error with an HTTP status and an Azure service error code; raised by the backend and the routes alike."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+    def __repr__(self) -> str:
+        return f"EmulatorError({self.status}, {self.code!r}, {self.message!r})"
+
+
+def bad_request(message: str, code: str = "BadRequest") -> EmulatorError:
+    return EmulatorError(400, code, message)
+
+
+def invalid_file_name(name: str, why: str) -> EmulatorError:
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    return EmulatorError(
+        400, "InvalidFileName", f"The file name {shown!r} is not allowed: {why}. Use a name relative to /mnt/data."
+    )
+
+
+def unauthorized(message: str) -> EmulatorError:
+    return EmulatorError(401, "Unauthorized", message, {"WWW-Authenticate": 'Bearer realm="dynamicsessions.io"'})
+
+
+def not_found(message: str, code: str = "NotFound") -> EmulatorError:
+    return EmulatorError(404, code, message)
+
+
+def file_not_found(name: str) -> EmulatorError:
+    return not_found(f"The file {name!r} does not exist in /mnt/data of this session.", "FileNotFound")
+
+
+def session_not_found(identifier: str) -> EmulatorError:
+    return not_found(
+        f"No session with identifier {identifier!r} exists (it was never used, was deleted, or expired).",
+        "SessionNotFound",
+    )
+
+
+def pool_full(max_sessions: int) -> EmulatorError:
+    return not_found(
+        f"The session pool has reached its maximum of {max_sessions} concurrent sessions. Delete idle sessions "
+        "(DELETE session) or wait for them to expire after the cooldown period.",
+        "MaxConcurrentSessionsReached",
+    )
+
+
+def payload_too_large(limit: int) -> EmulatorError:
+    return EmulatorError(
+        413, "PayloadTooLarge", f"The uploaded file exceeds the limit of {limit} bytes ({limit // (1024 * 1024)} MiB)."
+    )
+
+
+def unsupported_api_version(version: str | None, supported: tuple[str, ...]) -> EmulatorError:
+    if not version:
+        return EmulatorError(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter is required. Supported versions: " + ", ".join(supported) + ".",
+        )
+    return EmulatorError(
+        400,
+        "UnsupportedApiVersion",
+        f"The api-version {version!r} is not supported. Supported versions: " + ", ".join(supported) + ".",
+    )
+
+
+def injected(status: int, retry_after: float | None) -> EmulatorError:
+    codes = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
+    headers = {"Retry-After": _retry_after(retry_after)} if retry_after is not None else {}
+    return EmulatorError(
+        status,
+        codes.get(status, f"Http{status}"),
+        f"Injected fault: HTTP {status} (emulator fault injection).",
+        headers,
+    )
+
+
+def _retry_after(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"

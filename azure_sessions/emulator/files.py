@@ -1,0 +1,246 @@
+"""A session's ``/mnt/data`` on the host: name validation and symlink-proof file operations.
+
+Every operation walks the path one component at a time with ``O_NOFOLLOW`` directory fds starting from the session
+directory, so neither ``..`` nor a symlink planted by sandboxed code can lead outside it (no check-then-use race).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mimetypes
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import errors
+
+MAX_UPLOAD_BYTES = 128 * 1024 * 1024
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MNT = "/mnt/data"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str  # the last component
+    directory: str  # the parent, relative to /mnt/data ("" at the top)
+    size: int
+    modified: float
+    is_dir: bool
+
+    @property
+    def path(self) -> str:
+        return f"{self.directory}/{self.name}" if self.directory else self.name
+
+    @property
+    def content_type(self) -> str:
+        if self.is_dir:
+            return ""
+        guessed = mimetypes.guess_type(self.name)[0] or "application/octet-stream"
+        return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+def _strip_mnt(raw: str) -> str:
+    if raw == _MNT or raw == _MNT + "/":
+        return ""
+    if raw.startswith(_MNT + "/"):
+        return raw[len(_MNT) + 1 :]
+    return raw
+
+
+def split_path(name: str | None, directory: str | None = None, *, allow_root: bool = False) -> list[str]:
+    """Validate a client-supplied name (plus optional ``path`` directory) into components under /mnt/data."""
+    parts: list[str] = []
+    for label, raw in (("path", directory), ("name", name)):
+        if raw is None:
+            continue
+        if "\x00" in raw:
+            raise errors.invalid_file_name(raw, "it contains a NUL character")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
+            raise errors.invalid_file_name(raw, "it contains a control character")
+        if "\\" in raw:
+            raise errors.invalid_file_name(raw, "it contains a backslash")
+        stripped = _strip_mnt(raw)
+        if label == "path" and stripped in ("", "/", "."):
+            continue
+        if stripped.startswith("/"):
+            raise errors.invalid_file_name(raw, "it is an absolute path outside /mnt/data")
+        for part in stripped.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                raise errors.invalid_file_name(raw, "it contains '..'")
+            if len(part.encode("utf-8", "surrogatepass")) > 255:
+                raise errors.invalid_file_name(raw, "a path segment is longer than 255 bytes")
+            parts.append(part)
+    if not parts and not allow_root:
+        raise errors.invalid_file_name(name or "", "it is empty")
+    if len("/".join(parts)) > 4000:
+        raise errors.invalid_file_name(name or "", "it is too long")
+    return parts
+
+
+def _refuse_link(display: str) -> errors.EmulatorError:
+    return errors.invalid_file_name(display, "it is (or passes through) a symbolic link or a special file")
+
+
+@contextlib.contextmanager
+def open_dir(root: Path, parts: list[str], *, create: bool = False, uid: int | None = None) -> Iterator[int]:
+    """A directory fd for root/parts, refusing symlinks at every step; optionally creating missing directories."""
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise errors.file_not_found("/".join(parts)) from None
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    if uid is not None:
+                        os.chown(part, uid, uid, dir_fd=fd, follow_symlinks=False)
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except NotADirectoryError:  # O_DIRECTORY|O_NOFOLLOW on a symlink also lands here
+                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise _refuse_link("/".join(parts)) from None
+                raise errors.file_not_found("/".join(parts)) from None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EMLINK):
+                    raise _refuse_link("/".join(parts)) from None
+                raise
+            os.close(fd)
+            fd = nxt
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _entry(parts: list[str], st: os.stat_result) -> FileEntry:
+    return FileEntry(parts[-1], "/".join(parts[:-1]), st.st_size, st.st_mtime, stat.S_ISDIR(st.st_mode))
+
+
+def stat_file(root: Path, parts: list[str]) -> FileEntry:
+    with open_dir(root, parts[:-1]) as dfd:
+        try:
+            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise errors.file_not_found("/".join(parts)) from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise _refuse_link("/".join(parts))
+    return _entry(parts, st)
+
+
+def open_for_read(root: Path, parts: list[str]) -> tuple[int, FileEntry]:
+    """An fd on a regular file (never through a symlink) and its entry; the caller closes the fd."""
+    with open_dir(root, parts[:-1]) as dfd:
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
+        except FileNotFoundError:
+            raise errors.file_not_found("/".join(parts)) from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK):
+                raise _refuse_link("/".join(parts)) from None
+            raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise errors.bad_request(f"{'/'.join(parts)!r} is a directory, not a file.", "NotAFile")
+        raise _refuse_link("/".join(parts))
+    return fd, _entry(parts, st)
+
+
+def list_dir(root: Path, parts: list[str], recursive: bool = False) -> list[FileEntry]:
+    """Regular files and directories under root/parts (symlinks and special files are not listed)."""
+    found: list[FileEntry] = []
+    with open_dir(root, parts) as dfd:
+        pending: list[tuple[int, list[str], bool]] = [(os.dup(dfd), parts, True)]
+        while pending:
+            fd, where, _ = pending.pop()
+            try:
+                for name in sorted(os.listdir(fd)):
+                    try:
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                        continue
+                    found.append(_entry([*where, name], st))
+                    if recursive and stat.S_ISDIR(st.st_mode):
+                        with contextlib.suppress(OSError):
+                            pending.append((os.open(name, _DIR_FLAGS, dir_fd=fd), [*where, name], True))
+            finally:
+                os.close(fd)
+    base = len(parts)
+    return [
+        FileEntry(e.name, "/".join(e.directory.split("/")[base:]) if e.directory else "", e.size, e.modified, e.is_dir)
+        for e in sorted(found, key=lambda e: (e.directory, e.name))
+    ]
+
+
+def delete(root: Path, parts: list[str]) -> None:
+    import shutil
+
+    with open_dir(root, parts[:-1]) as dfd:
+        try:
+            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise errors.file_not_found("/".join(parts)) from None
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(parts[-1], dir_fd=dfd)
+        else:
+            os.unlink(parts[-1], dir_fd=dfd)
+
+
+class Upload:
+    """A staged upload: bytes go to a hidden file outside /mnt/data, then an atomic rename publishes it."""
+
+    def __init__(self, staging_dir: Path, limit: int = MAX_UPLOAD_BYTES) -> None:
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        self.path = staging_dir / f"upload-{uuid.uuid4().hex}"
+        self.limit = limit
+        self.size = 0
+        self.too_large = False
+        self._fh = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed in finish()/discard()
+
+    def write(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.too_large = True
+            self._fh.truncate(0)
+            return
+        view = memoryview(data)
+        while view:
+            view = view[self._fh.write(view) :]
+
+    def publish(self, root: Path, parts: list[str], uid: int | None) -> FileEntry:
+        self._fh.close()
+        if uid is not None:
+            os.chown(self.path, uid, uid)
+        os.chmod(self.path, 0o644)
+        with open_dir(root, parts[:-1], create=True, uid=uid) as dfd:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    raise errors.bad_request(f"{'/'.join(parts)!r} is an existing directory.", "NotAFile")
+            os.rename(self.path, parts[-1], dst_dir_fd=dfd)
+            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        return _entry(parts, st)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def iso_time(timestamp: float) -> str:
+    """.NET-style UTC timestamp with 7 fractional digits, as the service writes them."""
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"

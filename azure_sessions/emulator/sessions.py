@@ -1,0 +1,389 @@
+"""The session registry: the emulator's whole state, usable and testable without HTTP (the moto "backend").
+
+A session is created by the first call that names an identifier, owns one worker (its session guid and its
+``/mnt/data`` directory), and is destroyed by ``DELETE session``, by the cooldown reaper after ``cooldown`` idle
+seconds, or by a forced expiry. A dead or hung worker is discarded: the next call gets a fresh worker, a new guid and
+an empty directory, exactly like a lost container on Azure.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import errors
+from .workers import CellResult, WorkerLost
+
+log = logging.getLogger("azure_sessions.emulator")
+
+MAX_TIMEOUT_SECONDS = 220
+DEFAULT_TIMEOUT_SECONDS = 100
+# The union of the documented rule sets (reference §2.3): printable ASCII without spaces, 1-256 characters.
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_|}{\[\]:\"';<>?/.,@#$%^&*()\-+=!~`]{1,256}")
+RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
+
+
+class WorkerLike(Protocol):
+    guid: str
+    data_dir: Path
+    uid: int | None
+
+    @property
+    def alive(self) -> bool: ...
+
+    def execute(self, code: str, timeout: float, grace: float = ...) -> CellResult: ...
+
+    def cleanup(self) -> None: ...
+
+
+class PoolLike(Protocol):
+    def acquire(self) -> WorkerLike: ...
+
+    def close(self) -> None: ...
+
+
+def validate_identifier(identifier: str | None) -> str:
+    if not identifier:
+        raise errors.bad_request("The identifier query parameter is required for this operation.", "MissingIdentifier")
+    if not _IDENTIFIER.fullmatch(identifier):
+        raise errors.bad_request(
+            "The identifier must be 1-256 printable ASCII characters without spaces "
+            "(letters, digits and - _ | { } [ ] : \" ' ; < > ? / . , @ # $ % ^ & * ( ) + = ! ~ `); a UUID is typical.",
+            "InvalidIdentifier",
+        )
+    return identifier
+
+
+@dataclass
+class Execution:
+    """One code execution; ``done`` is set when it finished (for asynchronous executions)."""
+
+    id: str
+    identifier: str
+    execution_type: str
+    code: str
+    status: str = RUNNING
+    stdout: str = ""
+    stderr: str = ""
+    result: Any = ""
+    duration_ms: int = 0
+    session_guid: str = ""
+    output_max_length: int | None = None
+    started_at: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Session:
+    def __init__(self, identifier: str, cooldown: float, clock: Callable[[], float]) -> None:
+        self.identifier = identifier
+        self.created_at = time.time()
+        self.last_accessed_at = self.created_at
+        self._clock = clock
+        self._cooldown = cooldown
+        self.deadline = clock() + cooldown
+        self.worker: WorkerLike | None = None
+        self.alloc_lock = threading.Lock()  # worker (re)assignment
+        self.exec_lock = threading.Lock()  # one execution at a time, per session only
+        self.busy = 0
+        self.deleted = False
+        self.executions: OrderedDict[str, Execution] = OrderedDict()
+        self.execution_count = 0
+
+    def touch(self) -> None:
+        self.last_accessed_at = time.time()
+        self.deadline = self._clock() + self._cooldown
+
+    @property
+    def guid(self) -> str | None:
+        return self.worker.guid if self.worker is not None else None
+
+    @property
+    def expires_at(self) -> float:
+        return self.last_accessed_at + self._cooldown
+
+
+class SessionRegistry:
+    """All sessions of one pool. Thread-safe; executions in different sessions run concurrently."""
+
+    def __init__(
+        self,
+        pool: PoolLike,
+        *,
+        cooldown: float = 300.0,
+        max_sessions: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+        interrupt_grace: float = 3.0,
+        executions_kept: int = 500,
+    ) -> None:
+        self.pool = pool
+        self.cooldown = float(cooldown)
+        self.max_sessions = int(max_sessions)
+        self.interrupt_grace = interrupt_grace
+        self._clock = clock
+        self._executions_kept = executions_kept
+        self._sessions: dict[str, Session] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._reaper = threading.Thread(target=self._reap_loop, name="emulator-reaper", daemon=True)
+        self._async = ThreadPoolExecutor(max_workers=64, thread_name_prefix="emulator-async")
+        self.execution_log: deque[dict[str, Any]] = deque(maxlen=100_000)
+        self.executions_total = 0
+        self.sessions_created = 0
+        self.sessions_expired = 0
+
+    def start(self) -> None:
+        self._reaper.start()
+
+    # -- sessions ------------------------------------------------------------------------------------------------
+    def _session(self, identifier: str) -> Session:
+        validate_identifier(identifier)
+        with self._cond:
+            if self._closed:
+                raise errors.EmulatorError(503, "ServiceUnavailable", "The emulator is shutting down.")
+            session = self._sessions.get(identifier)
+            if session is None:
+                if len(self._sessions) >= self.max_sessions:
+                    raise errors.pool_full(self.max_sessions)
+                session = self._sessions[identifier] = Session(identifier, self.cooldown, self._clock)
+                self.sessions_created += 1
+                self._cond.notify_all()
+            session.touch()
+            return session
+
+    def _ensure_worker(self, session: Session) -> tuple[WorkerLike, float]:
+        """The session's live worker, allocating one (and the milliseconds that took) if needed."""
+        with session.alloc_lock:
+            worker = session.worker
+            if worker is not None and worker.alive:
+                return worker, 0.0
+            if worker is not None:
+                worker.cleanup()
+                session.worker = None
+            started = time.perf_counter()
+            try:
+                worker = self.pool.acquire()
+            except WorkerLost as exc:
+                raise errors.EmulatorError(
+                    503, "SessionAllocationFailed", f"Could not start a session sandbox: {exc}"
+                ) from None
+            if session.deleted:
+                worker.cleanup()
+                raise errors.session_not_found(session.identifier)
+            session.worker = worker
+            return worker, (time.perf_counter() - started) * 1000
+
+    def session_dir(self, identifier: str) -> tuple[Session, Path, int | None]:
+        """Allocate-or-get the session and return its /mnt/data directory and the worker's uid (files ops)."""
+        session = self._session(identifier)
+        worker, _ = self._ensure_worker(session)
+        return session, worker.data_dir, worker.uid
+
+    def get_session(self, identifier: str) -> Session:
+        validate_identifier(identifier)
+        with self._cond:
+            session = self._sessions.get(identifier)
+            if session is None:
+                raise errors.session_not_found(identifier)
+            session.touch()
+            return session
+
+    def list_sessions(self) -> list[Session]:
+        with self._cond:
+            return sorted(self._sessions.values(), key=lambda s: s.created_at)
+
+    def delete_session(self, identifier: str) -> None:
+        validate_identifier(identifier)
+        with self._cond:
+            session = self._sessions.pop(identifier, None)
+        if session is None:
+            raise errors.session_not_found(identifier)
+        self._destroy(session)
+
+    def expire(self, identifier: str | None = None) -> int:
+        """Force expiry now (all sessions when ``identifier`` is None); returns how many were destroyed."""
+        with self._cond:
+            if identifier is None:
+                doomed = list(self._sessions.values())
+                self._sessions.clear()
+            else:
+                found = self._sessions.pop(identifier, None)
+                doomed = [found] if found else []
+            self.sessions_expired += len(doomed)
+        for session in doomed:
+            self._destroy(session)
+        return len(doomed)
+
+    def _destroy(self, session: Session) -> None:
+        session.deleted = True
+        with session.alloc_lock:
+            worker, session.worker = session.worker, None
+        if worker is not None:
+            worker.cleanup()
+
+    def reap(self, now: float | None = None) -> float | None:
+        """Destroy idle sessions past their cooldown; returns the next deadline (or None when there are none)."""
+        now = self._clock() if now is None else now
+        with self._cond:
+            doomed = [s for s in self._sessions.values() if s.busy == 0 and s.deadline <= now]
+            for session in doomed:
+                del self._sessions[session.identifier]
+            self.sessions_expired += len(doomed)
+            deadlines = [s.deadline for s in self._sessions.values() if s.busy == 0]
+        for session in doomed:
+            log.info("session %s expired after %.0f s idle", session.identifier, self.cooldown)
+            self._destroy(session)
+        return min(deadlines) if deadlines else None
+
+    def _reap_loop(self) -> None:
+        while True:
+            next_deadline = self.reap()
+            with self._cond:
+                if self._closed:
+                    return
+                wait = None if next_deadline is None else max(0.01, next_deadline - self._clock())
+                self._cond.wait(timeout=wait)
+                if self._closed:
+                    return
+
+    # -- executions ----------------------------------------------------------------------------------------------
+    def execute(
+        self,
+        identifier: str,
+        code: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        execution_type: str = "Synchronous",
+        execution_id: str | None = None,
+        wait: bool = True,
+        output_max_length: int | None = None,
+    ) -> Execution:
+        """Run ``code`` in the identifier's session; with ``wait=False`` return at once with status Running.
+
+        A repeated ``execution_id`` (the ``operation-id`` request header) returns the earlier execution instead of
+        running the code again, so a client can retry a POST whose reply was lost without executing twice.
+        """
+        timeout = min(max(float(timeout), 1.0), MAX_TIMEOUT_SECONDS)
+        session = self._session(identifier)
+        record = Execution(execution_id or str(uuid.uuid4()), identifier, execution_type, code)
+        record.output_max_length = output_max_length
+        with self._cond:
+            earlier = session.executions.get(record.id)
+            if earlier is None:
+                session.busy += 1
+                session.executions[record.id] = record
+                while len(session.executions) > self._executions_kept:
+                    session.executions.popitem(last=False)
+        if earlier is not None:
+            if wait:
+                earlier.done.wait()
+            return earlier
+        if wait:
+            self._run(session, record, timeout)
+        else:
+            self._async.submit(self._run, session, record, timeout)
+        return record
+
+    def _run(self, session: Session, record: Execution, timeout: float) -> None:
+        try:
+            received = time.perf_counter()
+            with session.exec_lock:
+                worker, allocation_ms = self._ensure_worker(session)
+                record.session_guid = worker.guid
+                with self._cond:
+                    self.executions_total += 1
+                    session.execution_count += 1
+                    self.execution_log.append({"id": record.id, "identifier": session.identifier,
+                                               "sessionGuid": worker.guid, "code": record.code,
+                                               "startedAt": time.time()})  # fmt: skip
+                started = time.perf_counter()
+                try:
+                    cell = worker.execute(record.code, timeout, self.interrupt_grace)
+                except WorkerLost as exc:
+                    cell = self._lost(session, worker, str(exc))
+                finished = time.perf_counter()
+            record.stdout, record.stderr, record.result = cell.stdout, cell.stderr, cell.result
+            record.duration_ms = cell.duration_ms
+            if cell.timed_out:
+                record.stderr += (
+                    f"\nTimeoutError: the execution exceeded its timeout of {timeout:g} seconds and was interrupted "
+                    "(KeyboardInterrupt). The session and its variables were kept.\n"
+                )
+            record.status = SUCCEEDED if cell.ok else FAILED
+            record.timings = {
+                "allocation": allocation_ms,
+                "preparation": (started - received) * 1000 - allocation_ms,
+                "execution": (finished - started) * 1000,
+                "overall": (finished - received) * 1000,
+            }
+        except errors.EmulatorError as exc:
+            record.status, record.stderr = FAILED, exc.message
+        except Exception as exc:  # never leave an execution Running forever
+            log.exception("execution %s failed inside the emulator", record.id)
+            record.status, record.stderr = FAILED, f"Internal emulator error: {exc!r}"
+        finally:
+            with self._cond:
+                session.busy -= 1
+                session.touch()
+                self._cond.notify_all()
+            record.done.set()
+
+    def _lost(self, session: Session, worker: WorkerLike, why: str) -> CellResult:
+        with session.alloc_lock:
+            if session.worker is worker:
+                session.worker = None
+        worker.cleanup()
+        fate = "The session was deleted." if session.deleted else (
+            "Its variables, imports and files in /mnt/data were lost; the next execution starts a fresh session "
+            "with a new session id."
+        )  # fmt: skip
+        return CellResult(False, "", f"SessionLost: {why}. {fate}\n", "", 0)
+
+    def get_execution(self, identifier: str, execution_id: str) -> Execution:
+        session = self.get_session(identifier)
+        record = session.executions.get(execution_id)
+        if record is None:
+            raise errors.not_found(
+                f"No execution with id {execution_id!r} exists in session {identifier!r}.", "ExecutionNotFound"
+            )
+        return record
+
+    # -- introspection and shutdown ------------------------------------------------------------------------------
+    def execution_count(self, identifier: str | None = None) -> int:
+        with self._cond:
+            if identifier is None:
+                return self.executions_total
+            return sum(1 for entry in self.execution_log if entry["identifier"] == identifier)
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "sessions": len(self._sessions),
+                "sessionsCreated": self.sessions_created,
+                "sessionsExpired": self.sessions_expired,
+                "executionsTotal": self.executions_total,
+                "maxSessions": self.max_sessions,
+                "cooldownSeconds": self.cooldown,
+            }
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            doomed = list(self._sessions.values())
+            self._sessions.clear()
+            self._cond.notify_all()
+        for session in doomed:
+            self._destroy(session)
+        self._async.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
+        if self._reaper.is_alive():
+            self._reaper.join(timeout=5)

@@ -1,0 +1,435 @@
+"""The in-sandbox side of a session: a persistent IPython shell behind a length-prefixed JSON pipe protocol.
+
+Run as a standalone script (``python -I worker.py CONFIG_JSON``); it imports nothing from this package, because inside
+bubblewrap only this file and the Python installation are visible (the unisolated mode also loads ``pathmap.py``).
+
+Protocol (both directions): 4-byte big-endian length, then a UTF-8 JSON object.
+  host -> worker: {"op": "exec", "id": str, "code": str} | {"op": "interrupt", "id": str} | {"op": "exit"}
+  worker -> host: {"op": "ready", ...versions} | {"op": "result", "id", "ok", "stdout", "stderr", "result",
+                   "duration_ms", "interrupted"}
+The protocol uses private copies of fds 0/1; fds 1/2 are then pipes drained by threads, so output written by
+subprocesses (``!cmd``, ``os.system``) is captured per cell and can never corrupt the protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import math
+import os
+import queue
+import signal
+import struct
+import sys
+import threading
+import time
+
+_HEADER = struct.Struct(">I")
+_SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+
+
+class Channel:
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd, self.wfd = rfd, wfd
+        self._wlock = threading.Lock()
+
+    def _read_exact(self, n: int) -> bytes | None:
+        chunks, left = [], n
+        while left:
+            data = os.read(self.rfd, min(left, 1 << 20))
+            if not data:
+                return None
+            chunks.append(data)
+            left -= len(data)
+        return b"".join(chunks)
+
+    def read(self) -> dict | None:
+        head = self._read_exact(_HEADER.size)
+        if head is None:
+            return None
+        body = self._read_exact(_HEADER.unpack(head)[0])
+        return None if body is None else json.loads(body)
+
+    def write(self, message: dict) -> None:
+        data = json.dumps(message).encode("utf-8")
+        data = _HEADER.pack(len(data)) + data
+        with self._wlock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.wfd, view) :]
+
+
+class FdCapture:
+    """Points file descriptor ``fd`` at a pipe and collects what is written to it, one cell at a time."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd, self.limit = fd, limit
+        self._r, self._w = os.pipe()
+        os.dup2(self._w, fd)
+        self._buf = bytearray()
+        self._dropped = 0
+        self._marker: bytes | None = None
+        self._collected: tuple[bytes, int] | None = None
+        self._cond = threading.Condition()
+        threading.Thread(target=self._drain, name=f"capture-{fd}", daemon=True).start()
+
+    def _drain(self) -> None:
+        while True:
+            data = os.read(self._r, 65536)
+            if not data:
+                return
+            with self._cond:
+                self._buf += data
+                marker = self._marker
+                if marker is not None:
+                    idx = self._buf.find(marker)
+                    if idx >= 0:
+                        self._collected = (bytes(self._buf[:idx]), self._dropped)
+                        del self._buf[: idx + len(marker)]
+                        self._dropped, self._marker = 0, None
+                        self._cond.notify_all()
+                        continue
+                over = len(self._buf) - self.limit - 64
+                if over > 0:  # keep the head and a short tail (the marker may straddle reads)
+                    del self._buf[self.limit : self.limit + over]
+                    self._dropped += over
+
+    def restore(self) -> None:
+        """Re-point the fd at the capture pipe in case user code closed or redirected it."""
+        os.dup2(self._w, self.fd)
+
+    def collect(self, seq: int) -> str:
+        marker = b"\x1e\x1f<end-of-cell %d>\x1f\x1e" % seq
+        with self._cond:
+            self._marker, self._collected = marker, None
+        try:
+            self.restore()
+            os.write(self._w, marker)
+        except OSError:
+            pass
+        with self._cond:
+            self._cond.wait_for(lambda: self._collected is not None, timeout=5.0)
+            data, dropped = self._collected or (bytes(self._buf), self._dropped)
+            if self._collected is None:
+                self._buf.clear()
+                self._dropped, self._marker = 0, None
+        text = data.decode("utf-8", errors="replace")
+        if dropped:
+            text += f"\n[... {dropped} bytes of output truncated by the emulator ...]\n"
+        return text
+
+
+def _ignore_sigint(signum, frame) -> None:
+    """Between cells an interrupt that arrives late is dropped (the host only interrupts running cells)."""
+
+
+def _clean(text: str) -> str:
+    """Make a string encodable as UTF-8 (lone surrogates become escapes)."""
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def encode_value(value: object, max_chars: int) -> object:
+    """Last-expression value -> wire value: JSON scalars natively, ``""`` for none, ``repr`` otherwise."""
+    if value is None:
+        return ""
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == () and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else repr(float(value))
+    if isinstance(value, str):
+        text = str(value)
+    else:
+        try:
+            text = repr(value)
+        except Exception as exc:  # a broken __repr__ must not break the session
+            text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
+    if len(text) > max_chars:
+        text = text[:max_chars] + f"... [{len(text) - max_chars} characters truncated by the emulator]"
+    return _clean(text)
+
+
+def _png_of(value: object) -> bytes | None:
+    """PNG bytes for values Jupyter would show as an image (objects with _repr_png_, matplotlib figures)."""
+    try:
+        if hasattr(value, "savefig") and type(value).__name__ == "Figure":
+            buf = io.BytesIO()
+            value.savefig(buf, format="png", bbox_inches="tight")
+            return buf.getvalue()
+        repr_png = getattr(value, "_repr_png_", None)
+        if callable(repr_png) and not isinstance(value, type):
+            data = repr_png()
+            if isinstance(data, tuple):
+                data = data[0]
+            if isinstance(data, str):
+                data = base64.b64decode(data)
+            return data if isinstance(data, bytes) and data else None
+    except Exception as exc:
+        print(f"Could not render the result as an image: {exc!r}", file=sys.stderr)
+    return None
+
+
+def _figure_pngs() -> list[bytes]:
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return []
+    images = []
+    try:
+        for num in plt.get_fignums():
+            buf = io.BytesIO()
+            plt.figure(num).savefig(buf, format="png", bbox_inches="tight")
+            images.append(buf.getvalue())
+    except Exception as exc:
+        print(f"Could not render a matplotlib figure: {exc!r}", file=sys.stderr)
+    finally:
+        plt.close("all")
+    return images
+
+
+def _apply_limits(config: dict) -> None:
+    import resource
+
+    if config.get("gid") is not None:
+        os.setgroups([])
+        os.setresgid(config["gid"], config["gid"], config["gid"])
+    if config.get("uid") is not None:
+        os.setresuid(config["uid"], config["uid"], config["uid"])
+    limits = config.get("limits") or {}
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the file-size limit fail with EFBIG
+    for key, rlimit in (("memory_bytes", "RLIMIT_AS"), ("cpu_seconds", "RLIMIT_CPU"), ("max_processes", "RLIMIT_NPROC"),
+                        ("file_size_bytes", "RLIMIT_FSIZE"), ("core_bytes", "RLIMIT_CORE")):  # fmt: skip
+        value = limits.get(key)
+        if value is not None and hasattr(resource, rlimit):
+            resource.setrlimit(getattr(resource, rlimit), (int(value), int(value)))
+
+
+class Worker:
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.chan = Channel(os.dup(0), os.dup(1))
+        self.log_fd = os.dup(2)
+        self.jobs: queue.Queue = queue.Queue()
+        self.running: str | None = None
+        self.in_user_code = False
+        self.images: list[bytes] = []
+        self.seq = 0
+
+    def setup(self) -> None:
+        config = self.config
+        _apply_limits(config)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        limit = int(config.get("max_stream_bytes", 1 << 20))
+        self.out, self.err = FdCapture(1, limit), FdCapture(2, limit)
+        self.stdout = io.TextIOWrapper(
+            io.FileIO(1, "w", closefd=False), "utf-8", "backslashreplace", line_buffering=True
+        )
+        self.stderr = io.TextIOWrapper(
+            io.FileIO(2, "w", closefd=False), "utf-8", "backslashreplace", line_buffering=True
+        )
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), "utf-8")
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        data_dir = config["data_dir"]
+        if config.get("map_mnt_data"):  # unisolated mode: no mount namespace, so map the path inside Python
+            import importlib.util
+
+            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pathmap.py")
+            spec = importlib.util.spec_from_file_location("_emulator_pathmap", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            module.map_mnt_data(data_dir)
+        os.chdir(data_dir)
+        sys.path.insert(0, "")
+        signal.signal(signal.SIGINT, _ignore_sigint)
+        threading.Thread(target=self._control, name="control", daemon=True).start()
+        self.shell = self._make_shell()
+        for module in config.get("preload") or ():
+            try:
+                __import__(module)
+            except Exception as exc:
+                self.log(f"preload of {module} failed: {exc!r}")
+        if "matplotlib.pyplot" in sys.modules:  # load fonts and the PNG writer now, not on the first plot
+            self.run("import matplotlib.pyplot as __p; __p.figure(figsize=(1, 1)).gca().plot([0]); del __p", False)
+        for warmup in ("pass", "1 / 0"):  # pay for the compile, display and traceback machinery now
+            self.run(warmup, store_history=False)
+
+    def _make_shell(self):
+        import warnings
+
+        from IPython.core.displayhook import DisplayHook
+        from IPython.core.displaypub import DisplayPublisher
+        from IPython.core.interactiveshell import InteractiveShell
+        from traitlets.config import Config
+
+        worker = self
+
+        class QuietDisplayHook(DisplayHook):
+            """Records the last expression's value without printing ``Out[n]:``."""
+
+            def compute_format_data(self, result):
+                return {}, {}
+
+            def write_output_prompt(self):
+                pass
+
+            def write_format_data(self, format_dict, md_dict=None):
+                pass
+
+        class CapturingPublisher(DisplayPublisher):
+            """display(): images become the cell's image result, everything else prints as text."""
+
+            def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
+                png = data.get("image/png")
+                if png is not None:
+                    worker.images.append(base64.b64decode(png) if isinstance(png, str) else png)
+                elif "text/plain" in data:
+                    print(data["text/plain"])
+
+        config = Config()
+        config.HistoryManager.enabled = False
+        config.InteractiveShell.colors = "NoColor"
+        config.InteractiveShell.xmode = "Context"
+
+        class SessionShell(InteractiveShell):
+            displayhook_class = QuietDisplayHook
+            display_pub_class = CapturingPublisher
+
+            def ask_exit(self):
+                """``exit()``/``quit()`` would end the kernel; a session keeps running, so this only warns."""
+                print("exit() is ignored: the session keeps running.", file=sys.stderr)
+
+        shell = SessionShell.instance(config=config)
+        shell._showtraceback = lambda etype, evalue, stb: print(shell.InteractiveTB.stb2text(stb), file=sys.stderr)
+        shell.system = shell.system_piped = self._system
+        shell.getoutput = self._getoutput
+        warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
+        warnings.filterwarnings("ignore", message=".*is non-interactive, and thus cannot be shown")
+        return shell
+
+    def _system(self, cmd: str) -> None:
+        """``!cmd``: a shell whose output goes to the captured fds 1/2 (no pty, so no ``\\r\\n``)."""
+        import subprocess
+
+        cmd = self.shell.var_expand(cmd, depth=1)
+        proc = subprocess.Popen(cmd, shell=True, executable=_SHELL, stdin=subprocess.DEVNULL)
+        try:
+            self.shell.user_ns["_exit_code"] = proc.wait()
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+            raise
+
+    def _getoutput(self, cmd: str, split: bool = True, depth: int = 0):
+        """``x = !cmd`` / ``!!cmd``: the command's output as an SList."""
+        import subprocess
+
+        from IPython.utils.text import SList
+
+        cmd = self.shell.var_expand(cmd, depth=depth + 1)
+        proc = subprocess.run(cmd, shell=True, executable=_SHELL, stdin=subprocess.DEVNULL, capture_output=True)
+        self.shell.user_ns["_exit_code"] = proc.returncode
+        out = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")
+        return SList(out.splitlines()) if split else out
+
+    def log(self, text: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.log_fd, (text.rstrip("\n") + "\n").encode("utf-8", "replace"))
+
+    def _control(self) -> None:
+        while True:
+            try:
+                message = self.chan.read()
+            except Exception:
+                message = None
+            if message is None or message.get("op") == "exit":
+                os._exit(0)
+            if message.get("op") == "exec":
+                self.jobs.put(message)
+            elif message.get("op") == "interrupt" and self.running == message.get("id") and self.in_user_code:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    def run(self, code: str, store_history: bool = True) -> dict:
+        self.seq += 1
+        self.images = []
+        self.out.restore()
+        self.err.restore()
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        interrupted, value, ok = False, None, False
+        started = time.perf_counter()
+        try:
+            if signal.getsignal(signal.SIGINT) is _ignore_sigint:  # unless user code installed its own handler
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.in_user_code = True
+            outcome = self.shell.run_cell(code, store_history=store_history)
+            self.in_user_code = False
+            ok, value = outcome.success, outcome.result
+            interrupted = isinstance(outcome.error_in_exec, KeyboardInterrupt)
+        except KeyboardInterrupt:
+            self.in_user_code = False
+            interrupted = True
+            print("KeyboardInterrupt", file=self.stderr)
+        finally:
+            self.in_user_code = False
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.signal(signal.SIGINT, _ignore_sigint)
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        images = self.images + _figure_pngs()
+        png = None if images else _png_of(value)
+        if png is not None:
+            images.append(png)
+        max_chars = int(self.config.get("max_result_chars", 1_000_000))
+        if images:
+            result = {"type": "image", "format": "png", "base64_data": base64.b64encode(images[0]).decode("ascii")}
+        else:
+            result = encode_value(value, max_chars)
+        for stream in (self.stdout, self.stderr, sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        return {
+            "op": "result",
+            "ok": bool(ok) and not interrupted,
+            "stdout": self.out.collect(self.seq),
+            "stderr": self.err.collect(self.seq),
+            "result": result,
+            "duration_ms": duration_ms,
+            "interrupted": interrupted,
+        }
+
+    def serve(self) -> None:
+        import IPython
+
+        self.chan.write({"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0],
+                         "ipython": IPython.__version__})  # fmt: skip
+        while True:
+            try:
+                job = self.jobs.get()
+                self.running = job.get("id")
+                reply = self.run(job.get("code", ""))
+                reply["id"] = job.get("id")
+                self.running = None
+                self.chan.write(reply)
+            except KeyboardInterrupt:  # a late interrupt that arrived between cells
+                continue
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {"data_dir": os.getcwd()}
+    worker = Worker(config)
+    try:
+        worker.setup()
+    except BaseException as exc:
+        import traceback
+
+        worker.log("worker setup failed:\n" + "".join(traceback.format_exception(exc)))
+        os._exit(70)
+    worker.serve()
+
+
+if __name__ == "__main__":
+    main()

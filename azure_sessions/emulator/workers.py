@@ -1,0 +1,345 @@
+"""Host side of a worker process (pipe protocol, deadlines, interrupt, kill) and the pool of pre-started workers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from .sandbox import Launcher, Spawned
+
+log = logging.getLogger("azure_sessions.emulator")
+
+_HEADER = struct.Struct(">I")
+MAX_FRAME = 256 * 1024 * 1024
+READY_TIMEOUT = 60.0
+
+
+class WorkerLost(Exception):
+    """The worker process died, hung past the interrupt grace period, or broke the protocol."""
+
+
+@dataclass
+class CellResult:
+    ok: bool
+    stdout: str
+    stderr: str
+    result: Any
+    duration_ms: int
+    interrupted: bool = False
+    timed_out: bool = False
+
+
+class Worker:
+    """One sandboxed IPython process. Not thread-safe for executions: the owning session serializes them."""
+
+    def __init__(self, spawned: Spawned) -> None:
+        self._s = spawned
+        self.proc = spawned.proc
+        self.guid = spawned.guid
+        self.data_dir = spawned.data_dir
+        self.uid = spawned.uid
+        self.created_at = time.time()
+        self.info: dict[str, Any] = {}
+        self._rfd = self.proc.stdout.fileno()
+        self._wfd = self.proc.stdin.fileno()
+        self._buf = bytearray()
+        self._poll = select.poll()
+        self._poll.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._kill_lock = threading.Lock()
+        self._killed = False
+
+    @property
+    def alive(self) -> bool:
+        return not self._killed and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    # -- protocol ------------------------------------------------------------------------------------------------
+    def _send(self, message: dict) -> None:
+        data = json.dumps(message).encode("utf-8")
+        view = memoryview(_HEADER.pack(len(data)) + data)
+        try:
+            while view:
+                view = view[os.write(self._wfd, view) :]
+        except OSError as exc:
+            raise WorkerLost(self.describe_exit()) from exc
+
+    def _recv(self, deadline: float) -> dict:
+        while True:
+            if len(self._buf) >= _HEADER.size:
+                size = _HEADER.unpack_from(self._buf)[0]
+                if size > MAX_FRAME:
+                    self.kill()
+                    raise WorkerLost("the worker sent an oversized reply and was stopped")
+                if len(self._buf) >= _HEADER.size + size:
+                    body = bytes(self._buf[_HEADER.size : _HEADER.size + size])
+                    del self._buf[: _HEADER.size + size]
+                    try:
+                        return json.loads(body)
+                    except ValueError as exc:
+                        self.kill()
+                        raise WorkerLost("the worker sent a malformed reply and was stopped") from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if not self._poll.poll(min(remaining, 3600) * 1000 + 1):
+                continue
+            try:
+                data = os.read(self._rfd, 1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                raise WorkerLost(self.describe_exit())
+            self._buf += data
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict:
+        try:
+            message = self._recv(time.monotonic() + timeout)
+        except TimeoutError:
+            self.cleanup()
+            raise WorkerLost(f"the worker did not start within {timeout:.0f} s") from None
+        except WorkerLost as exc:
+            detail = self.log_tail()
+            self.cleanup()
+            raise WorkerLost(f"{exc}; worker log: {detail}" if detail else str(exc)) from None
+        if message.get("op") != "ready":
+            self.cleanup()
+            raise WorkerLost(f"unexpected first message from the worker: {message.get('op')!r}")
+        self.info = message
+        return message
+
+    def execute(self, code: str, timeout: float, grace: float = 3.0) -> CellResult:
+        """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed."""
+        exec_id = uuid.uuid4().hex
+        self._send({"op": "exec", "id": exec_id, "code": code})
+        deadline = time.monotonic() + timeout
+        timed_out = False
+        while True:
+            try:
+                message = self._recv(deadline)
+            except TimeoutError:
+                if timed_out:
+                    self.kill()
+                    raise WorkerLost(
+                        f"the execution exceeded its timeout of {timeout:g} s and did not stop within {grace:g} s "
+                        "of being interrupted, so the sandbox was terminated"
+                    ) from None
+                timed_out = True
+                with contextlib.suppress(WorkerLost):
+                    self._send({"op": "interrupt", "id": exec_id})
+                deadline = time.monotonic() + grace
+                continue
+            if message.get("op") == "result" and message.get("id") == exec_id:
+                break
+        return CellResult(
+            ok=bool(message.get("ok")),
+            stdout=str(message.get("stdout", "")),
+            stderr=str(message.get("stderr", "")),
+            result=message.get("result", ""),
+            duration_ms=int(message.get("duration_ms", 0)),
+            interrupted=bool(message.get("interrupted")),
+            timed_out=timed_out and bool(message.get("interrupted")),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def describe_exit(self) -> str:
+        try:
+            code = self.proc.wait(timeout=2)
+        except Exception:
+            return "the sandbox process stopped responding"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"the sandbox process was killed by signal {name}"
+        if code > 128 and self._s.isolated:
+            try:
+                return f"the sandbox process was killed by signal {signal.Signals(code - 128).name}"
+            except ValueError:
+                pass
+        return f"the sandbox process exited unexpectedly with status {code}"
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            return self._s.log_path.read_text("utf-8", "replace")[-limit:].strip()
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        with self._kill_lock:
+            if self._killed:
+                return
+            self._killed = True
+        pids = [] if self._s.isolated else _descendants(self.proc.pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # bwrap: its sandbox dies with it (pid namespace)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    def cleanup(self) -> None:
+        """Kill the process and delete its session directory, scratch directory and log."""
+        self.kill()
+        for path in (self.data_dir, self._s.scratch_dir):
+            if path is not None:
+                _rmtree(path)
+        with contextlib.suppress(OSError):
+            self._s.log_path.unlink()
+
+
+class WorkerPool:
+    """Keeps ``size`` ready workers (libraries pre-imported) and refills in the background."""
+
+    def __init__(self, launcher: Launcher, size: int) -> None:
+        self.launcher = launcher
+        self.size = max(0, int(size))
+        self._ready: deque[Worker] = deque()
+        self._spawning = 0
+        self._inflight: Worker | None = None
+        self._failures = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._refill, name="emulator-pool", daemon=True)
+        self.cold_starts = 0
+
+    def start(self) -> None:
+        if self.size:
+            self._thread.start()
+
+    def ready_count(self) -> int:
+        with self._cond:
+            return len(self._ready)
+
+    def wait_full(self, timeout: float) -> bool:
+        """Block until the pool holds ``size`` ready workers (used at start-up and by tests)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._ready) >= self.size or self._closed, timeout)
+
+    def acquire(self) -> Worker:
+        with self._cond:
+            while self._ready:
+                worker = self._ready.popleft()
+                self._cond.notify_all()
+                if worker.alive:
+                    return worker
+                worker.cleanup()
+            if self._closed:
+                raise WorkerLost("the emulator is shutting down")
+        self.cold_starts += 1
+        try:
+            worker = Worker(self.launcher.spawn(preload=False))
+        except (OSError, RuntimeError) as exc:
+            raise WorkerLost(f"could not start a worker: {exc}") from None
+        worker.wait_ready()
+        return worker
+
+    def _refill(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or len(self._ready) + self._spawning < self.size)
+                if self._closed:
+                    return
+                self._spawning += 1
+            worker = None
+            try:
+                worker = Worker(self.launcher.spawn(preload=True))
+                with self._cond:
+                    self._inflight = worker
+                    closed = self._closed
+                if closed:
+                    worker.kill()
+                worker.wait_ready()
+            except Exception as exc:  # keep serving with cold starts; retry with a back-off
+                if not self._closed:
+                    log.warning("could not pre-start a session worker: %s", exc)
+                worker = None
+            with self._cond:
+                self._spawning -= 1
+                self._inflight = None
+                if worker is not None and not self._closed:
+                    self._ready.append(worker)
+                    self._failures = 0
+                    self._cond.notify_all()
+                    continue
+                if worker is None:
+                    if self._closed:
+                        return
+                    self._failures += 1
+                    self._cond.wait(timeout=min(30.0, 0.5 * 2**self._failures))
+            if worker is not None:
+                worker.cleanup()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            ready, self._ready = list(self._ready), deque()
+            inflight = self._inflight
+            self._cond.notify_all()
+        if inflight is not None:
+            inflight.kill()  # its wait_ready fails at once instead of delaying shutdown
+        for worker in ready:
+            worker.cleanup()
+        if self._thread.is_alive():
+            self._thread.join(timeout=READY_TIMEOUT + 5)
+        self.launcher.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    """All descendants of ``pid`` (Linux /proc), deepest last; used to kill unisolated workers' children."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _rmtree(path) -> None:
+    def retry(func, target, _exc):
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+            func(target)
+
+    if os.path.lexists(path):
+        shutil.rmtree(path, onexc=retry) if _has_onexc() else shutil.rmtree(path, onerror=retry)
+
+
+def _has_onexc() -> bool:
+    import inspect
+
+    return "onexc" in inspect.signature(shutil.rmtree).parameters

@@ -1,0 +1,44 @@
+"""The library's SessionsClient end to end against the emulator, in each dialect (contract in sp-contracts.md)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+client_module = pytest.importorskip("azure_sessions.client", reason="the client library is not importable yet")
+
+
+@pytest.fixture(params=["2024-02-02-preview", "2024-10-02-preview", "2025-10-02-preview"])
+def client(request, emulator, emulator_token):
+    with client_module.SessionsClient(emulator.endpoint, credential=emulator_token, api_version=request.param) as c:
+        yield c
+
+
+def test_client_round_trip(client, tmp_path):
+    first = client.execute("import math\nvalue = 6 * 7\nprint('hi')\nvalue")
+    assert first.succeeded and first.status == "Succeeded"
+    assert (first.stdout, first.result) == ("hi\n", 42)
+    assert first.session_guid
+    failed = client.execute("1 / 0")
+    assert not failed.succeeded and "ZeroDivisionError" in failed.stderr
+    image = client.execute("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
+    assert image.images and image.images[0].format == "png" and image.result is None
+
+    info = client.upload(io.BytesIO(b"a,b\n1,2\n"), "data.csv")
+    assert info.name == "data.csv" and info.size == 8 and info.path == "/mnt/data/data.csv"
+    assert "data.csv" in {f.name for f in client.list_files()}
+    assert client.read_bytes("data.csv") == b"a,b\n1,2\n"
+    assert client.execute("open('/mnt/data/data.csv').read()").result == "a,b\n1,2\n"
+    target = tmp_path / "copy.csv"
+    assert client.download("data.csv", target) == 8 and target.read_bytes() == b"a,b\n1,2\n"
+    assert client.file_info("data.csv").size == 8
+    client.delete_file("data.csv")
+    assert "data.csv" not in {f.name for f in client.list_files()}
+
+    session = client.get_session()
+    assert session.identifier == client.identifier
+    client.delete_session()
+    fresh = client.execute("'value' in dir()")
+    assert fresh.result is False and fresh.session_guid != first.session_guid
+    client.delete_session()

@@ -1,0 +1,214 @@
+"""Pure parts without HTTP: name validation and symlink-proof file access, request parsing, fault rules."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from azure_sessions.emulator import files, wire
+from azure_sessions.emulator.errors import EmulatorError
+from azure_sessions.emulator.faults import FaultInjector, parse_rule, parse_rules
+
+
+@pytest.mark.parametrize(
+    ("name", "directory", "expected"),
+    [
+        ("a.txt", None, ["a.txt"]),
+        ("/mnt/data/a.txt", None, ["a.txt"]),
+        ("sub/dir/a.txt", None, ["sub", "dir", "a.txt"]),
+        ("./a.txt", None, ["a.txt"]),
+        ("a.txt", "/", ["a.txt"]),
+        ("a.txt", "/mnt/data", ["a.txt"]),
+        ("a.txt", "", ["a.txt"]),
+        ("a.txt", "reports", ["reports", "a.txt"]),
+        ("weird name #1 (%).csv", None, ["weird name #1 (%).csv"]),
+        ("ünïcode-名前.txt", None, ["ünïcode-名前.txt"]),
+        (".hidden", None, [".hidden"]),
+    ],
+)
+def test_split_path_accepts(name, directory, expected):
+    assert files.split_path(name, directory) == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "/",
+        "..",
+        "../x",
+        "a/../../x",
+        "/etc/passwd",
+        "/mnt/data/../etc",
+        "a\x00b",
+        "a\nb",
+        "a\\..\\b",
+        "x" * 256,
+        "/mnt/datax/a",
+        "//etc/passwd",
+    ],
+)
+def test_split_path_refuses(name):
+    with pytest.raises(EmulatorError) as info:
+        files.split_path(name)
+    assert info.value.status == 400 and info.value.code == "InvalidFileName"
+
+
+def test_directory_parameter_cannot_escape():
+    with pytest.raises(EmulatorError):
+        files.split_path("a.txt", "../other")
+    with pytest.raises(EmulatorError):
+        files.split_path("a.txt", "/etc")
+
+
+def test_symlinks_are_refused_everywhere(tmp_path):
+    root = tmp_path / "session"
+    outside = tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    os.symlink(outside / "secret.txt", root / "link.txt")
+    os.symlink(outside, root / "linkdir")
+    (root / "ok.txt").write_text("ok")
+    for parts in (["link.txt"], ["linkdir", "secret.txt"]):
+        with pytest.raises(EmulatorError) as info:
+            files.open_for_read(root, parts)
+        assert info.value.status == 400
+    with pytest.raises(EmulatorError):
+        files.stat_file(root, ["linkdir", "secret.txt"])
+    with pytest.raises(EmulatorError):
+        files.list_dir(root, ["linkdir"])
+    upload = files.Upload(tmp_path / "staging")
+    upload.write(b"data")
+    with pytest.raises(EmulatorError):
+        upload.publish(root, ["linkdir", "new.txt"], None)
+    upload.discard()
+    assert not (outside / "new.txt").exists()
+    listed = [e.name for e in files.list_dir(root, [])]
+    assert listed == ["ok.txt"]  # links are not listed
+
+
+def test_upload_publish_list_stat_delete(tmp_path):
+    root = tmp_path / "session"
+    root.mkdir()
+    upload = files.Upload(tmp_path / "staging", limit=10)
+    upload.write(b"hello")
+    entry = upload.publish(root, ["sub", "a.txt"], None)
+    assert (entry.name, entry.directory, entry.size, entry.is_dir) == ("a.txt", "sub", 5, False)
+    assert (root / "sub" / "a.txt").read_bytes() == b"hello"
+    assert [(e.path, e.is_dir) for e in files.list_dir(root, [], recursive=True)] == [
+        ("sub", True),
+        ("sub/a.txt", False),
+    ]
+    assert files.stat_file(root, ["sub", "a.txt"]).content_type == "text/plain; charset=utf-8"
+    files.delete(root, ["sub"])
+    assert list(root.iterdir()) == []
+    with pytest.raises(EmulatorError) as info:
+        files.delete(root, ["sub"])
+    assert info.value.status == 404
+    too_big = files.Upload(tmp_path / "staging", limit=10)
+    too_big.write(b"x" * 6)
+    too_big.write(b"x" * 6)
+    assert too_big.too_large
+    too_big.discard()
+    assert list((tmp_path / "staging").iterdir()) == []
+
+
+def test_iso_time_has_seven_fraction_digits():
+    assert files.iso_time(0.5) == "1970-01-01T00:00:00.5000000Z"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"code": "1"},
+        {"properties": {"code": "1"}},
+        {"codeInputType": "INLINE", "executionType": "SYNCHRONOUS", "code": "1", "timeoutInSeconds": 5},
+        {"codeInputType": "InlineBase64", "code": "MQ==", "timeoutInSeconds": "7"},
+    ],
+)
+def test_execution_request_is_liberal(body):
+    parsed = wire.parse_execution_request(body)
+    assert parsed["code"] == "1" and parsed["asynchronous"] is False
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"properties": {}},
+        {"code": 1},
+        {"code": "1", "codeInputType": "Weird"},
+        {"code": "1", "executionType": "x"},
+        {"code": "1", "timeoutInSeconds": "soon"},
+        {"shellCommand": "ls"},
+        {"code": "!!", "codeInputType": "InlineBase64"},
+    ],
+)
+def test_execution_request_refusals(body):
+    with pytest.raises(EmulatorError) as info:
+        wire.parse_execution_request(body)
+    assert info.value.status == 400
+
+
+def test_status_codes_per_version():
+    assert wire.execute_status_code("2024-10-02-preview") == 202
+    assert wire.execute_status_code("2025-02-02-preview") == 200
+    assert wire.execute_status_code("2025-10-02-preview") == 200
+    assert wire.execute_status_code("2025-10-02-preview", asynchronous=True) == 202
+    with pytest.raises(EmulatorError):
+        wire.check_version("2023-01-01")
+
+
+def test_fault_rule_parsing():
+    rule = parse_rule("429:rate=0.5:retry_after=2:path=executions:method=post:count=3")
+    assert (rule.kind, rule.status, rule.rate, rule.retry_after, rule.path, rule.count) == (
+        "status",
+        429,
+        0.5,
+        2.0,
+        "executions",
+        3,
+    )
+    assert parse_rule("drop:phase=after").phase == "after"
+    assert parse_rule({"kind": 503}).status == 503
+    assert [r.kind for r in parse_rules("delay:seconds=0.1; expire:count=1")] == ["delay", "expire"]
+    assert parse_rules('[{"kind": "drop"}]')[0].kind == "drop"
+    for bad in ("teapot", "429:rate=2", "429:colour=red", "429:rate", "200", "drop:phase=during"):
+        with pytest.raises(ValueError):
+            parse_rule(bad)
+
+
+def test_fault_injector_counts_and_filters():
+    injector = FaultInjector(parse_rules("503:count=2:path=^executions$:method=POST"), seed=1)
+    assert injector.pick("GET", "executions") == []
+    assert injector.pick("POST", "files") == []
+    assert len(injector.pick("POST", "executions")) == 1
+    assert len(injector.pick("POST", "executions")) == 1
+    assert injector.pick("POST", "executions") == []
+    assert injector.snapshot()["fired"] == {"503": 2}
+
+
+def test_fault_rate_is_seeded():
+    picks = []
+    for _ in range(2):
+        injector = FaultInjector(parse_rules("429:rate=0.3"), seed=42)
+        picks.append([bool(injector.pick("POST", "executions")) for _ in range(200)])
+    assert picks[0] == picks[1]
+    assert 30 < sum(picks[0]) < 90
+
+
+def test_sandbox_mode_resolution(monkeypatch):
+    from azure_sessions.emulator import sandbox
+
+    monkeypatch.setattr(sandbox, "bubblewrap_problem", lambda: "the bwrap executable was not found on PATH")
+    mode, warning = sandbox.resolve_mode("auto")
+    assert mode == "unisolated" and "UNISOLATED" in warning and "bwrap executable was not found" in warning
+    with pytest.raises(sandbox.SandboxUnavailable, match="not found"):
+        sandbox.resolve_mode("bubblewrap")
+    assert sandbox.resolve_mode("none")[0] == "unisolated"
+    monkeypatch.setattr(sandbox, "bubblewrap_problem", lambda: None)
+    assert sandbox.resolve_mode("auto") == ("bubblewrap", None)
+    with pytest.raises(ValueError):
+        sandbox.resolve_mode("docker")
