@@ -173,7 +173,12 @@ class SessionsClient:
         """
         op = self._dialect.execute(code, timeout)
         read = min(float(timeout), MAX_EXECUTION_SECONDS) + EXECUTE_READ_MARGIN_SECONDS
-        response = self._send(op, "execute", idempotent=False, timeout=(self._connect_timeout, read), ok=(200, 202))
+        # One operation-id per logical execution, the same on every attempt: a service that already ran it
+        # answers with that execution instead of running the code again.
+        headers = {**_JSON_HEADERS, "operation-id": str(uuid.uuid4())}
+        response = self._send(
+            op, "execute", idempotent=False, timeout=(self._connect_timeout, read), ok=(200, 202), headers=headers
+        )
         result = parse_execution(self._json(response, "execute"), response.headers.get("x-ms-session-guid"))
         if result.status in _PENDING and result.execution_id:
             result = self._poll(result, deadline=time.monotonic() + read)
@@ -317,12 +322,14 @@ class SessionsClient:
         body_factory: Callable[[], Any] | None = None,
         ok: tuple[int, ...] = (200,),
         ok_404_on_retry: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> requests.Response:
         if self._closed:
             raise SessionsError("this SessionsClient is closed; create a new one")
         url = self._url(op)
         payload = json.dumps(op.body).encode() if op.body is not None else None
-        headers = _JSON_HEADERS if payload is not None else None
+        if headers is None and payload is not None:
+            headers = _JSON_HEADERS
         policy = self._retry
         attempt = 0
         auth_retried = False

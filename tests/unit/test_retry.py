@@ -58,6 +58,18 @@ def test_execute_is_retried_on_429(server, make_client, sleeps):
     assert len(server.requests) == 2 and sleeps == [2.0]
 
 
+def test_execute_sends_one_operation_id_per_execution_reused_on_retry(server, make_client, sleeps):
+    server.reply(429, None, headers={"Retry-After": "1"})
+    server.reply(202, rec.EXECUTE_2410)
+    server.reply(202, rec.EXECUTE_2410)
+    client = make_client()
+    client.execute("print('Hello world')")
+    client.execute("print('Hello world')")
+    first, retry, second = (r.headers.get("operation-id") for r in server.requests)
+    assert first and first == retry  # the service can recognise the retry as the same execution
+    assert second and second != first
+
+
 def test_execute_429_exhausted(server, make_client):
     for _ in range(4):
         server.reply(429, {"error": {"code": "TooManyRequests", "message": "slow"}})
