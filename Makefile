@@ -1,6 +1,6 @@
 # Convenience targets; the two set-up commands in the README call scripts/ directly.
 PY := .venv/bin/python
-.PHONY: run test lint format emulator bench bench-quick soak clean
+.PHONY: run test lint format emulator bench bench-quick soak screenshot clean
 
 run:            ## install and start the app (local sandbox unless a pool is configured)
 	bash scripts/run-app.sh
@@ -18,5 +18,7 @@ bench-quick:
 	bash scripts/setup.sh test && $(PY) -m bench --quick
 soak:           ## slow reliability cases that are kept out of CI
 	bash scripts/setup.sh test && $(PY) -m pytest -m soak --run-soak tests/reliability
+screenshot:     ## refresh assets/screenshot.png from a browser test run
+	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/e2e/test_chat.py -k screenshot -q
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache bench/results/*.tmp
