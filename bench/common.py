@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
+RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
+"""Where results and charts go (the smoke test points it at a temp dir so it never overwrites real results)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,12 @@ def latency_chart(name: str, title: str, series: dict[str, list[float]], unit: s
         ys = [(i + 1) / len(data) for i in range(len(data))]
         ax.step(data, ys, where="post", label=f"{label} (median {statistics.median(data):.3g} {unit})")
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"latency ({unit}, log scale)")
     ax.set_ylabel("fraction of calls")
     ax.set_ylim(0, 1.02)
@@ -193,21 +200,33 @@ def latency_chart(name: str, title: str, series: dict[str, list[float]], unit: s
     return link
 
 
-def bar_chart(name: str, title: str, bars: dict[str, float], ylabel: str, errors: dict[str, float] | None = None,
-              target: float | None = None) -> str:  # fmt: skip
-    """A bar per label (optionally with an error bar and a dashed target line); returns the relative link."""
+def bar_chart(
+    name: str,
+    title: str,
+    bars: dict[str, float],
+    ylabel: str,
+    errors: dict[str, float] | None = None,
+    target: float | None = None,
+    baseline: Callable[[str], bool] | None = None,
+) -> str:
+    """A bar per label (optionally with an error bar and a dashed target line; `baseline(label)` True draws that bar
+    grey, for the alternative we compare against); returns the relative link."""
     plt = _pyplot()
     path, link = chart_path(name)
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     labels = list(bars)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.05 * len(labels) + 1.5), 3.8), dpi=110)
     values = [bars[label] for label in labels]
     yerr = [errors.get(label, 0.0) for label in labels] if errors else None
-    ax.bar(labels, values, yerr=yerr, color="#4c78a8", capsize=4)
+    colors = ["#9d9d9d" if baseline and baseline(label) else "#4c78a8" for label in labels]
+    ax.bar(labels, values, yerr=yerr, color=colors, capsize=4)
     for index, value in enumerate(values):
-        ax.annotate(f"{value:.3g}", (index, value), ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            f"{value:.0f}" if value >= 100 else f"{value:.3g}", (index, value), ha="center", va="bottom", fontsize=8
+        )
     if target is not None:
-        ax.axhline(target, color="#e45756", linestyle="--", label=f"target {target:g}")
+        ax.axhline(target, color="#e45756", linestyle="--", label=f"target {target:.3g}")
         ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
