@@ -24,6 +24,7 @@ class Settings:
     pool_endpoint: str | None = None
     api_version: str | None = None  # None: the library's default
     sandbox: str = "auto"  # local emulator only: auto | bubblewrap | none
+    warm_sandboxes: int = 4  # local emulator only: sandboxes kept started for the next new visitors
     execution_timeout: float = 120.0
     # Web server
     server_name: str = "127.0.0.1"
@@ -83,6 +84,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pool_endpoint=_text(env, "AZURE_SESSIONS_POOL_ENDPOINT"),
         api_version=_text(env, "AZURE_SESSIONS_API_VERSION"),
         sandbox=sandbox,
+        warm_sandboxes=int(_number(env, "PLAYGROUND_WARM_SANDBOXES", 4, int, 0)),
         execution_timeout=_number(env, "PLAYGROUND_EXECUTION_TIMEOUT", 120.0, float, 1),
         server_name=_text(env, "GRADIO_SERVER_NAME") or "127.0.0.1",
         server_port=int(_number(env, "GRADIO_SERVER_PORT", 7860, int, 1)),

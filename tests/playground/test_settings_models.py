@@ -28,10 +28,14 @@ def test_values_are_parsed_and_checked():
             "PLAYGROUND_IDLE_MINUTES": "5",
             "PLAYGROUND_MAX_UPLOAD_MB": "1",
             "PLAYGROUND_SANDBOX": "None",
+            "PLAYGROUND_WARM_SANDBOXES": "0",
         }
     )
     assert not s.uses_local_emulator and s.server_port == 8080 and s.idle_timeout == 300.0
-    assert s.max_upload_bytes == 1024 * 1024 and s.sandbox == "none"
+    assert s.max_upload_bytes == 1024 * 1024 and s.sandbox == "none" and s.warm_sandboxes == 0
+    assert load_settings({}).warm_sandboxes == 4
+    with pytest.raises(SettingsError, match="PLAYGROUND_WARM_SANDBOXES"):
+        load_settings({"PLAYGROUND_WARM_SANDBOXES": "-1"})
     with pytest.raises(SettingsError, match="GRADIO_SERVER_PORT"):
         load_settings({"GRADIO_SERVER_PORT": "http"})
     with pytest.raises(SettingsError, match="PLAYGROUND_SANDBOX"):
