@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -52,8 +53,41 @@ def _jwt_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, (int, float)) else None
 
 
+class _TokenCache:
+    """The cached token of one (credential, scope) and the lock that serializes its refresh."""
+
+    __slots__ = ("lock", "state")
+
+    def __init__(self, state: tuple[str, float, float] | None = None) -> None:
+        self.lock = threading.Lock()
+        # (token, refresh_at, expires_at): replaced as a whole, so readers never see a torn update.
+        self.state = state
+
+
+# Providers built on the same credential object share one cache, so many clients (one per browser session, one
+# per thread...) cause one refresh per token lifetime instead of one each. Keyed weakly by the credential; the
+# cache never references the credential, so an entry disappears with the last client that uses it.
+_shared_caches: weakref.WeakKeyDictionary[Any, dict[str, _TokenCache]] = weakref.WeakKeyDictionary()
+_shared_caches_lock = threading.Lock()
+
+
+def _cache_for(credential: Any, scope: str) -> _TokenCache:
+    try:
+        with _shared_caches_lock:
+            per_scope = _shared_caches.get(credential)
+            if per_scope is None:
+                per_scope = _shared_caches[credential] = {}
+            return per_scope.setdefault(scope, _TokenCache())
+    except TypeError:  # unhashable or not weak-referenceable: this provider keeps a cache of its own
+        return _TokenCache()
+
+
 class TokenProvider:
     """Turns a credential into bearer-token strings; thread-safe and cheap on the hot path.
+
+    Providers (hence clients) given the same credential object and scope share one token cache and refresh it
+    once per token lifetime. ``credential=None`` builds a ``DefaultAzureCredential`` per provider: pass one
+    credential object to many clients to share its tokens.
 
     :param credential: see the module docstring.
     :param scope: token scope, default ``https://dynamicsessions.io/.default``.
@@ -72,16 +106,14 @@ class TokenProvider:
     ) -> None:
         self.scope = scope
         self._clock = clock
-        self._lock = threading.Lock()
-        # (token, refresh_at, expires_at): replaced as a whole, so readers never see a torn update.
-        self._state: tuple[str, float, float] | None = None
+        self._cache = _TokenCache()
         self._static = False
         self._fetch: Callable[[], tuple[str, float, float | None]]
         if isinstance(credential, str):
             if not credential:
                 raise ValueError("a static token must be a non-empty string")
             self._static = True
-            self._state = (credential, float("inf"), float("inf"))
+            self._cache.state = (credential, float("inf"), float("inf"))
             self.kind = "static token"
         elif credential is None:
             client_id = managed_identity_client_id or os.environ.get(MANAGED_IDENTITY_ENV) or None
@@ -91,10 +123,12 @@ class TokenProvider:
             self.kind = "DefaultAzureCredential" + (" (managed identity)" if client_id else "")
         elif callable(getattr(credential, "get_token", None)):
             self._credential = credential
+            self._cache = _cache_for(credential, scope)
             self._fetch = self._fetch_credential
             self.kind = type(credential).__name__
         elif callable(credential):
             self._callable = credential
+            self._cache = _cache_for(credential, scope)
             self._fetch = self._fetch_callable
             self.kind = "callable"
         else:
@@ -113,11 +147,12 @@ class TokenProvider:
 
     def get_token(self) -> str:
         """A valid token: the cached one while it is fresh, else one refreshed under the lock (one caller fetches)."""
-        state = self._state
+        cache = self._cache
+        state = cache.state
         if state is not None and self._clock() < state[1]:
             return state[0]
-        with self._lock:
-            state = self._state
+        with cache.lock:
+            state = cache.state
             if state is not None and self._clock() < state[1]:
                 return state[0]
             return self._refresh(state)
@@ -130,9 +165,10 @@ class TokenProvider:
         """
         if self._static:
             return False
-        with self._lock:
-            if self._state is not None and (token is None or self._state[0] == token):
-                self._state = None
+        cache = self._cache
+        with cache.lock:
+            if cache.state is not None and (token is None or cache.state[0] == token):
+                cache.state = None
         return True
 
     def _refresh(self, previous: tuple[str, float, float] | None) -> str:
@@ -145,7 +181,7 @@ class TokenProvider:
             if previous is not None and now < previous[2]:
                 # The old token still works: keep it a little longer, try again later.
                 _log.warning("token refresh failed (%s); reusing the current token for now", type(exc).__name__)
-                self._state = (previous[0], now + _FAILED_REFRESH_BACKOFF_SECONDS, previous[2])
+                self._cache.state = (previous[0], now + _FAILED_REFRESH_BACKOFF_SECONDS, previous[2])
                 return previous[0]
             raise CredentialUnavailableError(
                 f"could not get a token for {self.scope} from {self.kind}: {exc}. Sign in (`az login`), configure "
@@ -159,7 +195,7 @@ class TokenProvider:
         )
         if refresh_on is not None:
             refresh_at = min(refresh_at, refresh_on)
-        self._state = (token, refresh_at, expires_at)
+        self._cache.state = (token, refresh_at, expires_at)
         return token
 
     def _fetch_credential(self) -> tuple[str, float, float | None]:

@@ -39,6 +39,7 @@ _INLINE_ANSWER_CHARS = 3000
 """Stored answers up to this length come back as the follow-up's result; longer ones through a file."""
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?([<>=!~]=?[A-Za-z0-9.*+!_-]+)?$")
 _TRACEBACK_MARKER = "Traceback (most recent call last)"
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s|$)", re.MULTILINE)
 
 _FORWARD_TEMPLATE = """
 def forward(self, *args, **kwargs):
@@ -131,6 +132,7 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         self._pending_setup: dict[str, str] = {}
         self._setup: dict[str, str] = {}  # what a recycled session needs again: "variables", "tools"
         self._tools_sent: tuple[str | None, int] | None = None
+        self._tools_code_cache: tuple[list[tuple[str, Tool, type]], str] = ([], "")
         if self.additional_imports and allow_package_install:
             self.installed_packages = self.install_packages(self.additional_imports)
 
@@ -158,7 +160,7 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
             wanted = {"pillow" if p == "PIL" else p for p in wanted} - {"smolagents", *self.installed_packages}
             if wanted:
                 self.installed_packages += self.install_packages(sorted(wanted))
-        code = get_tools_definition_code(tools) if tools else ""
+        code = self._tools_definition_code(tools)
         self._setup.pop("tools", None)
         if code:
             self._setup["tools"] = code
@@ -166,6 +168,20 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
             if not (fresh and self._tools_sent == (self._last_guid, hash(code))):
                 self._pending_setup["tools"] = code
         self._flush_setup()
+
+    def _tools_definition_code(self, tools: dict[str, Tool]) -> str:
+        """smolagents' tool source, rebuilt only when the tool objects change (it inspects and parses sources)."""
+        if not tools:
+            return ""
+        key = [(name, tool, type(tool)) for name, tool in sorted(tools.items())]
+        cached_key, cached_code = self._tools_code_cache
+        same = len(key) == len(cached_key) and all(
+            a[0] == b[0] and a[1] is b[1] and a[2] is b[2] for a, b in zip(key, cached_key, strict=True)
+        )
+        if not same:
+            cached_code = get_tools_definition_code(tools)
+            self._tools_code_cache = (key, cached_code)
+        return cached_code
 
     def send_variables(self, variables: dict[str, Any]) -> None:
         """Queue the variables; they are sent with the tools (or before the next code) in one execution."""
@@ -318,11 +334,14 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
                 encoded = stdout[start + len(self._frame_start) : end]
                 after = stdout[end + len(self._frame_end) :].removeprefix("\n")
                 return CodeOutput(self._decode_answer(encoded), notice + before + after, True)
-            return CodeOutput(self._decode_answer(self._fetch_stored_answer()), notice + before, True)
+            return CodeOutput(self._decode_answer(self._require_stored_answer()), notice + before, True)
         failed = self._failed(result)
-        if failed and self.FINAL_ANSWER_EXCEPTION in result.stderr:
-            # final_answer() ran but its frame is not in stdout (output cut before it): fetch the stored value.
-            return CodeOutput(self._decode_answer(self._fetch_stored_answer()), notice + stdout, True)
+        # final_answer() ran but its frame is not in stdout (output cut before it): fetch the stored value. The
+        # name appearing in the traceback is not enough: when final_answer itself fails (e.g. on a value it cannot
+        # serialize), the traceback quotes the tool's source, which mentions FinalAnswerException.
+        raised = _raised_exception(result.stderr)
+        if failed and self.FINAL_ANSWER_EXCEPTION in result.stderr and raised in (None, self.FINAL_ANSWER_EXCEPTION):
+            return CodeOutput(self._decode_answer(self._require_stored_answer()), notice + stdout, True)
         if failed:
             raise AgentError(
                 f"{notice}{stdout}\nExecuting code yielded an error:\n{result.stderr or result.status}", self.logger
@@ -333,8 +352,18 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         logs = f"{stdout}{result.stderr}" if result.stderr else stdout
         return CodeOutput(output, notice + logs, False)
 
-    def _fetch_stored_answer(self) -> str:
-        """A follow-up execution returning (and deleting) the stored serialized final answer.
+    def _require_stored_answer(self) -> str:
+        stored = self._fetch_stored_answer()
+        if stored is None:
+            raise AgentError(
+                "final_answer() was called but its value was cut off from the output and could not be recovered "
+                "from the session. Return a shorter answer (or save large results to a file in /mnt/data).",
+                self.logger,
+            )
+        return stored
+
+    def _fetch_stored_answer(self) -> str | None:
+        """A follow-up execution returning (and deleting) the stored serialized final answer; None if none is.
 
         A short value comes back as the execution's result; a long one (which the service might truncate) is
         written to a hidden file in /mnt/data, downloaded without any size limit, and deleted.
@@ -354,11 +383,7 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
                     self.client.delete_file(path)
         if isinstance(value, str) and value.startswith(("safe:", "pickle:")):
             return value
-        raise AgentError(
-            "final_answer() was called but its value was cut off from the output and could not be recovered "
-            "from the session. Return a shorter answer (or save large results to a file in /mnt/data).",
-            self.logger,
-        )
+        return None
 
     def _decode_answer(self, encoded: str | None) -> Any:
         try:
@@ -369,3 +394,9 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
                 "JSON-friendly value (str, number, list, dict) or set allow_pickle=True for a trusted sandbox.",
                 self.logger,
             ) from exc
+
+
+def _raised_exception(stderr: str) -> str | None:
+    """The class name on a traceback's last ``Name: message`` line (None when the traceback was cut off)."""
+    names = _EXCEPTION_LINE.findall(stderr)
+    return names[-1].rsplit(".", 1)[-1] if names else None

@@ -15,8 +15,9 @@ def normalize_name(name: str) -> str:
     """Validate ``name`` and return it relative to ``/mnt/data``.
 
     A leading ``/mnt/data/`` is stripped. Refused (:class:`InvalidFileNameError`, nothing sent): empty names,
-    ``.`` or ``..`` segments, empty segments (``a//b``), control characters (NUL, CR, LF, ...), names still
-    absolute after stripping, segments longer than 255 UTF-8 bytes and names longer than 1024 bytes.
+    ``.`` or ``..`` segments, empty segments (``a//b``), control characters (NUL, CR, LF, ...), lone surrogates
+    (not encodable as UTF-8), names still absolute after stripping, segments longer than 255 UTF-8 bytes and
+    names longer than 1024 bytes.
     """
     if not isinstance(name, str):
         raise InvalidFileNameError(f"file name must be a str, not {type(name).__name__}")
@@ -25,6 +26,12 @@ def normalize_name(name: str) -> str:
         raise InvalidFileNameError(f"empty file name {name!r}: give a name such as 'data.csv'")
     if any(ord(ch) < 0x20 or ch == "\x7f" for ch in relative):
         raise InvalidFileNameError(f"file name {name!r} contains a NUL or control character")
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidFileNameError(
+            f"file name {name!r} is not valid Unicode (it holds a lone surrogate, e.g. from undecodable bytes)"
+        ) from None
     if relative.startswith("/"):
         raise InvalidFileNameError(f"file name {name!r} is absolute: only files under /mnt/data can be reached")
     if len(relative.encode("utf-8")) > MAX_NAME_BYTES:

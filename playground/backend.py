@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from playground.settings import Settings
@@ -36,7 +36,8 @@ class Backend:
     kind: str  # "azure" | "local"
     endpoint: str
     api_version: str | None  # None: the library's default
-    credential: Any  # passed to the library: None = its Azure credential chain; a str = the emulator's token
+    # passed to the library: None = its Azure credential chain; a str = the emulator's token (a secret: never in repr)
+    credential: Any = field(repr=False)
     isolated: bool
     warning: str | None = None
     emulator: Any = None  # the EmulatorHandle this backend owns (stopped by `stop`), if any
@@ -117,7 +118,9 @@ def start_backend(settings: Settings) -> Backend:
     from azure_sessions.emulator import start_emulator
 
     token = secrets.token_urlsafe(24)  # only this process knows it: other local users cannot drive the emulator
-    emulator = start_emulator(host="127.0.0.1", port=0, token=token, sandbox=settings.sandbox)
+    emulator = start_emulator(
+        host="127.0.0.1", port=0, token=token, sandbox=settings.sandbox, prestart=settings.warm_sandboxes
+    )
     backend = Backend.for_emulator(emulator, token, settings.api_version)
     backend.emulator = emulator
     log.info("local emulator started (%s)", emulator.sandbox_mode)

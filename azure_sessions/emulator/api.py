@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import errors, files, wire
+from .auth import check_bearer
 from .faults import FaultInjector, FaultMiddleware, parse_rules
 from .multipart import MultipartFile
 from .sessions import SessionRegistry, validate_identifier
@@ -67,12 +67,7 @@ def create_app(state: AppState) -> Any:
         return error_response(errors.bad_request(f"Invalid request: {exc.errors()}"))
 
     def authorize(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
-            raise errors.unauthorized("An 'Authorization: Bearer <token>' header is required.")
-        if state.token is not None and not hmac.compare_digest(credential.strip().encode(), state.token.encode()):
-            raise errors.unauthorized("The bearer token is not valid for this session pool.")
+        check_bearer(request.headers.get("authorization", ""), state.token)
 
     def context(request: Request, need_identifier: bool = True) -> tuple[str, str]:
         authorize(request)

@@ -32,6 +32,7 @@ log = logging.getLogger("azure_sessions.emulator")
 
 SANDBOX_CHOICES = ("auto", "bubblewrap", "none")
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
+SANDBOX_HELPERS = (Path(__file__).with_name("strays.py"),)  # standalone modules the worker loads from its side
 SANDBOX_WORKER_DIR = "/run/azure-sessions-emulator"
 PRELOAD_CANDIDATES = ("numpy", "pandas", "matplotlib.pyplot")
 _UID_BASE, _UID_SPAN = 610_000, 100_000
@@ -180,8 +181,9 @@ class Launcher:
                     args += ["--perms", "0755", "--dir", str(parent)]
                     made.add(parent)
             args += ["--ro-bind", str(path), str(path)]
-        args += ["--perms", "0755", "--dir", SANDBOX_WORKER_DIR,
-                 "--ro-bind", str(WORKER_SCRIPT.resolve()), f"{SANDBOX_WORKER_DIR}/worker.py"]  # fmt: skip
+        args += ["--perms", "0755", "--dir", SANDBOX_WORKER_DIR]
+        for script in (WORKER_SCRIPT, *SANDBOX_HELPERS):
+            args += ["--ro-bind", str(script.resolve()), f"{SANDBOX_WORKER_DIR}/{script.name}"]
         return args
 
     def _env(self, home: str) -> dict[str, str]:
@@ -237,7 +239,7 @@ class Launcher:
         }
         scratch = None
         if self.mode == "bubblewrap":
-            config |= {"data_dir": "/mnt/data", "map_mnt_data": False}
+            config |= {"data_dir": "/mnt/data", "map_mnt_data": False, "pid_namespace": True}
             env = self._env("/tmp")
             cmd = [shutil.which("bwrap") or "bwrap", *self._mount_args, "--perms", "0555", "--size", "1048576",
                    "--tmpfs", "/mnt",

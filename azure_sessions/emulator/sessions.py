@@ -314,9 +314,12 @@ class SessionRegistry:
             record.stdout, record.stderr, record.result = cell.stdout, cell.stderr, cell.result
             record.duration_ms = cell.duration_ms
             if cell.timed_out:
+                ended = cell.ended_processes
                 record.stderr += (
                     f"\nTimeoutError: the execution exceeded its timeout of {timeout:g} seconds and was interrupted "
-                    "(KeyboardInterrupt). The session and its variables were kept.\n"
+                    "(KeyboardInterrupt)."
+                    + (f" {ended} process{'es' if ended != 1 else ''} it started were ended." if ended else "")
+                    + " The session and its variables were kept.\n"
                 )
             record.status = SUCCEEDED if cell.ok else FAILED
             record.timings = {

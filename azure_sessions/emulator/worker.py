@@ -6,7 +6,7 @@ bubblewrap only this file and the Python installation are visible (the unisolate
 Protocol (both directions): 4-byte big-endian length, then a UTF-8 JSON object.
   host -> worker: {"op": "exec", "id": str, "code": str} | {"op": "interrupt", "id": str} | {"op": "exit"}
   worker -> host: {"op": "ready", ...versions} | {"op": "result", "id", "ok", "stdout", "stderr", "result",
-                   "duration_ms", "interrupted"}
+                   "duration_ms", "interrupted", "ended_processes"}
 The protocol uses private copies of fds 0/1; fds 1/2 are then pipes drained by threads, so output written by
 subprocesses (``!cmd``, ``os.system``) is captured per cell and can never corrupt the protocol.
 """
@@ -218,6 +218,8 @@ class Worker:
         self.in_user_code = False
         self.images: list[bytes] = []
         self.seq = 0
+        self.interrupt_requested = False
+        self.strays = None  # the strays module: ends the processes a timed-out cell left running
 
     def setup(self) -> None:
         config = self.config
@@ -237,13 +239,8 @@ class Worker:
         sys.stdout, sys.stderr = self.stdout, self.stderr
         data_dir = config["data_dir"]
         if config.get("map_mnt_data"):  # unisolated mode: no mount namespace, so map the path inside Python
-            import importlib.util
-
-            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pathmap.py")
-            spec = importlib.util.spec_from_file_location("_emulator_pathmap", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            module.map_mnt_data(data_dir)
+            _load_sibling("pathmap").map_mnt_data(data_dir)
+        self.strays = _load_sibling("strays") if sys.platform.startswith("linux") else None  # it reads /proc
         os.chdir(data_dir)
         sys.path.insert(0, "")
         signal.signal(signal.SIGINT, _ignore_sigint)
@@ -352,6 +349,7 @@ class Worker:
             if message.get("op") == "exec":
                 self.jobs.put(message)
             elif message.get("op") == "interrupt" and self.running == message.get("id") and self.in_user_code:
+                self.interrupt_requested = True
                 os.kill(os.getpid(), signal.SIGINT)
 
     def run(self, code: str, store_history: bool = True) -> dict:
@@ -361,6 +359,12 @@ class Worker:
         self.err.restore()
         sys.stdout, sys.stderr = self.stdout, self.stderr
         interrupted, value, ok = False, None, False
+        self.interrupt_requested = False
+        whole_namespace = bool(self.config.get("pid_namespace"))
+        try:
+            mark = self.strays.Mark(whole_namespace) if self.strays else None
+        except OSError:  # no usable /proc: timed-out cells just leave their processes
+            mark = None
         started = time.perf_counter()
         try:
             if signal.getsignal(signal.SIGINT) is _ignore_sigint:  # unless user code installed its own handler
@@ -379,6 +383,12 @@ class Worker:
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 signal.signal(signal.SIGINT, _ignore_sigint)
         duration_ms = int((time.perf_counter() - started) * 1000)
+        ended = 0
+        if interrupted and self.interrupt_requested and mark:  # timed out: end what the cell left running
+            try:
+                ended = self.strays.end_strays(mark, whole_namespace)
+            except Exception as exc:
+                self.log(f"ending leftover processes failed: {exc!r}")
         images = self.images + _figure_pngs()
         png = None if images else _png_of(value)
         if png is not None:
@@ -399,6 +409,7 @@ class Worker:
             "result": result,
             "duration_ms": duration_ms,
             "interrupted": interrupted,
+            "ended_processes": ended,
         }
 
     def serve(self) -> None:
@@ -416,6 +427,17 @@ class Worker:
                 self.chan.write(reply)
             except KeyboardInterrupt:  # a late interrupt that arrived between cells
                 continue
+
+
+def _load_sibling(name: str):
+    """A standalone helper module next to this file (bound into the sandbox beside it)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_emulator_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ class CellResult:
     duration_ms: int
     interrupted: bool = False
     timed_out: bool = False
+    ended_processes: int = 0  # processes a timed-out cell left running, ended by the worker
 
 
 class Worker:
@@ -153,6 +154,7 @@ class Worker:
             duration_ms=int(message.get("duration_ms", 0)),
             interrupted=bool(message.get("interrupted")),
             timed_out=timed_out and bool(message.get("interrupted")),
+            ended_processes=int(message.get("ended_processes", 0) or 0),
         )
 
     # -- lifecycle -----------------------------------------------------------------------------------------------

@@ -145,6 +145,21 @@ def test_tools_are_sent_once_with_variables_in_one_execution(server, executor):
     assert len(server.requests) == 1
 
 
+def test_tool_source_is_built_once_while_the_tools_are_unchanged(server, executor, monkeypatch):
+    import azure_sessions.executor as executor_module
+
+    builds = []
+    real = executor_module.get_tools_definition_code
+    monkeypatch.setattr(executor_module, "get_tools_definition_code", lambda tools: builds.append(1) or real(tools))
+    server.queue(ok(), ok())
+    tool = FinalAnswerTool()
+    for _ in range(3):
+        executor.send_tools({"final_answer": tool})
+    assert len(builds) == 1 and len(server.requests) == 1
+    executor.send_tools({"final_answer": FinalAnswerTool()})  # another tool object: rebuilt (same code: not sent)
+    assert len(builds) == 2 and len(server.requests) == 1
+
+
 def test_session_loss_is_reported_and_tools_restored(server, executor):
     server.queue(ok(guid="g1"))
     executor.send_tools({"final_answer": FinalAnswerTool()})

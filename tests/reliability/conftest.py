@@ -1,0 +1,82 @@
+"""Reliability suite: dedicated emulators (checked for leftovers when they stop) and the soak switch.
+
+Slow cases carry ``@pytest.mark.soak`` and run only with ``--run-soak`` (``make soak``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from azure_sessions.emulator.sandbox import bubblewrap_problem
+from tests.reliability.support import wait_until, worker_processes
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-soak", action="store_true", default=False, help="also run @pytest.mark.soak tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        run_soak = bool(config.getoption("--run-soak"))
+    except ValueError:  # the option is only registered when this directory is on the command line
+        run_soak = False
+    if run_soak:
+        return
+    skip = pytest.mark.skip(reason="soak test: run with `make soak` (pytest -m soak --run-soak tests/reliability)")
+    for item in items:
+        if "soak" in item.keywords and "tests/reliability" in item.nodeid.replace("\\", "/"):
+            item.add_marker(skip)
+
+
+def assert_stopped_cleanly(emu: Any) -> None:
+    """After ``stop()``: no worker process of this emulator is alive and its data root is gone."""
+    leftovers = wait_until(lambda: not worker_processes(emu) and ["none"], timeout=20, what="worker processes exit")
+    assert leftovers == ["none"]
+    assert not Path(emu.data_root).exists(), f"{emu.data_root} was not removed"
+
+
+@pytest.fixture
+def start_emulator_checked() -> Iterator[Callable[..., Any]]:
+    """Start dedicated emulators; each is stopped at teardown and checked for orphan processes and files."""
+    from azure_sessions.emulator import start_emulator
+
+    started: list[Any] = []
+
+    def start(**kwargs: Any) -> Any:
+        emu = start_emulator(**kwargs)
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()
+    for emu in started:
+        assert_stopped_cleanly(emu)
+
+
+@pytest.fixture(scope="session")
+def bwrap_required() -> None:
+    problem = bubblewrap_problem()
+    if problem:
+        pytest.skip(f"bubblewrap is not usable here, so the sandbox cannot be tested: {problem}")
+
+
+# Browser tests (tests/reliability/test_ui_abuse.py): the system Chromium, headless; `playwright install` is never run
+SYSTEM_CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    args = {
+        **browser_type_launch_args,
+        "headless": True,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"],
+    }  # fmt: skip
+    if SYSTEM_CHROMIUM.exists():
+        args["executable_path"] = str(SYSTEM_CHROMIUM)
+    return args

@@ -1,0 +1,198 @@
+"""Helpers for the reliability suite: dedicated emulators, waiting, process and filesystem scans, raw HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from azure_sessions import RetryPolicy
+
+INSTANCE_ENV = b"AZURE_SESSIONS_EMULATOR_INSTANCE="
+FAST_RETRY = RetryPolicy(attempts=8, backoff_base=0.01, backoff_cap=0.05, jitter=0.1, max_retry_after=0.2)
+"""Many attempts, tiny back-off: faults cost milliseconds, not seconds."""
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout:g} s" + (f": {what}" if what else ""))
+        time.sleep(interval)
+
+
+def new_identifier() -> str:
+    return f"rel-{uuid.uuid4()}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------------------------
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def _state(pid: str) -> str:
+    stat = _read(f"/proc/{pid}/stat")
+    try:
+        return stat.rsplit(b")", 1)[1].split()[0].decode()
+    except IndexError:
+        return ""
+
+
+def processes_matching(needles: list[bytes]) -> list[tuple[int, str]]:
+    """Live (non-zombie) processes whose environment or command line contains one of ``needles``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        blob = _read(f"/proc/{entry}/environ") + b"\0" + _read(f"/proc/{entry}/cmdline")
+        if any(needle in blob for needle in needles) and _state(entry) not in ("Z", "X", ""):
+            cmd = _read(f"/proc/{entry}/cmdline").replace(b"\0", b" ")[:160].decode("utf-8", "replace")
+            found.append((int(entry), cmd))
+    return found
+
+
+def emulator_needles(emu: Any) -> list[bytes]:
+    """What identifies the processes of one emulator: its instance id (in every worker's environment, inside and
+    outside bubblewrap) and its data root (on bubblewrap's and the unisolated worker's command line)."""
+    instance = emu.backend.pool.launcher.instance_id.encode()
+    return [INSTANCE_ENV + instance, str(emu.data_root).encode()]
+
+
+def worker_processes(emu: Any) -> list[tuple[int, str]]:
+    return processes_matching(emulator_needles(emu))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Filesystem
+# ---------------------------------------------------------------------------------------------------------------
+def tree_state(root: Path, skip: Callable[[Path], bool] = lambda p: False) -> dict[str, tuple[str, int, str]]:
+    """Every entry under ``root`` (not following links): kind, size and a content hash for files."""
+    state: dict[str, tuple[str, int, str]] = {}
+    if not root.exists():
+        return state
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not skip(here / d)]
+        for name in dirnames:
+            state[str((here / name).relative_to(root))] = ("dir", 0, "")
+        for name in filenames:
+            path = here / name
+            if skip(path):
+                continue
+            st = path.lstat()
+            if path.is_symlink():
+                state[str(path.relative_to(root))] = ("link", 0, os.readlink(path))
+            else:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size < 1 << 20 else str(st.st_mtime)
+                state[str(path.relative_to(root))] = ("file", st.st_size, digest)
+    return state
+
+
+def session_dirs(emu: Any) -> set[Path]:
+    sessions = Path(emu.data_root) / "sessions"
+    return {p for p in sessions.iterdir()} if sessions.exists() else set()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Raw HTTP (http.client: nothing normalizes the path, unlike requests/urllib3)
+# ---------------------------------------------------------------------------------------------------------------
+def raw_request(
+    endpoint: str, method: str, path: str, token: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    """Send ``path`` (appended to the endpoint's path, byte for byte) and return (status, body, headers)."""
+    parts = urlsplit(endpoint)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.putrequest(method, parts.path + "/" + path, skip_accept_encoding=True)
+        all_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
+        if body is not None:
+            all_headers["Content-Length"] = str(len(body))
+        for key, value in all_headers.items():
+            conn.putheader(key, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+
+
+def multipart(filename: bytes, data: bytes, field: bytes = b"file") -> tuple[bytes, str]:
+    """A hand-built multipart body whose filename bytes go on the wire unescaped."""
+    boundary = "rel" + uuid.uuid4().hex
+    body = (
+        b"--" + boundary.encode() + b"\r\n"
+        b'Content-Disposition: form-data; name="' + field + b'"; filename="' + filename + b'"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--" + boundary.encode() + b"--\r\n"
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@contextmanager
+def env_vars(**values: str) -> Iterator[None]:
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The playground, in-process on a free loopback port
+# ---------------------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_playground(emu: Any, token: str, models: dict, cache: Path, **settings: Any) -> Iterator[Any]:
+    """Build and launch the app against ``emu`` with ``models`` (label -> factory); yields (url, demo).
+
+    Settings come from the environment (``load_settings``), overridden by ``settings``. Gradio's cache goes to
+    ``cache``. On exit the app closes every session (deleting its sandbox) and the server stops.
+    """
+    from dataclasses import replace
+
+    from playground.backend import Backend
+    from playground.settings import load_settings
+    from playground.ui import build_app, launch_kwargs
+
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(cache)
+    config = replace(load_settings(), server_port=free_port(), **settings)
+    demo = build_app(config, backend=Backend.for_emulator(emu, token), extra_models=models)
+    demo.launch(**launch_kwargs(config), prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{config.server_port}/", demo
+    finally:
+        demo.close()
+        demo.playground.registry.close_all()
+        if previous is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous
