@@ -89,15 +89,9 @@ def responder(messages: list) -> str:
 def serve(port: int, prestart: int | None = None) -> int:
     """Build and serve the app (embedded emulator), then obey commands on stdin: `wait_pool`, `quit`.
 
-    `prestart` (diagnostic only) overrides the embedded emulator's pool size, in this process only.
+    `prestart` overrides the embedded emulator's warm pool (PLAYGROUND_WARM_SANDBOXES) in this process only.
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    if prestart is not None:
-        import functools
-
-        import azure_sessions.emulator as emulator_module
-
-        emulator_module.start_emulator = functools.partial(emulator_module.start_emulator, prestart=prestart)
     import playground.handlers as handlers_module
     from playground.settings import Settings
     from playground.ui import build_app, launch_kwargs
@@ -115,7 +109,7 @@ def serve(port: int, prestart: int | None = None) -> int:
             yield update
 
     handlers_module.run_message = run_message  # this process only: the split of Enter -> pending step
-    settings = Settings(server_port=port)
+    settings = Settings(server_port=port) if prestart is None else Settings(server_port=port, warm_sandboxes=prestart)
     model = ScriptedModel(responder=responder, chunk_delay=CHUNK_DELAY)
     demo = build_app(settings, extra_models={MODEL_LABEL: lambda: model})
     demo.launch(**launch_kwargs(settings), prevent_thread_lock=True, quiet=True)

@@ -33,6 +33,7 @@ from bench.app_support import (
     submit,
 )
 from bench.common import BenchReport, Row, Stats, bar_chart, cli, latency_chart, ms, run_and_save, times
+from playground.settings import Settings
 
 
 def single_user(browser: Any, app: AppProcess, tag: str, messages: int) -> list[dict]:
@@ -216,7 +217,8 @@ def body(quick: bool) -> BenchReport:
     floor = users * sum(per_task.values()) / 2 * 1000  # ms: the single-user work of every user, on 2 cores
     server_floor = users * sum(v for k, v in per_task.items() if k != "browser") / 2 * 1000
     report.notes += [
-        f"Sandbox: {app.sandbox}; the embedded emulator keeps 2 pre-started workers, so at {users} users at once the "
+        f"Sandbox: {app.sandbox}; the embedded emulator keeps the default {Settings().warm_sandboxes} pre-started "
+        f"workers (PLAYGROUND_WARM_SANDBOXES), so at {users} users at once the "
         "others cold-start a worker (without the pandas/numpy/matplotlib preload). The scripted model streams each "
         "step's reply in ~5 chunks 0.1 s apart (≈0.5 s per step, ≈1.5 s per task): only the app's own work is "
         "measured, not a model's.",
