@@ -192,8 +192,8 @@ def body(quick: bool) -> BenchReport:
         report.rows.append(
             Row(
                 f"diagnostic: {users} users at once, {users} pre-started workers",
-                "1 round; emulator pool size "
-                f"patched in the app process only; Enter → pending p50 {ms(s_diag_pending.median)}",
+                "1 round; PLAYGROUND_WARM_SANDBOXES raised "
+                f"in the app process only; Enter → pending p50 {ms(s_diag_pending.median)}",
                 ms(s_diag.median),
                 ms(s_diag.p95),
                 times(s_diag.p95 / s_single.median) + " (p95 vs single median)",
