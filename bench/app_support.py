@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from typing import Any
 
 from bench.common import ROOT
+from tests.support.harness import SYSTEM_CHROMIUM, free_port
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM = str(SYSTEM_CHROMIUM)
 MODEL_LABEL = "Scripted benchmark model"
 CHUNK_DELAY = 0.1
 TASK = "Summarise a random sample and plot it (benchmark {tag})"
@@ -136,9 +127,7 @@ def serve(port: int, prestart: int | None = None) -> int:
 
 class AppProcess:
     def __init__(self, prestart: int | None = None) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen(
             [

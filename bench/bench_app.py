@@ -22,7 +22,6 @@ from typing import Any
 
 from bench.app_support import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     TARGET_LOAD_RATIO,
     TARGET_PENDING_MS,
     AppProcess,
@@ -34,6 +33,7 @@ from bench.app_support import (
 )
 from bench.common import BenchReport, Row, Stats, bar_chart, cli, latency_chart, ms, run_and_save, times
 from playground.settings import Settings
+from tests.support.harness import CHROMIUM_ARGS
 
 
 def single_user(browser: Any, app: AppProcess, tag: str, messages: int) -> list[dict]:

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from tests.emulator.conftest import ENVELOPE_VERSIONS, RESOURCE_VERSIONS, new_id, wait_until
+from tests.emulator.conftest import ENVELOPE_VERSIONS, RESOURCE_VERSIONS, new_id
+from tests.support.harness import wait_until
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

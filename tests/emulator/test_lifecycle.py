@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from azure_sessions.emulator import start_emulator
-from tests.emulator.conftest import Api, new_id, wait_until
+from tests.emulator.conftest import Api, new_id
+from tests.support.harness import wait_until
 
 
 def processes_with(marker: str) -> list[int]:

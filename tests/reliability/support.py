@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,22 +13,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from azure_sessions import RetryPolicy
+from tests.support import harness
+from tests.support.harness import free_port, wait_until  # noqa: F401  (re-exported for the reliability tests)
 
 INSTANCE_ENV = b"AZURE_SESSIONS_EMULATOR_INSTANCE="
 FAST_RETRY = RetryPolicy(attempts=8, backoff_base=0.01, backoff_cap=0.05, jitter=0.1, max_retry_after=0.2)
 """Many attempts, tiny back-off: faults cost milliseconds, not seconds."""
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:g} s" + (f": {what}" if what else ""))
-        time.sleep(interval)
 
 
 def new_identifier() -> str:
@@ -161,38 +150,14 @@ def env_vars(**values: str) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------------------
 # The playground, in-process on a free loopback port
 # ---------------------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def running_playground(emu: Any, token: str, models: dict, cache: Path, **settings: Any) -> Iterator[Any]:
-    """Build and launch the app against ``emu`` with ``models`` (label -> factory); yields (url, demo).
-
-    Settings come from the environment (``load_settings``), overridden by ``settings``. Gradio's cache goes to
-    ``cache``. On exit the app closes every session (deleting its sandbox) and the server stops.
-    """
+    """The app against ``emu`` with settings from the environment (``load_settings``) overridden by ``settings``;
+    yields (url, demo). See :func:`tests.support.harness.running_playground`."""
     from dataclasses import replace
 
-    from playground.backend import Backend
     from playground.settings import load_settings
-    from playground.ui import build_app, launch_kwargs
 
-    previous = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(cache)
     config = replace(load_settings(), server_port=free_port(), **settings)
-    demo = build_app(config, backend=Backend.for_emulator(emu, token), extra_models=models)
-    demo.launch(**launch_kwargs(config), prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{config.server_port}/", demo
-    finally:
-        demo.close()
-        demo.playground.registry.close_all()
-        if previous is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = previous
+    with harness.running_playground(emu, token, config, models, cache) as running:
+        yield running
