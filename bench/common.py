@@ -7,14 +7,19 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
-"""Where results and charts go (the smoke test points it at a temp dir so it never overwrites real results)."""
+_QUICK = "--quick" in sys.argv[1:]
+RESULTS_DIR = Path(
+    os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results" / ("quick" if _QUICK else "")
+).resolve()
+"""Where results and charts go. Quick smoke runs use bench/results/quick/ (ignored by git), so they never
+overwrite the full run's committed figures; BENCH_RESULTS_DIR overrides both."""
 
 
 @dataclass(frozen=True)
