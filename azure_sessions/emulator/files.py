@@ -123,12 +123,17 @@ def _entry(parts: list[str], st: os.stat_result) -> FileEntry:
     return FileEntry(parts[-1], "/".join(parts[:-1]), st.st_size, st.st_mtime, stat.S_ISDIR(st.st_mode))
 
 
+def _lstat_existing(dfd: int, parts: list[str]) -> os.stat_result:
+    """The entry itself (never a link's target) in the open directory ``dfd``; 404 when it does not exist."""
+    try:
+        return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise errors.file_not_found("/".join(parts)) from None
+
+
 def stat_file(root: Path, parts: list[str]) -> FileEntry:
     with open_dir(root, parts[:-1]) as dfd:
-        try:
-            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            raise errors.file_not_found("/".join(parts)) from None
+        st = _lstat_existing(dfd, parts)
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         raise _refuse_link("/".join(parts))
     return _entry(parts, st)
@@ -186,10 +191,7 @@ def delete(root: Path, parts: list[str]) -> None:
     import shutil
 
     with open_dir(root, parts[:-1]) as dfd:
-        try:
-            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            raise errors.file_not_found("/".join(parts)) from None
+        st = _lstat_existing(dfd, parts)
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(parts[-1], dir_fd=dfd)
         else:
