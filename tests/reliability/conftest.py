@@ -6,6 +6,7 @@ Slow cases carry ``@pytest.mark.soak`` and run only with ``--run-soak`` (``make 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,23 +40,25 @@ def assert_stopped_cleanly(emu: Any) -> None:
     assert not Path(emu.data_root).exists(), f"{emu.data_root} was not removed"
 
 
+@contextmanager
+def checked_emulator(**kwargs: Any) -> Iterator[Any]:
+    """A dedicated emulator (``start_emulator(**kwargs)``), stopped on exit and checked for orphan processes and
+    files (the check is skipped when the body raised, so it never hides the real failure)."""
+    from azure_sessions.emulator import start_emulator
+
+    emu = start_emulator(**kwargs)
+    try:
+        yield emu
+    finally:
+        emu.stop()
+    assert_stopped_cleanly(emu)
+
+
 @pytest.fixture
 def start_emulator_checked() -> Iterator[Callable[..., Any]]:
     """Start dedicated emulators; each is stopped at teardown and checked for orphan processes and files."""
-    from azure_sessions.emulator import start_emulator
-
-    started: list[Any] = []
-
-    def start(**kwargs: Any) -> Any:
-        emu = start_emulator(**kwargs)
-        started.append(emu)
-        return emu
-
-    yield start
-    for emu in started:
-        emu.stop()
-    for emu in started:
-        assert_stopped_cleanly(emu)
+    with ExitStack() as stack:
+        yield lambda **kwargs: stack.enter_context(checked_emulator(**kwargs))
 
 
 @pytest.fixture(scope="session")

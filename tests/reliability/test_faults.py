@@ -142,13 +142,10 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def single_fault_emulator():
-    from azure_sessions.emulator import start_emulator
-    from tests.reliability.conftest import assert_stopped_cleanly
+    from tests.reliability.conftest import checked_emulator
 
-    emu = start_emulator(token=TOKEN, prestart=1)
-    yield emu
-    emu.stop()
-    assert_stopped_cleanly(emu)
+    with checked_emulator(token=TOKEN, prestart=1) as emu:
+        yield emu
 
 
 @pytest.mark.parametrize(("rule", "error", "runs"), CASES, ids=[c[0].split(":path")[0] for c in CASES])

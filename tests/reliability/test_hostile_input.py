@@ -64,20 +64,17 @@ class Canaries:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    from azure_sessions.emulator import start_emulator
-    from tests.reliability.conftest import assert_stopped_cleanly
+    from tests.reliability.conftest import checked_emulator
 
-    emu = start_emulator(token=TOKEN, prestart=0)  # no background refill: every new directory is ours
-    canaries = Canaries(emu, tmp_path_factory.mktemp("elsewhere"))
-    client = SessionsClient(emu.endpoint, new_identifier(), TOKEN)
-    client.execute("1")
-    yield SimpleNamespace(
-        emu=emu, canaries=canaries, client=client, home=emu.backend.session_dir(client.identifier)[1]
-    )
-    client.close()
-    canaries.check()
-    emu.stop()
-    assert_stopped_cleanly(emu)
+    with checked_emulator(token=TOKEN, prestart=0) as emu:  # no background refill: every new directory is ours
+        canaries = Canaries(emu, tmp_path_factory.mktemp("elsewhere"))
+        client = SessionsClient(emu.endpoint, new_identifier(), TOKEN)
+        client.execute("1")
+        yield SimpleNamespace(
+            emu=emu, canaries=canaries, client=client, home=emu.backend.session_dir(client.identifier)[1]
+        )
+        client.close()
+        canaries.check()
 
 
 @pytest.fixture(autouse=True)

@@ -69,17 +69,13 @@ class Prober(threading.Thread):
 
 @pytest.fixture(scope="module")
 def sandbox(bwrap_required) -> Iterator[SimpleNamespace]:
-    from azure_sessions.emulator import start_emulator
-    from tests.reliability.conftest import assert_stopped_cleanly
+    from tests.reliability.conftest import checked_emulator
 
-    with env_vars(**{SECRET_NAME: SECRET_VALUE}):  # in the server's environment before it starts
-        emu = start_emulator(
-            token=TOKEN,
-            prestart=1,
-            sandbox="bubblewrap",
-            limits=Limits(memory_mb=1536, cpu_seconds=120, max_processes=MAX_PROCESSES, file_size_mb=64),
-            interrupt_grace=GRACE,
-        )
+    limits = Limits(memory_mb=1536, cpu_seconds=120, max_processes=MAX_PROCESSES, file_size_mb=64)
+    with (
+        env_vars(**{SECRET_NAME: SECRET_VALUE}),  # in the server's environment before it starts
+        checked_emulator(token=TOKEN, prestart=1, sandbox="bubblewrap", limits=limits, interrupt_grace=GRACE) as emu,
+    ):
         prober = Prober(emu.endpoint)
         prober.start()
         try:
@@ -87,9 +83,7 @@ def sandbox(bwrap_required) -> Iterator[SimpleNamespace]:
         finally:
             prober.halt.set()
             prober.join(timeout=60)
-            emu.stop()
     assert prober.failures == []
-    assert_stopped_cleanly(emu)
 
 
 def attack(sandbox: SimpleNamespace, code: str, timeout: float = 30) -> tuple[SessionsClient, Any]:

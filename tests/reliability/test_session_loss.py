@@ -24,13 +24,10 @@ STEPS = [
 
 @pytest.fixture(scope="module")
 def loss_emulator():
-    from azure_sessions.emulator import start_emulator
-    from tests.reliability.conftest import assert_stopped_cleanly
+    from tests.reliability.conftest import checked_emulator
 
-    emu = start_emulator(token=TOKEN, prestart=2)
-    yield emu
-    emu.stop()
-    assert_stopped_cleanly(emu)
+    with checked_emulator(token=TOKEN, prestart=2) as emu:
+        yield emu
 
 
 def expire_via_admin_route(emu: Any, identifier: str) -> None:

@@ -28,27 +28,24 @@ expect.set_options(timeout=30_000)
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[SimpleNamespace]:
-    from azure_sessions.emulator import start_emulator
-    from tests.reliability.conftest import assert_stopped_cleanly
+    from tests.reliability.conftest import checked_emulator
 
-    emu = start_emulator(token=TOKEN, prestart=2)
-    cache = tmp_path_factory.mktemp("gradio-cache")
-    model = ScriptedModel(responder=responder, chunk_delay=0.05)
-    seen: dict[str, Path] = {}  # every user session's temp dir, checked at the end
-    with running_playground(emu, TOKEN, {MODEL: lambda: model}, cache, max_upload_bytes=LIMIT) as (url, demo):
-        registry = demo.playground.registry
+    with checked_emulator(token=TOKEN, prestart=2) as emu:
+        cache = tmp_path_factory.mktemp("gradio-cache")
+        model = ScriptedModel(responder=responder, chunk_delay=0.05)
+        seen: dict[str, Path] = {}  # every user session's temp dir, checked at the end
+        with running_playground(emu, TOKEN, {MODEL: lambda: model}, cache, max_upload_bytes=LIMIT) as (url, demo):
+            registry = demo.playground.registry
 
-        def remember() -> None:
-            for session in list(registry._sessions.values()):
-                seen[session.session_id] = session.tmpdir
+            def remember() -> None:
+                for session in list(registry._sessions.values()):
+                    seen[session.session_id] = session.tmpdir
 
-        yield SimpleNamespace(url=url, demo=demo, emu=emu, registry=registry, remember=remember, cache=cache)
-        remember()
-    # the app closed every session: temp dirs gone, sandbox sessions deleted; then the emulator leaves nothing
-    assert [str(p) for p in seen.values() if p.exists()] == []
-    assert emu.backend.list_sessions() == []
-    emu.stop()
-    assert_stopped_cleanly(emu)
+            yield SimpleNamespace(url=url, demo=demo, emu=emu, registry=registry, remember=remember, cache=cache)
+            remember()
+        # the app closed every session: temp dirs gone, sandbox sessions deleted; then the emulator leaves nothing
+        assert [str(p) for p in seen.values() if p.exists()] == []
+        assert emu.backend.list_sessions() == []
 
 
 def sandbox_ids(emu) -> set[str]:
