@@ -150,7 +150,9 @@ class Launcher:
         self.scratch_root = root / "scratch"
         for path in (self.sessions_dir, self.logs_dir, self.scratch_root):
             path.mkdir(parents=True, exist_ok=True)
-        self.python = os.path.realpath(sys.executable)
+        # The interpreter as invoked, not its resolved target: a venv's bin/python is a link to the base
+        # interpreter, and only the link's location makes Python read pyvenv.cfg and use the venv's packages.
+        self.python = os.path.abspath(sys.executable)
         self.preload = [name for name in PRELOAD_CANDIDATES if _installed(name)]
         self._drop_uid = mode == "bubblewrap" and _is_root()
         self._uids = itertools.count(secrets.randbelow(_UID_SPAN))  # distinct per instance, most likely
