@@ -5,8 +5,8 @@
         print(emu.endpoint)      # use it as the pool management endpoint, with "Authorization: Bearer t"
 
 It speaks both wire dialects (2024-02-02/08-02 "envelope" and 2024-10-02+ "resource"), runs each session in a
-persistent IPython worker (inside bubblewrap when it works, else a loudly labelled unisolated fallback) and serves
-over uvicorn on loopback. See ``python -m azure_sessions.emulator --help``.
+persistent IPython worker in the strongest isolation tier the host allows (bubblewrap, else Landlock and seccomp, else
+a loudly labelled unisolated fallback) and serves over uvicorn on loopback. See ``python -m azure_sessions.emulator --help``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class EmulatorHandle:
         self.port = port
         self.token = token
         self.sandbox_mode = sandbox_mode
-        self.isolated = sandbox_mode == "bubblewrap"
+        self.isolated = sandbox_mode != "unisolated"
         self.isolation_warning = isolation_warning
         self.data_root = root
         self._remove_root = remove_root
@@ -96,7 +96,8 @@ class EmulatorHandle:
         return f"EmulatorHandle(endpoint={self.endpoint!r}, sandbox={self.sandbox_mode!r}, token={token})"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``host`` names this machine only (``localhost``, ``127.0.0.0/8``, ``::1``)."""
     if host == "localhost":
         return True
     try:
@@ -120,13 +121,20 @@ def start_emulator(
     fault_seed: int | None = None,
     interrupt_grace: float = 3.0,
     log_level: str = "warning",
+    refuse_unisolated: bool = False,
 ) -> EmulatorHandle:
     """Start the emulator in a background thread and return once it is serving.
 
     ``token``: the one accepted bearer token (None: any non-empty bearer). Binding a non-loopback ``host`` without a
     token is refused. ``data_root``: where session directories live (a private temp dir by default; a fresh
-    sub-directory otherwise; removed by ``stop()``). ``sandbox``: "auto" | "bubblewrap" | "none". ``faults``: fault
-    rules (see ``faults.py``); None reads ``AZURE_SESSIONS_EMULATOR_FAULTS``.
+    sub-directory otherwise; removed by ``stop()``). ``sandbox``: "auto" (the strongest tier that works here) |
+    "bubblewrap" | "landlock" (require that tier) | "none" (unisolated on purpose). ``refuse_unisolated``: raise
+    ``SandboxUnavailable`` rather than fall back to running code unisolated when ``sandbox="auto"`` finds no tier
+    (for servers that strangers can reach); ``sandbox="none"`` is still honoured. ``faults``: fault rules (see
+    ``faults.py``); None reads ``AZURE_SESSIONS_EMULATOR_FAULTS``.
+
+    In the Landlock tier this process makes itself non-dumpable (``PR_SET_DUMPABLE``), so processes of the same
+    user cannot read its memory or environment through ``/proc`` or attach to it.
     """
     import uvicorn
 
@@ -134,14 +142,16 @@ def start_emulator(
     from .sandbox import Launcher, resolve_mode
     from .workers import WorkerPool
 
-    if not token and not _is_loopback(host):
+    if not token and not is_loopback(host):
         raise ValueError(
             f"Refusing to serve on the non-loopback address {host!r} without a token: anyone who can reach it could "
             "run code on this machine. Pass token=... (--token) or bind 127.0.0.1."
         )
-    mode, warning = resolve_mode(sandbox)
+    mode, warning = resolve_mode(sandbox, refuse_unisolated)
     if warning:
         log.warning("%s", warning)
+    if mode == "landlock":
+        _make_undumpable()
     instance = uuid.uuid4().hex[:12]
     if data_root is None:
         _sweep_stale(Path(tempfile.gettempdir()), "azure-sessions-emulator-")
@@ -165,7 +175,7 @@ def start_emulator(
         info = {
             "emulator": "azure-sessions-emulator",
             "sandboxMode": mode,
-            "isolated": mode == "bubblewrap",
+            "isolated": mode != "unisolated",
             "isolationWarning": warning,
             "startedAt": started_at,
             "limits": launcher.describe()["limits"],
@@ -196,6 +206,14 @@ def start_emulator(
                             remove_root=remove_root)  # fmt: skip
     atexit.register(handle.stop)
     return handle
+
+
+def _make_undumpable() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def _owner_stamp(pid: int) -> str:

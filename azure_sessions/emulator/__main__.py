@@ -9,9 +9,15 @@ import signal
 import sys
 import threading
 
-from . import start_emulator
+from . import is_loopback, start_emulator
 from .faults import ENV_RULES
 from .sandbox import SANDBOX_CHOICES, Limits, SandboxUnavailable
+
+SANDBOX_SUMMARIES = {
+    "bubblewrap": "bubblewrap (no network, read-only root, private /mnt/data per session)",
+    "landlock": "Landlock + seccomp (no network, no /proc, read-only system, writes only in the session's own "
+    "directories; /mnt/data mapped for Python file APIs)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default=None, help="directory for session files (default: a temp dir)")
     parser.add_argument("--prestart", type=int, default=2, help="pre-started workers kept ready (default 2)")
     parser.add_argument("--sandbox", choices=SANDBOX_CHOICES, default="auto",
-                        help="auto: bubblewrap when it works; bubblewrap: require it; none: unisolated")  # fmt: skip
+                        help="auto: the strongest tier that works here (bubblewrap, else landlock; unisolated only on "
+                        "loopback); bubblewrap or landlock: require that tier; none: unisolated on purpose")  # fmt: skip
     parser.add_argument("--fault", action="append", default=None, metavar="RULE",
                         help="inject faults, e.g. '429:rate=0.1:retry_after=1', 'drop:path=executions:phase=after', "
                         f"'delay:seconds=2', 'expire:count=1' (repeatable; also env {ENV_RULES})")  # fmt: skip
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         emu = start_emulator(host=args.host, port=args.port, token=args.token, cooldown=args.cooldown,
                              max_sessions=args.max_sessions, data_root=args.data_root, prestart=args.prestart,
                              sandbox=args.sandbox, faults=args.fault, fault_seed=args.fault_seed, limits=limits,
-                             log_level=args.log_level)  # fmt: skip
+                             log_level=args.log_level, refuse_unisolated=not is_loopback(args.host))  # fmt: skip
     except (ValueError, SandboxUnavailable, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  endpoint: {emu.endpoint}", flush=True)
     print(f"  auth:     Authorization: Bearer {'<your --token>' if emu.token else '<any non-empty token>'}")
     if emu.isolated:
-        print("  sandbox:  bubblewrap (no network, read-only root, private /mnt/data per session)")
+        print(f"  sandbox:  {SANDBOX_SUMMARIES[emu.sandbox_mode]}")
     else:
         banner = "!" * 100
         print(f"{banner}\n  sandbox:  NONE. {emu.isolation_warning}\n{banner}", flush=True)

@@ -1,24 +1,46 @@
-"""Unisolated mode only: make Python's file APIs see ``/mnt/data`` as the session directory.
+"""Without a mount namespace (the Landlock tier, the unisolated fallback): make Python's file APIs see ``/mnt/data``
+and ``/tmp`` as the session's own directories.
 
-Without a mount namespace there is no real ``/mnt/data``; the worker loads this module (standalone, stdlib only) and
-wraps ``open``/``io.open`` and the ``os`` path functions so ``/mnt/data/...`` maps to the session directory and
-``os.getcwd()`` maps back. Shell commands (``!ls /mnt/data``) and C code that opens paths itself do not see the
-mapping; the working directory is the session directory, so relative paths work everywhere.
+There is no real per-session ``/mnt/data`` there; the worker loads this module (standalone, stdlib only) and wraps
+``open``/``io.open``, the ``os`` path functions and ``sqlite3.connect`` so ``/mnt/data/...`` maps to the session
+directory (and ``/tmp/...`` to the session's private scratch), and ``os.getcwd()`` maps back. Everything built on them
+follows (``pathlib``, pandas, matplotlib, Pillow, numpy). IPython's ``!`` commands get the same paths rewritten in
+their text. Other subprocesses and C code that opens paths itself do not see the mapping; the working directory is
+the session directory, so relative paths work everywhere.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+from collections.abc import Callable
 
-MNT_DATA = "/mnt/data"
 
+def map_paths(mapping: dict[str, str], own: list[str]) -> Callable[[str], str]:
+    """Map each ``virtual`` directory of ``mapping`` (``{"/mnt/data": real_dir, …}``) to its real directory.
 
-def map_mnt_data(real_dir: str) -> None:
-    """Unisolated mode: make Python file APIs see ``/mnt/data`` as the session directory (no mount namespace)."""
+    Paths below ``own`` (the session's real directories, which may lie in the host's ``/tmp``) are left alone.
+    Returns the rewrite for shell command lines (whole path words only: ``/mnt/database`` stays as it is).
+    """
     import builtins
+    import sqlite3
 
-    real_b = os.fsencode(real_dir)
+    pairs = sorted(((v.rstrip("/"), r.rstrip("/")) for v, r in mapping.items()), key=lambda p: -len(p[0]))
+    pairs_b = [(os.fsencode(v), os.fsencode(r)) for v, r in pairs]
+    own_s = [d.rstrip("/") for d in own]
+    own_b = [os.fsencode(d) for d in own_s]
+
+    def under(path, root) -> bool:
+        return path == root or path.startswith(root + (b"/" if isinstance(path, bytes) else "/"))
+
+    def translate(raw, table, real_dirs):
+        if not raw.startswith(tuple(v for v, _ in table)):
+            return None
+        norm = os.path.normpath(raw)
+        if any(under(norm, real) for real in real_dirs):
+            return None
+        return next((real + norm[len(virtual) :] for virtual, real in table if under(norm, virtual)), None)
 
     def mapped(path):
         if isinstance(path, int):
@@ -27,17 +49,8 @@ def map_mnt_data(real_dir: str) -> None:
             raw = os.fspath(path)
         except TypeError:
             return path
-        if isinstance(raw, bytes):
-            if raw.startswith(b"/mnt"):
-                norm = os.path.normpath(raw)
-                if norm == b"/mnt/data" or norm.startswith(b"/mnt/data/"):
-                    return real_b + norm[9:]
-            return path
-        if raw.startswith("/mnt"):
-            norm = os.path.normpath(raw)
-            if norm == MNT_DATA or norm.startswith(MNT_DATA + "/"):
-                return real_dir + norm[len(MNT_DATA) :]
-        return path
+        real = translate(raw, *((pairs_b, own_b) if isinstance(raw, bytes) else (pairs, own_s)))
+        return path if real is None else real
 
     def wrap1(func):
         def wrapper(path, *args, **kwargs):
@@ -61,13 +74,18 @@ def map_mnt_data(real_dir: str) -> None:
             setattr(os, name, wrap1(getattr(os, name)))
     for name in ("rename", "replace", "link", "symlink"):
         setattr(os, name, wrap2(getattr(os, name)))
-    real_getcwd, real_getcwdb = os.getcwd, os.getcwdb
+    sqlite3.connect = sqlite3.dbapi2.connect = wrap1(sqlite3.connect)
+    real_getcwd = os.getcwd
 
     def getcwd() -> str:
         cwd = real_getcwd()
-        return MNT_DATA + cwd[len(real_dir) :] if cwd == real_dir or cwd.startswith(real_dir + "/") else cwd
+        return next((virtual + cwd[len(real) :] for virtual, real in pairs if under(cwd, real)), cwd)
 
     def getcwdb() -> bytes:
-        return os.fsencode(getcwd()) if real_getcwdb().startswith(real_b) else real_getcwdb()
+        return os.fsencode(getcwd())
 
     os.getcwd, os.getcwdb = getcwd, getcwdb
+
+    words = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(v) for v, _ in pairs) + r")(?![\w.-])")
+    reals = dict(pairs)
+    return lambda command: words.sub(lambda m: reals[m.group(1)], command)

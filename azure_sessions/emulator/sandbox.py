@@ -1,14 +1,21 @@
-"""How a session worker process starts: inside bubblewrap when it works, else a loudly labelled unisolated fallback.
+"""How a session worker process starts, in the strongest isolation tier the host allows.
 
-Bubblewrap sandbox (one per worker): read-only view of the host root, with home directories, ``/run``, the
-emulator's data directory and the project checkout hidden behind empty tmpfs mounts (the Python installation is
-bound back read-only); the worker's own session directory bound read-write at the real path ``/mnt/data``; private
-``/tmp``; new PID, network, IPC and UTS namespaces (no network at all, like a pool with egress disabled); an empty
-environment plus PATH/HOME/LANG/MPLBACKEND; dies with its parent; its own session. When the emulator runs as root,
-each worker drops to its own unprivileged uid so the process-count limit is per worker.
+1. **bubblewrap** (one sandbox per worker): read-only view of the host root, with home directories, ``/run``, the
+   emulator's data directory and the project checkout hidden behind empty tmpfs mounts (the Python environment is
+   bound back read-only); the worker's own session directory bound read-write at the real path ``/mnt/data``;
+   private ``/tmp``; new PID, network, IPC and UTS namespaces (no network at all, like a pool with egress disabled);
+   an empty environment plus PATH/HOME/LANG/MPLBACKEND; dies with its parent; its own session. When the emulator
+   runs as root, each worker drops to its own unprivileged uid so the process-count limit is per worker.
+2. **Landlock** (hosts where no user namespace can be created: containers, Hugging Face Spaces): the worker confines
+   itself with Landlock and seccomp (``confine.py``) before any user code runs: it reads only the system
+   directories and the Python environment, writes only its session directory and scratch directory, sees nothing
+   of ``/proc``, opens no socket, and signals or traces nothing outside its session. ``/mnt/data`` and ``/tmp`` are
+   mapped for Python's file APIs (``pathmap.py``). Root workers drop to their own uid here too.
+3. **unisolated**: the same worker without any of that, labelled loudly; ``/mnt/data`` paths still work for Python
+   file APIs and the working directory is the session directory.
 
-Unisolated fallback: the same worker without any of that; ``/mnt/data`` paths still work for Python file APIs
-(mapped to the session directory inside the worker) and the working directory is the session directory.
+Every worker runs the interpreter this process runs (a venv's own ``bin/python``), so the sandbox has exactly this
+environment's packages, whatever the machine's default Python holds.
 """
 
 from __future__ import annotations
@@ -30,10 +37,17 @@ from pathlib import Path
 
 log = logging.getLogger("azure_sessions.emulator")
 
-SANDBOX_CHOICES = ("auto", "bubblewrap", "none")
+SANDBOX_CHOICES = ("auto", "bubblewrap", "landlock", "none")
+"""What a user may ask for: ``auto`` takes the strongest tier that works here; ``none`` runs unisolated on purpose."""
+TIERS = ("bubblewrap", "landlock", "unisolated")
+TIER_LABELS = {"bubblewrap": "bubblewrap", "landlock": "Landlock", "unisolated": "not isolated"}
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
-SANDBOX_HELPERS = (Path(__file__).with_name("strays.py"),)  # standalone modules the worker loads from its side
 SANDBOX_WORKER_DIR = "/run/azure-sessions-emulator"
+# standalone modules the worker loads from its side, per tier (under bubblewrap they are bound beside worker.py)
+HELPERS = {"bubblewrap": ("strays",), "landlock": ("pathmap", "confine"), "unisolated": ("pathmap", "strays")}
+SYSTEM_READ_ONLY = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys/devices/system/cpu")
+"""What a Landlock worker may read besides the Python environment: programs, libraries, configuration, CPU count."""
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 PRELOAD_CANDIDATES = ("numpy", "pandas", "matplotlib.pyplot")
 _UID_BASE, _UID_SPAN = 610_000, 100_000
 
@@ -60,7 +74,7 @@ class Limits:
 
 
 class SandboxUnavailable(RuntimeError):
-    """``sandbox="bubblewrap"`` was requested but bubblewrap does not work here."""
+    """The requested isolation tier does not work here, or none does where code must not run unisolated."""
 
 
 def _is_root() -> bool:
@@ -81,12 +95,12 @@ _probe_result: dict[str, str | None] = {}
 def bubblewrap_problem() -> str | None:
     """None when bubblewrap can start a sandbox with our namespace flags here, else the reason it cannot."""
     with _probe_lock:
-        if "result" not in _probe_result:
-            _probe_result["result"] = _probe()
-        return _probe_result["result"]
+        if "bubblewrap" not in _probe_result:
+            _probe_result["bubblewrap"] = _probe_bubblewrap()
+        return _probe_result["bubblewrap"]
 
 
-def _probe() -> str | None:
+def _probe_bubblewrap() -> str | None:
     if not sys.platform.startswith("linux"):
         return f"bubblewrap needs Linux (this is {sys.platform})"
     bwrap = shutil.which("bwrap")
@@ -104,21 +118,95 @@ def _probe() -> str | None:
     return None
 
 
-def resolve_mode(sandbox: str) -> tuple[str, str | None]:
-    """Map the user's choice to ("bubblewrap" | "unisolated", isolation warning or None)."""
+def landlock_problem() -> str | None:
+    """None when a worker can confine itself with Landlock and seccomp here, else the reason it cannot."""
+    with _probe_lock:
+        if "landlock" not in _probe_result:
+            _probe_result["landlock"] = _probe_landlock()
+        return _probe_result["landlock"]
+
+
+def _probe_landlock() -> str | None:
+    """Confine a throw-away process exactly as a worker is confined (as the worker's uid when we are root) and check
+    that it still finds the sandbox's packages but can no longer read ``/proc`` or open a socket."""
+    if not sys.platform.startswith("linux"):
+        return f"Landlock needs Linux (this is {sys.platform})"
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="azure-sessions-landlock-probe-") as scratch:
+        uid = _UID_BASE + secrets.randbelow(_UID_SPAN) if _is_root() else None
+        if uid is not None:
+            os.chmod(scratch, 0o711)
+        spec = {"uid": uid, "confine": _confinement([scratch]), "helper": str(Path(__file__).with_name("confine.py"))}
+        try:
+            proc = subprocess.run([os.path.abspath(sys.executable), "-I", "-B", "-c", _LANDLOCK_PROBE, json.dumps(spec)],
+                                  capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
+                                  cwd=scratch)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"the Landlock probe could not run: {exc}"
+    lines = (proc.stdout.strip() or proc.stderr.strip() or f"exit status {proc.returncode}").splitlines()
+    return None if proc.returncode == 0 and lines[-1] == "ok" else lines[-1]
+
+
+_LANDLOCK_PROBE = """
+import importlib.util, json, os, socket, sys
+spec = json.loads(sys.argv[1])
+if spec["uid"] is not None:
+    os.setgroups([]); os.setresgid(spec["uid"], spec["uid"], spec["uid"]); os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+loader = importlib.util.spec_from_file_location("confine", spec["helper"])
+confine = importlib.util.module_from_spec(loader); loader.loader.exec_module(confine)
+try:
+    confine.confine(**spec["confine"])
+except Exception as exc:
+    print(f"Landlock and seccomp could not be applied: {getattr(exc, 'strerror', None) or exc}"); sys.exit(1)
+missing = [m for m in ("IPython", "numpy") if importlib.util.find_spec(m) is None]
+if missing:
+    print(f"the confined worker cannot read its Python environment ({sys.prefix}): {', '.join(missing)} not found"); sys.exit(1)
+for name, attempt in (("/proc", lambda: open("/proc/1/stat").read()), ("a socket", socket.socket)):
+    try:
+        attempt(); print(f"the confined worker could still reach {name}"); sys.exit(1)
+    except PermissionError:
+        pass
+print("ok")
+"""
+
+
+def resolve_mode(sandbox: str, refuse_unisolated: bool = False) -> tuple[str, str | None]:
+    """Map the user's choice to (a tier of ``TIERS``, an isolation warning or None).
+
+    ``auto`` takes bubblewrap, else Landlock, else runs unisolated with a warning, or, with ``refuse_unisolated``
+    (a server strangers can reach), raises ``SandboxUnavailable`` saying why and what to do; ``bubblewrap`` and
+    ``landlock`` require that tier; ``none`` runs unisolated on purpose.
+    """
     if sandbox not in SANDBOX_CHOICES:
         raise ValueError(f"sandbox must be one of {SANDBOX_CHOICES}, not {sandbox!r}")
-    problem = None if sandbox == "none" else bubblewrap_problem()
-    if sandbox == "bubblewrap" and problem:
-        raise SandboxUnavailable(f"sandbox='bubblewrap' was requested but {problem}")
-    if sandbox != "none" and problem is None:
-        return "bubblewrap", None
-    why = (
-        "sandboxing was turned off (sandbox='none')" if sandbox == "none" else f"bubblewrap is unavailable: {problem}"
-    )
-    return "unisolated", (
+    if sandbox == "none":
+        return "unisolated", _unisolated_warning("sandboxing was turned off (sandbox='none')")
+    problems = {}
+    for tier, probe in (("bubblewrap", bubblewrap_problem), ("landlock", landlock_problem)):
+        if sandbox in (tier, "auto"):
+            problems[tier] = probe()
+            if problems[tier] is None:
+                return tier, None
+            if sandbox == tier:
+                raise SandboxUnavailable(f"sandbox={tier!r} was requested but {problems[tier]}")
+    why = "; ".join(f"{TIER_LABELS[tier]} is unavailable: {problem}" for tier, problem in problems.items())
+    if refuse_unisolated:
+        raise SandboxUnavailable(
+            f"No isolation tier works on this host ({why}). Unisolated code would run next to this server's secrets "
+            "and files for anyone who can reach it, so no code is run. Configure an Azure dynamic-sessions pool "
+            "(AZURE_SESSIONS_POOL_ENDPOINT) for real isolation, or choose the sandbox 'none' on purpose if everyone "
+            "who can reach this server may run code on it."
+        )
+    return "unisolated", _unisolated_warning(why)
+
+
+def _unisolated_warning(why: str) -> str:
+    return (
         "Code runs UNISOLATED on this machine: " + why + ". Session code can read and write your files, use the "
-        "network and see your processes. Install bubblewrap (e.g. `apt-get install bubblewrap`) on Linux to sandbox it."
+        "network and see your processes. On Linux, install bubblewrap (e.g. `apt-get install bubblewrap`) where user "
+        "namespaces work, or use a kernel with Landlock (6.2 or newer, with landlock among its LSMs) elsewhere."
     )
 
 
@@ -132,14 +220,18 @@ class Spawned:
     scratch_dir: Path | None
     log_path: Path
     uid: int | None
-    isolated: bool
+    mode: str  # a tier of TIERS
+
+    @property
+    def isolated(self) -> bool:
+        return self.mode != "unisolated"
 
 
 class Launcher:
     """Builds and starts worker processes for one emulator instance, under ``root`` (removed by the owner)."""
 
     def __init__(self, mode: str, root: Path, limits: Limits | None = None, instance_id: str = "") -> None:
-        if mode not in ("bubblewrap", "unisolated"):
+        if mode not in TIERS:
             raise ValueError(f"unknown sandbox mode {mode!r}")
         self.mode = mode
         self.root = root
@@ -154,7 +246,7 @@ class Launcher:
         # interpreter, and only the link's location makes Python read pyvenv.cfg and use the venv's packages.
         self.python = os.path.abspath(sys.executable)
         self.preload = [name for name in PRELOAD_CANDIDATES if _installed(name)]
-        self._drop_uid = mode == "bubblewrap" and _is_root()
+        self._drop_uid = mode != "unisolated" and _is_root()
         self._uids = itertools.count(secrets.randbelow(_UID_SPAN))  # distinct per instance, most likely
         self._mount_args = self._mounts() if mode == "bubblewrap" else []
         self._spawner_lock = threading.Lock()
@@ -184,15 +276,16 @@ class Launcher:
                     made.add(parent)
             args += ["--ro-bind", str(path), str(path)]
         args += ["--perms", "0755", "--dir", SANDBOX_WORKER_DIR]
-        for script in (WORKER_SCRIPT, *SANDBOX_HELPERS):
-            args += ["--ro-bind", str(script.resolve()), f"{SANDBOX_WORKER_DIR}/{script.name}"]
+        for name in ("worker", *HELPERS["bubblewrap"]):
+            script = WORKER_SCRIPT.with_name(f"{name}.py").resolve()
+            args += ["--ro-bind", str(script), f"{SANDBOX_WORKER_DIR}/{script.name}"]
         return args
 
-    def _env(self, home: str) -> dict[str, str]:
+    def _env(self, home: str, tmp: str) -> dict[str, str]:
         return {
             "PATH": f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin",
             "HOME": home,
-            "TMPDIR": "/tmp" if self.mode == "bubblewrap" else home,
+            "TMPDIR": tmp,
             "LANG": "C.UTF-8",
             "MPLBACKEND": "Agg",
             "TERM": "dumb",
@@ -223,26 +316,25 @@ class Launcher:
         data_dir.mkdir(mode=0o700)
         log_path = self.logs_dir / f"{guid}.log"
         uid = _UID_BASE + next(self._uids) % _UID_SPAN if self._drop_uid else None
-        # RLIMIT_NPROC counts every process of the (host) uid: a private uid per worker when we run as root and
-        # bubblewrap; our current count plus the allowance otherwise; root without bubblewrap is exempt from it.
+        # RLIMIT_NPROC counts every process of the (host) uid: a private uid per worker when we run as root; our
+        # current count plus the allowance otherwise; root that keeps its uid is exempt from it.
         own = 0 if uid is not None or _is_root() or not self.limits.max_processes else _count_own_processes()
         limits = self.limits.as_rlimits(extra_processes=own)
         if uid is None and _is_root():
             limits["max_processes"] = None
-        if uid is not None:
-            os.chown(data_dir, uid, uid)
         config = {
             "uid": uid,
             "gid": uid,
             "limits": limits,
+            "helpers": HELPERS[self.mode],
             "preload": self.preload if preload else [],
             "max_stream_bytes": 1 << 20,
             "max_result_chars": 1_000_000,
         }
         scratch = None
         if self.mode == "bubblewrap":
-            config |= {"data_dir": "/mnt/data", "map_mnt_data": False, "pid_namespace": True}
-            env = self._env("/tmp")
+            config |= {"data_dir": "/mnt/data", "pid_namespace": True}
+            env = self._env("/tmp", "/tmp")
             cmd = [shutil.which("bwrap") or "bwrap", *self._mount_args, "--perms", "0555", "--size", "1048576",
                    "--tmpfs", "/mnt",
                    "--bind", str(data_dir), "/mnt/data", "--chdir", "/mnt/data", *_namespace_flags(),
@@ -252,18 +344,34 @@ class Launcher:
             script = f"{SANDBOX_WORKER_DIR}/worker.py"
         else:
             scratch = self.scratch_root / guid
-            scratch.mkdir(mode=0o700)
-            config |= {"data_dir": str(data_dir), "map_mnt_data": True}
-            env = self._env(str(scratch))
+            home, tmp = scratch / "home", scratch / "tmp"
+            for path in (scratch, home, tmp):
+                path.mkdir(mode=0o700)
+            config |= {"data_dir": str(data_dir), "map_paths": {"/mnt/data": str(data_dir), "/tmp": str(tmp)},
+                       "own_dirs": [str(data_dir), str(scratch)]}  # fmt: skip
+            if self.mode == "landlock":
+                config["confine"] = _confinement([str(data_dir), str(scratch)])
+            env = self._env(str(home), str(tmp))
             cmd, script = [], str(WORKER_SCRIPT.resolve())
+        if uid is not None:
+            for path in (data_dir, *([scratch, scratch / "home", scratch / "tmp"] if scratch else [])):
+                os.chown(path, uid, uid)
         cmd += [self.python, "-I", "-B", script, json_dumps(config)]
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=env,
                                     cwd=str(data_dir), bufsize=0, close_fds=True, start_new_session=True)  # fmt: skip
-        return Spawned(proc, guid, data_dir, scratch, log_path, uid, self.mode == "bubblewrap")
+        return Spawned(proc, guid, data_dir, scratch, log_path, uid, self.mode)
 
     def describe(self) -> dict:
         return {"mode": self.mode, "limits": asdict(self.limits), "preload": self.preload, "root": str(self.root)}
+
+
+def _confinement(read_write: list[str]) -> dict:
+    """The arguments of ``confine.confine`` for a Landlock worker whose own directories are ``read_write``."""
+    read_only = [*SYSTEM_READ_ONLY, *(str(p) for p in _python_paths())]
+    # The server's process and process group, out of reach of signals even where Landlock has no signal scope.
+    protected = sorted({os.getpid(), os.getpgid(0)})
+    return {"read_only": read_only, "read_write": read_write, "devices": list(DEVICES), "protected_pids": protected}
 
 
 def json_dumps(value: object) -> str:

@@ -318,7 +318,11 @@ class SessionRegistry:
                 record.stderr += (
                     f"\nTimeoutError: the execution exceeded its timeout of {timeout:g} seconds and was interrupted "
                     "(KeyboardInterrupt)."
-                    + (f" {ended} process{'es' if ended != 1 else ''} it started were ended." if ended else "")
+                    + (
+                        f" {ended} process{'es' if ended != 1 else ''} it started {'were' if ended != 1 else 'was'} ended."
+                        if ended
+                        else ""
+                    )
                     + " The session and its variables were kept.\n"
                 )
             record.status = SUCCEEDED if cell.ok else FAILED

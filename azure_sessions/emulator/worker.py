@@ -1,10 +1,13 @@
 """The in-sandbox side of a session: a persistent IPython shell behind a length-prefixed JSON pipe protocol.
 
 Run as a standalone script (``python -I worker.py CONFIG_JSON``); it imports nothing from this package, because inside
-bubblewrap only this file and the Python installation are visible (the unisolated mode also loads ``pathmap.py``).
+bubblewrap only this file, its standalone helpers and the Python installation are visible. Its helpers: ``strays.py``
+(ends what a timed-out cell left running), ``pathmap.py`` (``/mnt/data`` without a mount namespace) and
+``confine.py`` (the Landlock tier), each loaded before the sandbox closes.
 
 Protocol (both directions): 4-byte big-endian length, then a UTF-8 JSON object.
   host -> worker: {"op": "exec", "id": str, "code": str} | {"op": "interrupt", "id": str} | {"op": "exit"}
+                  | {"op": "reap", "pids": [int]}   (processes the host ended: collect those that are our children)
   worker -> host: {"op": "ready", ...versions} | {"op": "result", "id", "ok", "stdout", "stderr", "result",
                    "duration_ms", "interrupted", "ended_processes"}
 The protocol uses private copies of fds 0/1; fds 1/2 are then pipes drained by threads, so output written by
@@ -220,10 +223,15 @@ class Worker:
         self.seq = 0
         self.interrupt_requested = False
         self.strays = None  # the strays module: ends the processes a timed-out cell left running
+        self.confined: dict | None = None  # what confine.py applied (the Landlock tier)
+        self.shell_paths = lambda command: command  # without a mount namespace: /mnt/data in `!` commands mapped
 
     def setup(self) -> None:
         config = self.config
         _apply_limits(config)
+        helpers = {name: _load_sibling(name) for name in config.get("helpers", ())}  # before the sandbox closes
+        if config.get("confine"):
+            self.confined = helpers["confine"].confine(**config["confine"])
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -238,9 +246,9 @@ class Worker:
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), "utf-8")
         sys.stdout, sys.stderr = self.stdout, self.stderr
         data_dir = config["data_dir"]
-        if config.get("map_mnt_data"):  # unisolated mode: no mount namespace, so map the path inside Python
-            _load_sibling("pathmap").map_mnt_data(data_dir)
-        self.strays = _load_sibling("strays") if sys.platform.startswith("linux") else None  # it reads /proc
+        if config.get("map_paths"):  # no mount namespace: map /mnt/data and /tmp inside Python
+            self.shell_paths = helpers["pathmap"].map_paths(config["map_paths"], own=config["own_dirs"])
+        self.strays = helpers.get("strays")  # None where the host ends stray processes (no /proc here)
         os.chdir(data_dir)
         sys.path.insert(0, "")
         signal.signal(signal.SIGINT, _ignore_sigint)
@@ -313,7 +321,7 @@ class Worker:
         """``!cmd``: a shell whose output goes to the captured fds 1/2 (no pty, so no ``\\r\\n``)."""
         import subprocess
 
-        cmd = self.shell.var_expand(cmd, depth=1)
+        cmd = self.shell_paths(self.shell.var_expand(cmd, depth=1))
         proc = subprocess.Popen(cmd, shell=True, executable=_SHELL, stdin=subprocess.DEVNULL)
         try:
             self.shell.user_ns["_exit_code"] = proc.wait()
@@ -328,7 +336,7 @@ class Worker:
 
         from IPython.utils.text import SList
 
-        cmd = self.shell.var_expand(cmd, depth=depth + 1)
+        cmd = self.shell_paths(self.shell.var_expand(cmd, depth=depth + 1))
         proc = subprocess.run(cmd, shell=True, executable=_SHELL, stdin=subprocess.DEVNULL, capture_output=True)
         self.shell.user_ns["_exit_code"] = proc.returncode
         out = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")
@@ -348,9 +356,21 @@ class Worker:
                 os._exit(0)
             if message.get("op") == "exec":
                 self.jobs.put(message)
+            elif message.get("op") == "reap":
+                self._reap(message.get("pids") or [])
             elif message.get("op") == "interrupt" and self.running == message.get("id") and self.in_user_code:
                 self.interrupt_requested = True
                 os.kill(os.getpid(), signal.SIGINT)
+
+    @staticmethod
+    def _reap(pids: list) -> None:
+        """Collect the ended processes that became our children, but leave those a ``Popen`` object owns: its
+        ``wait()`` collects them and reports how they ended."""
+        owned = _popen_pids()
+        for pid in pids:
+            if pid not in owned:
+                with contextlib.suppress(ChildProcessError, OSError, TypeError, ValueError):
+                    os.waitpid(int(pid), os.WNOHANG)
 
     def run(self, code: str, store_history: bool = True) -> dict:
         self.seq += 1
@@ -415,8 +435,8 @@ class Worker:
     def serve(self) -> None:
         import IPython
 
-        self.chan.write({"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0],
-                         "ipython": IPython.__version__})  # fmt: skip
+        self.chan.write({"op": "ready", "pid": os.getpid(), "python": sys.version.split()[0], "prefix": sys.prefix,
+                         "ipython": IPython.__version__, "confined": self.confined})  # fmt: skip
         while True:
             try:
                 job = self.jobs.get()
@@ -427,6 +447,20 @@ class Worker:
                 self.chan.write(reply)
             except KeyboardInterrupt:  # a late interrupt that arrived between cells
                 continue
+
+
+def _popen_pids() -> set[int]:
+    """The pids that live ``subprocess`` / ``multiprocessing`` process objects will collect themselves."""
+    import gc
+
+    kinds = tuple(
+        kind
+        for kind in (
+            getattr(sys.modules.get(name), "Popen", None) for name in ("subprocess", "multiprocessing.popen_fork")
+        )
+        if isinstance(kind, type)
+    )
+    return {obj.pid for obj in gc.get_objects() if kinds and isinstance(obj, kinds) and isinstance(obj.pid, int)}
 
 
 def _load_sibling(name: str):

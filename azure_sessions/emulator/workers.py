@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from . import strays
 from .sandbox import Launcher, Spawned
 
 log = logging.getLogger("azure_sessions.emulator")
@@ -126,6 +127,7 @@ class Worker:
     def execute(self, code: str, timeout: float, grace: float = 3.0) -> CellResult:
         """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed."""
         exec_id = uuid.uuid4().hex
+        started_ticks = strays.boot_ticks()
         self._send({"op": "exec", "id": exec_id, "code": code})
         deadline = time.monotonic() + timeout
         timed_out = False
@@ -146,6 +148,9 @@ class Worker:
                 continue
             if message.get("op") == "result" and message.get("id") == exec_id:
                 break
+        ended = int(message.get("ended_processes", 0) or 0)
+        if timed_out and self.tracks_session:  # the worker cannot see /proc here: end what the cell left running
+            ended += self._end_session_processes(lambda pid, start: start >= started_ticks)
         return CellResult(
             ok=bool(message.get("ok")),
             stdout=str(message.get("stdout", "")),
@@ -154,8 +159,23 @@ class Worker:
             duration_ms=int(message.get("duration_ms", 0)),
             interrupted=bool(message.get("interrupted")),
             timed_out=timed_out and bool(message.get("interrupted")),
-            ended_processes=int(message.get("ended_processes", 0) or 0),
+            ended_processes=ended,
         )
+
+    @property
+    def tracks_session(self) -> bool:
+        """The host finds this worker's processes by their session id (the Landlock tier, where seccomp keeps every
+        process in the worker's session)."""
+        return self._s.mode == "landlock"
+
+    def _end_session_processes(self, is_new=lambda pid, start: True) -> int:
+        """End the processes of this worker's session (but the worker) that ``is_new`` accepts; the worker, their
+        subreaper, collects them."""
+        ended = strays.end_processes(strays.in_session(self.pid, frozenset({self.pid})), is_new)
+        if ended:
+            with contextlib.suppress(WorkerLost):
+                self._send({"op": "reap", "pids": sorted(ended)})
+        return len(ended)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def describe_exit(self) -> str:
@@ -169,7 +189,7 @@ class Worker:
             except ValueError:
                 name = str(-code)
             return f"the sandbox process was killed by signal {name}"
-        if code > 128 and self._s.isolated:
+        if code > 128 and self._s.mode == "bubblewrap":  # bwrap reports its child's fatal signal this way
             try:
                 return f"the sandbox process was killed by signal {signal.Signals(code - 128).name}"
             except ValueError:
@@ -187,6 +207,10 @@ class Worker:
             if self._killed:
                 return
             self._killed = True
+        if self.tracks_session:  # every process of the session, the worker first: nothing is left to fork
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.proc.pid, signal.SIGSTOP)
+            session = strays.end_processes(strays.in_session(self.proc.pid))
         pids = [] if self._s.isolated else _descendants(self.proc.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # bwrap: its sandbox dies with it (pid namespace)
@@ -197,6 +221,8 @@ class Worker:
             self.proc.kill()
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=10)
+        if self.tracks_session:  # orphans of the dead worker come to us, or to init, which reaps its own
+            strays.reap(session - {self.proc.pid}, wait=False)
         for stream in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(Exception):
                 stream.close()

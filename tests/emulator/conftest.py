@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from azure_sessions.emulator.sandbox import bubblewrap_problem
+from azure_sessions.emulator.sandbox import bubblewrap_problem, landlock_problem
 
 RESOURCE_VERSIONS = ("2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview")
 ENVELOPE_VERSIONS = ("2024-02-02-preview", "2024-08-02-preview")
@@ -82,6 +82,36 @@ def bwrap_ok() -> None:
     problem = bubblewrap_problem()
     if problem:
         pytest.skip(f"bubblewrap is not usable here: {problem}")
+
+
+@pytest.fixture(scope="session")
+def landlock_emulator() -> Iterator[Any]:
+    """A second emulator in the Landlock tier (sandbox='landlock'), where the kernel allows it."""
+    from azure_sessions.emulator import start_emulator
+
+    problem = landlock_problem()
+    if problem:
+        pytest.skip(f"the Landlock tier is not usable here: {problem}")
+    handle = start_emulator(token="landlock-token", prestart=1, sandbox="landlock")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def landlock_api(landlock_emulator) -> Api:
+    return Api(landlock_emulator.endpoint, landlock_emulator.token)
+
+
+@pytest.fixture(scope="session")
+def bubblewrap_emulator(emulator) -> Iterator[Any]:
+    """An emulator in the bubblewrap tier: the shared one when it is, else skipped."""
+    problem = bubblewrap_problem()
+    if problem:
+        pytest.skip(f"bubblewrap is not usable here: {problem}")
+    assert emulator.sandbox_mode == "bubblewrap"  # auto takes bubblewrap whenever it works
+    yield emulator
 
 
 @pytest.fixture(scope="session")

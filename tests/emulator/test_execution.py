@@ -30,7 +30,7 @@ def test_ipython_shell_escape_and_magics(api, shared_id):
     assert api.run(shared_id, "!echo shell-says-hi")["stdout"] == "shell-says-hi\n"
     assert api.run(shared_id, "name = 'vars'\n!echo $name")["stdout"] == "vars\n"
     assert api.run(shared_id, "%pwd")["executionResult"] == "/mnt/data"
-    listing = api.run(shared_id, "files = !ls /\n'usr' in files")
+    listing = api.run(shared_id, "files = !ls /usr\n'bin' in files")
     assert listing["executionResult"] is True
     timed = api.run(shared_id, "%timeit -n1 -r1 sum(range(10))")
     assert "loop" in timed["stdout"]
@@ -157,9 +157,9 @@ def test_one_session_serializes_its_own_executions(api, shared_id):
     assert api.run(shared_id, "log")["executionResult"] == str(["start", "end"] * 3)
 
 
-@pytest.mark.parametrize("mode", ["default", "unisolated"])
+@pytest.mark.parametrize("mode", ["default", "landlock", "unisolated"])
 def test_mnt_data_out_csv_works_in_every_mode(request, mode):
-    api = request.getfixturevalue("api" if mode == "default" else "unisolated_api")
+    api = request.getfixturevalue({"default": "api", "landlock": "landlock_api", "unisolated": "unisolated_api"}[mode])
     identifier = new_id()
     code = (
         "import pandas as pd, os, pathlib\n"
@@ -177,3 +177,8 @@ def test_mnt_data_out_csv_works_in_every_mode(request, mode):
     api.upload(identifier, "in.txt", b"uploaded")
     assert api.run(identifier, "open('/mnt/data/in.txt').read()")["executionResult"] == "uploaded"
     assert api.run(identifier, "open('in.txt').read()")["executionResult"] == "uploaded"
+    # C-level opens and shell commands with absolute paths (mapped where there is no mount namespace)
+    database = "import sqlite3\nc = sqlite3.connect('/mnt/data/t.db'); c.execute('create table t(x)'); c.commit()"
+    assert api.run(identifier, database)["status"] == "Succeeded"
+    listing = api.run(identifier, "!ls /mnt/data; ls /mnt/database 2>/dev/null || echo no-such-dir")["stdout"]
+    assert listing.split() == ["in.txt", "out.csv", "sub", "t.db", "no-such-dir"], listing

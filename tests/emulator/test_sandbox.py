@@ -1,31 +1,54 @@
-"""Sandbox properties under bubblewrap: no network, read-only root, no host secrets, private /mnt/data, limits."""
+"""Sandbox properties of each isolating tier (bubblewrap, Landlock): the project's environment, no network,
+read-only system, no host secrets, private /mnt/data and /tmp, limits.
+
+Each tier reaches the same guarantees by other means (namespaces and mounts; Landlock rules and seccomp), so where the
+symptom differs (a path hidden by a mount is "not found", one refused by Landlock is "permission denied") the test
+says which it expects.
+"""
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import os
 import socket
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tests.emulator.conftest import new_id
 
-pytestmark = [pytest.mark.bwrap, pytest.mark.usefixtures("bwrap_ok")]
-
 SECRET_NAME = "EMULATOR_TEST_SECRET"
 SECRET_VALUE = "s3cr3t-value-that-must-not-leak"
+CHECKOUT = Path(__file__).resolve().parents[2]
+PROMISED_PACKAGES = {"IPython": "ipython", "numpy": "numpy", "pandas": "pandas", "matplotlib": "matplotlib",
+                     "PIL": "pillow"}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def shared_id(emulator) -> str:
-    assert emulator.sandbox_mode == "bubblewrap" and emulator.isolated and emulator.isolation_warning is None
-    return new_id()
+@pytest.fixture(scope="module", params=["bubblewrap", "landlock"])
+def tier(request) -> SimpleNamespace:
+    emulator = request.getfixturevalue(f"{request.param}_emulator")
+    api = request.getfixturevalue("api" if request.param == "bubblewrap" else "landlock_api")
+    assert emulator.sandbox_mode == request.param and emulator.isolated and emulator.isolation_warning is None
+    return SimpleNamespace(name=request.param, emu=emulator, api=api, shared=new_id())
 
 
-def test_no_network_even_to_a_host_loopback_port(api, shared_id):
+def test_the_sandbox_runs_this_environment_with_every_promised_package(tier):
+    code = (
+        "import importlib, sys\n"
+        f"(sys.prefix, {{name: importlib.import_module(name).__version__ for name in {sorted(PROMISED_PACKAGES)!r}}})"
+    )
+    result = tier.api.run(tier.shared, code)
+    assert result["status"] == "Succeeded", result["stderr"]
+    prefix, versions = ast.literal_eval(result["executionResult"])
+    assert os.path.realpath(prefix) == os.path.realpath(sys.prefix)  # the venv, not the machine's base interpreter
+    assert versions == {name: importlib.metadata.version(dist) for name, dist in PROMISED_PACKAGES.items()}
+
+
+def test_no_network_even_to_a_host_loopback_port(tier):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -36,23 +59,26 @@ def test_no_network_even_to_a_host_loopback_port(api, shared_id):
     try:
         code = (
             "import socket\n"
-            "def attempt(host, port):\n"
+            "def attempt(call):\n"
             "    try:\n"
-            "        socket.create_connection((host, port), timeout=2).close(); return 'connected'\n"
+            "        return call()\n"
             "    except OSError as exc:\n"
             "        return type(exc).__name__\n"
-            f"[attempt('127.0.0.1', {port}), attempt('1.1.1.1', 53), attempt('example.com', 80)]"
+            f"[attempt(lambda: socket.create_connection(('127.0.0.1', {port}), timeout=2).close() or 'connected'),\n"
+            " attempt(lambda: socket.create_connection(('1.1.1.1', 53), timeout=2).close() or 'connected'),\n"
+            " attempt(lambda: socket.create_connection(('example.com', 80), timeout=2).close() or 'connected'),\n"
+            " attempt(lambda: sorted(n for _, n in socket.if_nameindex()))]"
         )
-        outcome = api.run(shared_id, code)["executionResult"]
+        outcome = ast.literal_eval(tier.api.run(tier.shared, code)["executionResult"])
         assert "connected" not in outcome, outcome
         assert accepted == []
-        interfaces = api.run(shared_id, "import socket; sorted(n for _, n in socket.if_nameindex())")
-        assert interfaces["executionResult"] == "['lo']"
+        # bubblewrap: a network namespace with loopback only; Landlock: seccomp refuses every socket
+        assert outcome[3] == (["lo"] if tier.name == "bubblewrap" else "PermissionError"), outcome
     finally:
         listener.close()
 
 
-def test_root_filesystem_is_read_only(api, shared_id):
+def test_root_filesystem_is_read_only(tier):
     code = (
         "import errno\n"
         "out = {}\n"
@@ -63,61 +89,84 @@ def test_root_filesystem_is_read_only(api, shared_id):
         "        out[path] = errno.errorcode[exc.errno]\n"
         "out"
     )
-    outcome = api.run(shared_id, code)["executionResult"]
+    outcome = tier.api.run(tier.shared, code)["executionResult"]
     assert "written" not in outcome, outcome
     assert not os.path.exists("/var/tmp/evil") and not os.path.exists("/usr/evil")
-    writable = api.run(shared_id, "open('/tmp/ok', 'w').write('x'); open('/mnt/data/ok', 'w').write('y')")
+    writable = tier.api.run(tier.shared, "open('/tmp/ok', 'w').write('x'); open('/mnt/data/ok', 'w').write('y')")
     assert writable["status"] == "Succeeded"
+    assert not os.path.exists("/tmp/ok")  # the session's own /tmp, not the host's
 
 
-def test_environment_is_empty_of_host_secrets(api, shared_id, monkeypatch):
+def test_environment_is_empty_of_host_secrets(tier, monkeypatch):
     monkeypatch.setenv(SECRET_NAME, SECRET_VALUE)
     identifier = new_id()  # a worker started after the secret was set in the server process
-    env = api.run(identifier, "import os; dict(os.environ)")["executionResult"]
+    env = tier.api.run(identifier, "import os; dict(os.environ)")["executionResult"]
     assert SECRET_VALUE not in env and SECRET_NAME not in env
-    assert api.run(identifier, "import os; sorted(os.environ)")["executionResult"] == str(
-        sorted(
-            [
-                "HOME",
-                "LANG",
-                "MPLBACKEND",
-                "PATH",
-                "TERM",
-                "TMPDIR",
-                "PYTHONDONTWRITEBYTECODE",
-                "PWD",
-                "AZURE_SESSIONS_EMULATOR_INSTANCE",
-            ]
-        )
-    )
-    grep = api.run(identifier, f"!grep -rs {SECRET_VALUE} /proc/*/environ; echo done")
+    expected = ["HOME", "LANG", "MPLBACKEND", "PATH", "TERM", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
+                "AZURE_SESSIONS_EMULATOR_INSTANCE"] + (["PWD"] if tier.name == "bubblewrap" else [])  # fmt: skip
+    assert tier.api.run(identifier, "import os; sorted(os.environ)")["executionResult"] == str(sorted(expected))
+    grep = tier.api.run(identifier, f"!grep -rs {SECRET_VALUE} /proc/*/environ; echo done")
     assert grep["stdout"] == "done\n"
 
 
-def test_host_processes_homes_and_checkout_are_hidden(api, shared_id):
+def test_host_processes_homes_and_checkout_are_out_of_reach(tier):
     server_pid = os.getpid()
-    visible = api.run(shared_id, f"import os; os.path.exists('/proc/{server_pid}/environ'), os.getpid() < 10")
-    assert visible["executionResult"] == "(False, True)"
-    code = f"import os; os.listdir('/root'), os.listdir('/home'), os.path.exists({__file__!r})"
-    roots, homes, checkout_visible = ast.literal_eval(api.run(shared_id, code)["executionResult"])
-    python_dirs = {Path(p).parts[2] for p in (sys.base_prefix, sys.prefix) if Path(p).parts[1] in ("root", "home")}
-    assert set(roots) | set(homes) <= python_dirs  # only the way to the interpreter is bound back
-    assert checkout_visible is False
-
-
-def test_mnt_data_is_private_to_each_session(api, emulator):
-    alice, bob = new_id(), new_id()
-    api.run(alice, "open('/mnt/data/alice.txt', 'w').write('a')")
-    data_root = str(emulator.data_root)
-    probe = api.run(
-        bob,
-        f"import os, glob; os.listdir('/mnt/data'), glob.glob('/mnt/*'), os.path.exists({data_root!r}),"
-        " glob.glob('/tmp/**/alice.txt', recursive=True)",
+    code = (
+        "import os\n"
+        "def attempt(call):\n"
+        "    try:\n"
+        "        return call()\n"
+        "    except OSError as exc:\n"
+        "        return type(exc).__name__\n"
+        f"[attempt(lambda: open('/proc/{server_pid}/environ', 'rb').read()[:0] or 'read'),\n"
+        f" attempt(lambda: os.kill({server_pid}, 0) or 'signalled'),\n"
+        f" attempt(lambda: open({str(CHECKOUT / 'app.py')!r}).read()[:0] or 'read'),\n"
+        f" attempt(lambda: os.listdir({str(CHECKOUT)!r})),\n"
+        " attempt(lambda: os.listdir('/root')), attempt(lambda: os.listdir('/home')), os.getpid()]"
     )
-    assert probe["executionResult"] == "([], ['/mnt/data'], False, [])", probe
+    environ, signalled, app, checkout, roots, homes, pid = ast.literal_eval(
+        tier.api.run(tier.shared, code)["executionResult"]
+    )
+    assert environ != "read" and signalled != "signalled" and app != "read"
+    if tier.name == "bubblewrap":  # its own PID namespace; home directories and the checkout hidden behind tmpfs
+        assert pid < 10 and environ == "FileNotFoundError" and signalled == "ProcessLookupError"
+        python_dirs = {Path(p).parts[2] for p in (sys.base_prefix, sys.prefix) if Path(p).parts[1] in ("root", "home")}
+        assert set(roots) | set(homes) <= python_dirs  # only the way to the interpreter is bound back
+        assert checkout == [] or set(checkout) <= {".venv"}
+    else:  # Landlock refuses every path it was not given, /proc included; its signal scope keeps the server out
+        assert (environ, signalled, app, checkout, roots, homes) == (
+            "PermissionError", "PermissionError", "PermissionError", "PermissionError", "PermissionError",
+            "PermissionError",
+        )  # fmt: skip
 
 
-def test_process_limit_contains_a_fork_bomb(api):
+def test_mnt_data_and_tmp_are_private_to_each_session(tier):
+    alice, bob = new_id(), new_id()
+    tier.api.run(alice, "open('/mnt/data/alice.txt', 'w').write('a'); open('/tmp/alice.tmp', 'w').write('t')")
+    alice_dir = tier.emu.backend.session_dir(alice)[1]
+    code = (
+        "import os, glob\n"
+        "def attempt(call):\n"
+        "    try:\n"
+        "        return call()\n"
+        "    except OSError as exc:\n"
+        "        return type(exc).__name__\n"
+        f"(os.listdir('/mnt/data'), os.listdir('/tmp'), attempt(lambda: open({str(alice_dir / 'alice.txt')!r}).read()),\n"
+        f" attempt(lambda: os.listdir({str(alice_dir.parent)!r})), attempt(lambda: os.listdir({str(tier.emu.data_root)!r})),\n"
+        "  glob.glob('/tmp/**/alice.*', recursive=True))"
+    )
+    mnt, tmp, read_other, list_sessions, list_root, found = ast.literal_eval(
+        tier.api.run(bob, code)["executionResult"]
+    )
+    assert (mnt, found) == ([], []) and "alice.tmp" not in tmp
+    assert {read_other, list_sessions, list_root} <= {"FileNotFoundError", "PermissionError"}
+    # Below Python (no /mnt/data or /tmp mapping there): hidden by mounts, or refused by Landlock
+    shell = tier.api.run(bob, f"!(cat {alice_dir / 'alice.txt'}; ls {alice_dir.parent}; ls {tier.emu.data_root}) 2>&1")
+    denial = "No such file or directory" if tier.name == "bubblewrap" else "Permission denied"
+    assert shell["stdout"].count(denial) == 3, shell["stdout"]
+
+
+def test_process_limit_contains_a_fork_bomb(tier):
     if os.geteuid() != 0:
         pytest.skip("the per-worker process limit is per uid only when the emulator runs as root")
     identifier = new_id()
@@ -133,18 +182,18 @@ def test_process_limit_contains_a_fork_bomb(api):
         "    stopped = type(exc).__name__\n"
         "(count < 2000, stopped)"
     )
-    result = api.run(identifier, code, timeout=30)
+    result = tier.api.run(identifier, code, timeout=30)
     assert result["executionResult"] == "(True, 'BlockingIOError')", result
-    api.request("DELETE", "session", identifier, "2025-02-02-preview")
+    tier.api.request("DELETE", "session", identifier, "2025-02-02-preview")
 
 
-def test_memory_limit_gives_memory_error(api, shared_id):
-    result = api.run(shared_id, "x = bytearray(8 * 1024 ** 3)")
+def test_memory_limit_gives_memory_error(tier):
+    result = tier.api.run(tier.shared, "x = bytearray(8 * 1024 ** 3)")
     assert result["status"] == "Failed" and "MemoryError" in result["stderr"]
-    assert api.run(shared_id, "1 + 1")["executionResult"] == 2
+    assert tier.api.run(tier.shared, "1 + 1")["executionResult"] == 2
 
 
-def test_workers_outlive_the_thread_that_started_them(tmp_path):
+def test_workers_outlive_the_thread_that_started_them(bwrap_ok, tmp_path):
     """bwrap --die-with-parent is per *thread*: a worker started from a short-lived thread must survive it."""
     from azure_sessions.emulator.sandbox import Launcher
     from azure_sessions.emulator.workers import WorkerPool

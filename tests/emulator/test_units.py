@@ -203,12 +203,22 @@ def test_sandbox_mode_resolution(monkeypatch):
     from azure_sessions.emulator import sandbox
 
     monkeypatch.setattr(sandbox, "bubblewrap_problem", lambda: "the bwrap executable was not found on PATH")
+    monkeypatch.setattr(sandbox, "landlock_problem", lambda: "this kernel offers no Landlock")
     mode, warning = sandbox.resolve_mode("auto")
     assert mode == "unisolated" and "UNISOLATED" in warning and "bwrap executable was not found" in warning
+    assert "Landlock is unavailable: this kernel offers no Landlock" in warning
     with pytest.raises(sandbox.SandboxUnavailable, match="not found"):
         sandbox.resolve_mode("bubblewrap")
+    with pytest.raises(sandbox.SandboxUnavailable, match="no Landlock"):
+        sandbox.resolve_mode("landlock")
+    with pytest.raises(sandbox.SandboxUnavailable, match=r"no code is run.*AZURE_SESSIONS_POOL_ENDPOINT"):
+        sandbox.resolve_mode("auto", refuse_unisolated=True)
     assert sandbox.resolve_mode("none")[0] == "unisolated"
+    assert sandbox.resolve_mode("none", refuse_unisolated=True)[0] == "unisolated"  # chosen on purpose
+    monkeypatch.setattr(sandbox, "landlock_problem", lambda: None)
+    assert sandbox.resolve_mode("auto") == ("landlock", None)  # the second tier, when bubblewrap cannot start
     monkeypatch.setattr(sandbox, "bubblewrap_problem", lambda: None)
     assert sandbox.resolve_mode("auto") == ("bubblewrap", None)
+    assert sandbox.resolve_mode("landlock") == ("landlock", None)
     with pytest.raises(ValueError):
         sandbox.resolve_mode("docker")
