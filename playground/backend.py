@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from azure_sessions.emulator.sandbox import TIER_LABELS
 from playground.settings import Settings
 
 if TYPE_CHECKING:
@@ -16,8 +17,17 @@ log = logging.getLogger(__name__)
 
 UNISOLATED_WARNING = (
     "Not isolated: code written by the model runs as your user on this machine "
-    "(bubblewrap is not available). Configure an Azure pool for real isolation."
+    "(no isolation tier works here). Configure an Azure pool for real isolation."
 )
+TIER_DESCRIPTIONS = {
+    "bubblewrap": "bubblewrap sandbox",
+    "landlock": "Landlock + seccomp sandbox",
+    "unisolated": "not isolated",
+}
+
+
+class SandboxRefused(RuntimeError):
+    """This deployment runs no code: no isolation tier works and strangers can reach the page."""
 
 
 def pool_name_from_endpoint(endpoint: str) -> str:
@@ -33,7 +43,7 @@ def pool_name_from_endpoint(endpoint: str) -> str:
 class Backend:
     """The sandbox service every browser session's executor talks to, plus what the page says about it."""
 
-    kind: str  # "azure" | "local"
+    kind: str  # "azure" | "local" | "refused" (no code is run; `refusal` says why)
     endpoint: str
     api_version: str | None  # None: the library's default
     # passed to the library: None = its Azure credential chain; a str = the emulator's token (a secret: never in repr)
@@ -41,6 +51,8 @@ class Backend:
     isolated: bool
     warning: str | None = None
     emulator: Any = None  # the EmulatorHandle this backend owns (stopped by `stop`), if any
+    tier: str = ""  # local only: the emulator's sandbox tier ("bubblewrap" | "landlock" | "unisolated")
+    refusal: str | None = None
 
     @property
     def pool_name(self) -> str:
@@ -50,13 +62,17 @@ class Backend:
     def badge(self) -> str:
         if self.kind == "azure":
             return f"Azure pool · {self.pool_name}"
-        return "Local sandbox" + (" · bubblewrap" if self.isolated else " · not isolated")
+        if self.kind == "refused":
+            return "No sandbox · code is not run"
+        return f"Local sandbox · {TIER_LABELS.get(self.tier, self.tier)}"
 
     @property
     def description(self) -> str:
         if self.kind == "azure":
             return f"Azure dynamic sessions pool {self.pool_name}"
-        return "Local emulator, " + ("bubblewrap sandbox" if self.isolated else "not isolated")
+        if self.kind == "refused":
+            return "None: no isolation tier works on this host"
+        return f"Local emulator, {TIER_DESCRIPTIONS.get(self.tier, self.tier)}"
 
     @property
     def effective_api_version(self) -> str:
@@ -68,6 +84,8 @@ class Backend:
 
     def new_executor(self, session_id: str, execution_timeout: float) -> AzureDynamicSessionsExecutor:
         """An executor bound to one sandbox session, with a server-generated identifier."""
+        if self.refusal:
+            raise SandboxRefused(self.refusal)
         from smolagents.monitoring import AgentLogger, LogLevel
 
         from azure_sessions import AzureDynamicSessionsExecutor
@@ -97,7 +115,13 @@ class Backend:
             credential=token or emulator.token or "local-emulator",
             isolated=bool(emulator.isolated),
             warning=warning,
+            tier=emulator.sandbox_mode,
         )
+
+    @classmethod
+    def refused(cls, reason: str, api_version: str | None = None) -> Backend:
+        """No sandbox at all: the page says ``reason`` and runs nothing."""
+        return cls("refused", "", api_version, None, isolated=False, warning=reason, refusal=reason)
 
 
 def start_backend(settings: Settings) -> Backend:
@@ -115,12 +139,21 @@ def start_backend(settings: Settings) -> Backend:
             credential=shared.get_token,
             isolated=True,
         )
-    from azure_sessions.emulator import start_emulator
+    from azure_sessions.emulator import SandboxUnavailable, start_emulator
 
     token = secrets.token_urlsafe(24)  # only this process knows it: other local users cannot drive the emulator
-    emulator = start_emulator(
-        host="127.0.0.1", port=0, token=token, sandbox=settings.sandbox, prestart=settings.warm_sandboxes
-    )
+    try:
+        emulator = start_emulator(
+            host="127.0.0.1",
+            port=0,
+            token=token,
+            sandbox=settings.sandbox,
+            prestart=settings.warm_sandboxes,
+            refuse_unisolated=settings.public,  # a Space or a public bind: never unisolated, unless asked by name
+        )
+    except SandboxUnavailable as exc:
+        log.error("the local sandbox will run no code: %s", exc)
+        return Backend.refused(str(exc), settings.api_version)
     backend = Backend.for_emulator(emulator, token, settings.api_version)
     backend.emulator = emulator
     log.info("local emulator started (%s)", emulator.sandbox_mode)

@@ -71,6 +71,8 @@ class Handlers:
 
     # ---- page load / unload -------------------------------------------------------------------------------------
     def load(self, model_key: str, request: gr.Request) -> tuple[str, Any]:
+        if self.backend.refusal:  # no sandbox: nothing to allocate
+            return self.panel(None, model_key), fs.empty_table()
         session = self._session(request)
         session.model_key = model_key or self.catalog.default_key
         return self.panel(session), fs.empty_table()
@@ -88,9 +90,13 @@ class Handlers:
         oauth_token: gr.OAuthToken | None = None,
     ) -> Iterator[tuple]:
         """Generator: the chat, the chat box, the file table, the session panel."""
-        session = self._session(request)
         text = str((message or {}).get("text") or "")
         paths = [str(p) for p in (message or {}).get("files") or []]
+        if self.backend.refusal:
+            refusal = gr.ChatMessage(role="assistant", content=f"This server runs no code. {self.backend.refusal}")
+            yield [*(history or []), *user_messages(text, []), refusal], gr.skip(), gr.skip(), gr.skip()
+            return
+        session = self._session(request)
         if (not text.strip() and not paths) or (session.run.alive() and not session.run.stop.is_set()):
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
@@ -146,6 +152,8 @@ class Handlers:
         return self._table(self._session(request))
 
     def upload(self, paths: list[str] | None, request: gr.Request) -> tuple[Any, str]:
+        if self.backend.refusal:
+            return fs.empty_table(), "This server runs no code, so it keeps no files."
         session = self._session(request)
         uploaded, refused = fs.upload(session, [str(p) for p in paths or []])
         table, error = self._table(session)

@@ -6,10 +6,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from azure_sessions.emulator import is_loopback
+from azure_sessions.emulator.sandbox import SANDBOX_CHOICES
+
 DEFAULT_HF_MODEL_ID = "Qwen/Qwen2.5-Coder-32B-Instruct"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_AZURE_OPENAI_API_VERSION = "2024-10-21"
-SANDBOX_MODES = ("auto", "bubblewrap", "none")
 
 
 class SettingsError(ValueError):
@@ -23,7 +25,7 @@ class Settings:
     # Sandbox backend
     pool_endpoint: str | None = None
     api_version: str | None = None  # None: the library's default
-    sandbox: str = "auto"  # local emulator only: auto | bubblewrap | none
+    sandbox: str = "auto"  # local emulator only: auto | bubblewrap | landlock | none
     warm_sandboxes: int = 4  # local emulator only: sandboxes kept started for the next new visitors
     execution_timeout: float = 120.0
     # Web server
@@ -55,6 +57,11 @@ class Settings:
     def uses_local_emulator(self) -> bool:
         return not self.pool_endpoint
 
+    @property
+    def public(self) -> bool:
+        """Strangers may reach the page: it runs in a Hugging Face Space or listens beyond loopback."""
+        return bool(self.space_id) or not is_loopback(self.server_name)
+
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
@@ -78,8 +85,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the configuration from `env` (default: the process environment)."""
     env = os.environ if env is None else env
     sandbox = (_text(env, "PLAYGROUND_SANDBOX") or "auto").lower()
-    if sandbox not in SANDBOX_MODES:
-        raise SettingsError(f"PLAYGROUND_SANDBOX must be one of {', '.join(SANDBOX_MODES)}, got {sandbox!r}")
+    if sandbox not in SANDBOX_CHOICES:
+        raise SettingsError(f"PLAYGROUND_SANDBOX must be one of {', '.join(SANDBOX_CHOICES)}, got {sandbox!r}")
     return Settings(
         pool_endpoint=_text(env, "AZURE_SESSIONS_POOL_ENDPOINT"),
         api_version=_text(env, "AZURE_SESSIONS_API_VERSION"),

@@ -34,7 +34,12 @@ def header_html(backend: Backend) -> str:
         '<span class="badge">smolagents CodeAgent</span>',
     ]
     warning = ""
-    if backend.warning:
+    if backend.refusal:
+        warning = (
+            '<div class="isolation-warning" id="isolation-warning"><strong>This server runs no code.</strong> '
+            f"{html.escape(backend.refusal)}</div>"
+        )
+    elif backend.warning:
         warning = f'<div class="isolation-warning" id="isolation-warning">⚠️ {html.escape(backend.warning)}</div>'
     return (
         '<div class="pg-header">'
@@ -84,9 +89,14 @@ def build_app(
                     show_label=False,
                     file_count="multiple",
                     sources=["upload"],
-                    placeholder="Ask the agent… (drop files here or use the paperclip; Enter sends)",
+                    placeholder=(
+                        "This server runs no code (see above)."
+                        if backend.refusal
+                        else "Ask the agent… (drop files here or use the paperclip; Enter sends)"
+                    ),
                     max_plain_text_length=100_000,
                     autofocus=True,
+                    interactive=not backend.refusal,
                 )
             with gr.Column(scale=4, min_width=320):
                 with gr.Group():
@@ -113,7 +123,12 @@ def build_app(
                 selected = gr.State(None)
                 with gr.Row():
                     upload_btn = gr.UploadButton(
-                        "⬆ Upload", file_count="multiple", elem_id="upload-btn", size="sm", variant="primary"
+                        "⬆ Upload",
+                        file_count="multiple",
+                        elem_id="upload-btn",
+                        size="sm",
+                        variant="primary",
+                        interactive=not backend.refusal,
                     )
                     refresh_btn = gr.Button("⟳ Refresh", elem_id="refresh-btn", size="sm")
                 with gr.Row():

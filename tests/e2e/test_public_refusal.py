@@ -1,0 +1,80 @@
+"""Where strangers can reach the page (a Space, a public bind) and no isolation tier works, the app runs no code and
+says why and what to do; so does the standalone emulator on a non-loopback address.
+
+The host without tiers is real for the child process: a container's seccomp filter (no namespaces: bubblewrap
+cannot start) and a kernel without Landlock (see tests/support/locked_down.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect
+
+from tests.support.harness import free_port, wait_until
+from tests.support.locked_down import without_isolation_tiers
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE", "NO_PROXY", "TMPDIR")
+    return {**{k: os.environ[k] for k in keep if k in os.environ}, "PYTHONUNBUFFERED": "1", **extra}
+
+
+@pytest.fixture(scope="module")
+def space_app(tmp_path_factory) -> Iterator[str]:
+    """app.py as a Space runs it (SPACE_ID set), on a host where no tier works."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("space-app") / "app.log"
+    env = _env(SPACE_ID="someone/sessions-playground", GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
+               GRADIO_TEMP_DIR=str(log.parent / "gradio"))  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=CHECKOUT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=without_isolation_tiers())  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until(lambda: proc.poll() is not None or _serving(url), timeout=90, what="the app serves its page")
+        assert proc.poll() is None, log.read_text()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "the local sandbox will run no code" in text and "UNISOLATED" not in text
+
+
+def _serving(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_a_space_without_isolation_runs_no_code_and_says_why(space_app: str, page: Page) -> None:
+    page.goto(space_app)
+    warning = page.locator("#isolation-warning")
+    expect(warning).to_contain_text("This server runs no code.")
+    expect(warning).to_contain_text("bubblewrap is unavailable")
+    expect(warning).to_contain_text("Landlock is unavailable")
+    expect(warning).to_contain_text("AZURE_SESSIONS_POOL_ENDPOINT")
+    expect(page.locator("#backend-badge")).to_have_text("No sandbox · code is not run")
+    box = page.locator("#chat-input textarea")
+    expect(box).to_be_disabled()
+    expect(box).to_have_attribute("placeholder", "This server runs no code (see above).")
+    expect(page.locator('#session-panel [data-key="Backend"]')).to_contain_text("no isolation tier")
+
+
+def test_the_emulator_refuses_a_public_address_without_isolation() -> None:
+    command = [sys.executable, "-m", "azure_sessions.emulator", "--host", "0.0.0.0", "--port", "0", "--token", "t"]
+    proc = subprocess.run(command, cwd=CHECKOUT, env=_env(), capture_output=True, text=True, timeout=60,
+                          preexec_fn=without_isolation_tiers())  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "No isolation tier works on this host" in proc.stderr and "no code is run" in proc.stderr
+    assert "serving" not in proc.stdout
