@@ -5,7 +5,19 @@ set -euo pipefail
 mode="${1:-app}"
 cd "$(dirname "$0")/.."
 
-python=${PYTHON:-python3}
+# The venv is built from a bare interpreter (the distribution's, or the Docker image's), never from one that carries
+# third-party packages of its own (pyenv, conda): leftovers there must not hide a missing install step. PYTHON=...
+# overrides the choice.
+bare_python() {
+  for candidate in /usr/bin/python3 /usr/local/bin/python3 /usr/bin/python3.12 /usr/bin/python3.11; do
+    if [ -x "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"
+      return
+    fi
+  done
+  echo /usr/bin/python3  # not there yet: installed with apt below
+}
+python=${PYTHON:-$(bare_python)}
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
   echo "setup: '$*' needs root; run this script as root or install sudo" >&2; return 1; fi; }
 
@@ -14,6 +26,8 @@ missing=()
 command -v "$python" >/dev/null 2>&1 || missing+=(python3)
 "$python" -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+# the Landlock tier's seccomp filter goes through the system's libseccomp (apt depends on it, so it is nearly always here)
+{ /sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null; } | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
 if [ "$mode" = test ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -22,16 +36,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get update -qq
     if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
       echo "setup: apt could not install all of: ${missing[*]}" >&2
-      # bubblewrap is optional (the local sandbox then runs unisolated, and says so); python is not.
+      # bubblewrap and libseccomp are optional (the local sandbox then takes the next tier, and says so); python is not.
       command -v "$python" >/dev/null 2>&1 && "$python" -c "import ensurepip, venv" >/dev/null 2>&1 || exit 1
     fi
   else
-    echo "setup: no apt-get here; install ${missing[*]} yourself (without bubblewrap the local sandbox is not isolated)" >&2
+    echo "setup: no apt-get here; install ${missing[*]} yourself (without bubblewrap or Landlock the local sandbox is" \
+      "not isolated)" >&2
   fi
 fi
+# A distribution whose python3 is older than 3.11 (Ubuntu 22.04) has a python3.11 package beside it.
+if [ -z "${PYTHON:-}" ] && ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+  && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: $python is older than 3.11; installing python3.11"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv
+  python=/usr/bin/python3.11
+fi
 
-if [ ! -x .venv/bin/python ]; then
+base=$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.base-python 2>/dev/null)" != "$base" ]; then
+  [ -d .venv ] && echo "setup: rebuilding .venv from $base"
+  rm -rf .venv
   "$python" -m venv .venv
+  echo "$base" > .venv/.base-python
 fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" --upgrade pip >/dev/null
