@@ -1,10 +1,12 @@
 # Sessions Playground as a Hugging Face Docker Space (or any container host): the Gradio app on 0.0.0.0:7860.
 # Configure an Azure pool with Space secrets (see the README); without one, the app runs the embedded local
-# sandbox, which is isolated only where bubblewrap can create namespaces (usually not inside a Space).
+# sandbox in the strongest tier the host allows: bubblewrap where namespaces can be created (usually not inside a
+# container), else Landlock + seccomp. Where neither works, the page runs no code and says why.
+# Smoke test on a machine with Docker: scripts/docker-smoke.sh
 FROM python:3.11-slim
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bubblewrap make \
+    && apt-get install -y --no-install-recommends bubblewrap libseccomp2 make \
     && rm -rf /var/lib/apt/lists/*
 
 # Spaces run the container as UID 1000
