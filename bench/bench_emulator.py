@@ -5,7 +5,9 @@ the machine allows it):
   sessions; the pause itself is reported), and during a burst of new sessions that drains the pool;
 - warm `print(1)` on one session;
 - a pandas + matplotlib cell that draws a plot (the image comes back as the result);
-- throughput (executions/s) of `print(1)` with 1, 4 and 16 sessions running at once, one client thread each.
+- throughput (executions/s) of `print(1)` with 1, 4 and 16 sessions running at once, one client thread each;
+- the same first call and warm `print(1)` in each isolation tier this machine offers (bubblewrap; Landlock and
+  seccomp, the tier of hosts without user namespaces), each in an emulator of its own, one after the other.
 """
 
 from __future__ import annotations
@@ -75,6 +77,43 @@ def throughput(clients: list[SessionsClient], seconds: float) -> tuple[float, li
     return len(flat) / elapsed, flat
 
 
+def tier_rows(tier: str, quick: bool) -> list[Row]:
+    """First call on a new identifier and warm print(1), in an emulator that must use ``tier``."""
+    from azure_sessions.emulator.sandbox import TIER_LABELS, bubblewrap_problem, landlock_problem
+
+    problem = {"bubblewrap": bubblewrap_problem, "landlock": landlock_problem}[tier]()
+    label = TIER_LABELS[tier]
+    if problem:
+        return [Row(f"{label} tier", f"not measured: {problem}", "", "")]
+    n_first, n_warm = (1, 30) if quick else (10, 300)
+    with EmulatorProcess(("http",), prestart=2, sandbox=tier) as emu:
+        first, _ = first_calls(emu, n_first, 0.5)
+        with SessionsClient(emu.endpoint, str(uuid.uuid4()), emu.token) as client:
+            client.execute("pass")
+            warm = time_calls(lambda: client.execute("print(1)"), n_warm, warmup=5)
+    f, w = Stats.of(first), Stats.of(warm)
+    return [
+        Row(
+            f"{label}: first call on a new identifier",
+            f"pool refilled before each ({n_first} samples)",
+            ms(f.median),
+            ms(f.p95),
+            "",
+            "p50 ≤ 100 ms",
+            f.median <= 100,
+        ),
+        Row(
+            f"{label}: warm `print(1)`",
+            f"one session, {n_warm} calls",
+            ms(w.median),
+            ms(w.p95),
+            "",
+            "p50 ≤ 5 ms",
+            w.median <= 5,
+        ),
+    ]
+
+
 def body(quick: bool) -> BenchReport:
     n_first, n_warm, n_plot = (1, 30, 2) if quick else (10, 300, 20)
     levels, seconds = ((1, 2), 1.0) if quick else ((1, 4, 16), 6.0)
@@ -142,6 +181,8 @@ def body(quick: bool) -> BenchReport:
             times(p.median / w.median) + " warm print(1)",
         ),
     ]
+    for tier in ("bubblewrap", "landlock"):
+        report.rows += tier_rows(tier, quick)
     base = rates[levels[0]][0]
     for level in levels:
         rate, lat = rates[level]

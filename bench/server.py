@@ -180,7 +180,11 @@ def _serve(args: argparse.Namespace) -> int:
     for scheme in schemes:
         _install_config_hook(logs, [pairs.get(scheme)])
         handle = start_emulator(
-            token=args.token, prestart=args.prestart, cooldown=args.cooldown, max_sessions=args.max_sessions
+            token=args.token,
+            prestart=args.prestart,
+            cooldown=args.cooldown,
+            max_sessions=args.max_sessions,
+            sandbox=args.sandbox,
         )
         handles[scheme] = handle
         counters[scheme] = logs[-1]
@@ -236,6 +240,7 @@ class EmulatorProcess:
         cooldown: float = 600.0,
         max_sessions: int = 100,
         token: str = TOKEN,
+        sandbox: str = "auto",
     ) -> None:
         if any(scheme.startswith("https") for scheme in schemes) and not tls_dir:
             raise ValueError("https needs tls_dir")
@@ -254,6 +259,8 @@ class EmulatorProcess:
             str(cooldown),
             "--max-sessions",
             str(max_sessions),
+            "--sandbox",
+            sandbox,
         ]
         if tls_dir:
             command += ["--tls-dir", tls_dir]
@@ -349,6 +356,7 @@ def main() -> int:
     parser.add_argument("--prestart", type=int, default=2)
     parser.add_argument("--cooldown", type=float, default=600.0)
     parser.add_argument("--max-sessions", type=int, default=100)
+    parser.add_argument("--sandbox", default="auto")
     return _serve(parser.parse_args())
 
 
