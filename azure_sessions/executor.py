@@ -19,12 +19,17 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 
-from smolagents.local_python_executor import CodeOutput
-from smolagents.monitoring import AgentLogger, LogLevel
-from smolagents.remote_executors import RemotePythonExecutor
-from smolagents.serialization import SafeSerializer
-from smolagents.tools import Tool, get_tools_definition_code
-from smolagents.utils import AgentError, get_source
+from ._extras import missing_extra
+
+try:
+    from smolagents.local_python_executor import CodeOutput
+    from smolagents.monitoring import AgentLogger, LogLevel
+    from smolagents.remote_executors import RemotePythonExecutor
+    from smolagents.serialization import SafeSerializer
+    from smolagents.tools import Tool, get_tools_definition_code
+    from smolagents.utils import AgentError, get_source
+except ModuleNotFoundError as exc:  # installed without the extra
+    raise (missing_extra("smolagents", "AzureDynamicSessionsExecutor", ["smolagents"]) or exc) from exc
 
 from .client import SessionsClient
 from .dialects import DEFAULT_API_VERSION
