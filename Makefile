@@ -21,4 +21,4 @@ soak:           ## slow reliability cases that are kept out of CI
 screenshot:     ## refresh assets/screenshot.png from a browser test run
 	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/e2e/test_chat.py -k screenshot -q
 clean:
-	rm -rf .venv .pytest_cache .ruff_cache bench/results/*.tmp
+	rm -rf .venv .cache .pytest_cache .ruff_cache bench/results/*.tmp

@@ -6,7 +6,7 @@
 '42\\n'
 
 Importing this package does not import gradio nor smolagents; ``AzureDynamicSessionsExecutor`` (which needs
-smolagents) is loaded on first access.
+smolagents: the ``smolagents`` extra) is loaded on first access.
 """
 
 from __future__ import annotations

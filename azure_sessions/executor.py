@@ -16,15 +16,20 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO, overload
 
-from smolagents.local_python_executor import CodeOutput
-from smolagents.monitoring import AgentLogger, LogLevel
-from smolagents.remote_executors import RemotePythonExecutor
-from smolagents.serialization import SafeSerializer
-from smolagents.tools import Tool, get_tools_definition_code
-from smolagents.utils import AgentError, get_source
+from ._extras import missing_extra
+
+try:
+    from smolagents.local_python_executor import CodeOutput
+    from smolagents.monitoring import AgentLogger, LogLevel
+    from smolagents.remote_executors import RemotePythonExecutor
+    from smolagents.serialization import SafeSerializer
+    from smolagents.tools import Tool, get_tools_definition_code
+    from smolagents.utils import AgentError, get_source
+except ModuleNotFoundError as exc:  # installed without the extra
+    raise (missing_extra("smolagents", "AzureDynamicSessionsExecutor", ["smolagents"]) or exc) from exc
 
 from .client import SessionsClient
 from .dialects import DEFAULT_API_VERSION
@@ -70,34 +75,53 @@ _azs_fetch_final_answer()
 class AzureDynamicSessionsExecutor(RemotePythonExecutor):
     """Runs a ``CodeAgent``'s code in an Azure Container Apps dynamic session (or the local emulator).
 
-    :param pool_management_endpoint: the pool endpoint (default: env ``AZURE_SESSIONS_POOL_ENDPOINT``).
+    The constructor takes smolagents' executor arguments first, as ``CodeAgent`` passes them to its remote executors,
+    then keywords; it accepts every argument of the ``smolagents.azure_executors.AzureDynamicSessionsExecutor`` once
+    proposed to smolagents, with the same meaning, so code written for that one runs unchanged.
+
+    :param additional_imports: packages to pip-install, only when ``allow_package_install`` is True.
+    :param logger: a smolagents ``AgentLogger`` (default: a new one at INFO level).
+    :param allow_pickle: accept pickled final answers (only for a trusted sandbox). Default False.
+    :keyword pool_management_endpoint: the pool endpoint (default: env ``AZURE_SESSIONS_POOL_ENDPOINT``).
     :keyword session_id: session identifier (default: a random UUID4; treat it as a secret).
     :keyword credential: see :class:`~azure_sessions.SessionsClient` (default ``DefaultAzureCredential``).
-    :keyword managed_identity_client_id: user-assigned managed identity for the default credential.
+    :keyword access_token_provider: a zero-argument callable returning a bearer token, instead of ``credential``;
+        it is called again when its token nears expiry and after a 401.
+    :keyword managed_identity_client_id: user-assigned managed identity for the default credential (default: env
+        ``AZURE_SESSIONS_MANAGED_IDENTITY_CLIENT_ID``); ignored when a credential or token provider is given.
     :keyword api_version: default ``2024-10-02-preview``.
-    :keyword allow_pickle: accept pickled final answers (only for a trusted sandbox). Default False.
     :keyword client: an existing :class:`SessionsClient` to use instead (the executor closes it in ``cleanup``).
-    :keyword logger: a smolagents ``AgentLogger`` (default: a new one at INFO level).
-    :keyword additional_imports: packages to pip-install, only when ``allow_package_install`` is True.
     :keyword allow_package_install: allow ``pip install`` in the session (pools usually have no egress).
     :keyword execution_timeout: seconds allowed per code execution (the service caps it at 220).
     """
 
     def __init__(
         self,
-        pool_management_endpoint: str | None = None,
+        additional_imports: Iterable[str] = (),
+        logger: AgentLogger | None = None,
+        allow_pickle: bool = False,
         *,
+        pool_management_endpoint: str | None = None,
         session_id: str | None = None,
         credential: Any = None,
+        access_token_provider: Callable[[], str] | None = None,
         managed_identity_client_id: str | None = None,
         api_version: str = DEFAULT_API_VERSION,
-        allow_pickle: bool = False,
         client: SessionsClient | None = None,
-        logger: AgentLogger | None = None,
-        additional_imports: Iterable[str] = (),
         allow_package_install: bool = False,
         execution_timeout: float = 120.0,
     ) -> None:
+        if isinstance(additional_imports, str):
+            raise TypeError(
+                "the first argument is additional_imports, a list of package names; give the pool endpoint as "
+                "pool_management_endpoint="
+            )
+        if access_token_provider is not None:
+            if credential is not None:
+                raise ValueError("give credential= or access_token_provider=, not both")
+            if not callable(access_token_provider):
+                raise TypeError("access_token_provider must be a zero-argument callable returning a token string")
+            credential = access_token_provider
         if client is None:
             endpoint = pool_management_endpoint or os.environ.get(POOL_ENDPOINT_ENV)
             if not endpoint:
@@ -248,8 +272,14 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         """Upload a file to the session's ``/mnt/data`` (streamed)."""
         return self.client.upload(source, name)
 
-    def download_file(self, name: str, dest: str | os.PathLike[str] | BinaryIO) -> int:
-        """Download a file from ``/mnt/data`` to a path or binary file object; returns bytes written."""
+    @overload
+    def download_file(self, name: str) -> bytes: ...
+    @overload
+    def download_file(self, name: str, dest: str | os.PathLike[str] | BinaryIO) -> int: ...
+    def download_file(self, name: str, dest: str | os.PathLike[str] | BinaryIO | None = None) -> bytes | int:
+        """A file from ``/mnt/data``: its bytes, or streamed to ``dest`` (a path or binary file; returns its size)."""
+        if dest is None:
+            return self.client.read_bytes(name)
         return self.client.download(name, dest)
 
     def list_files(self) -> list[FileInfo]:

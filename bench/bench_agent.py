@@ -82,7 +82,10 @@ def label_of(code: str) -> str:
 def build_agent(emu: EmulatorProcess, probe: Probe) -> tuple[CodeAgent, AzureDynamicSessionsExecutor]:
     """The agent as playground/sessions.py builds it, with timing wrappers."""
     executor = AzureDynamicSessionsExecutor(
-        emu.endpoint, session_id=str(uuid.uuid4()), credential=emu.token, logger=AgentLogger(level=LogLevel.OFF)
+        pool_management_endpoint=emu.endpoint,
+        session_id=str(uuid.uuid4()),
+        credential=emu.token,
+        logger=AgentLogger(level=LogLevel.OFF),
     )
     client = executor.client
     in_send = {"ms": 0.0}

@@ -94,7 +94,10 @@ class Backend:
         if self.api_version:
             kwargs["api_version"] = self.api_version
         return AzureDynamicSessionsExecutor(
-            self.endpoint, execution_timeout=execution_timeout, logger=AgentLogger(level=LogLevel.OFF), **kwargs
+            pool_management_endpoint=self.endpoint,
+            execution_timeout=execution_timeout,
+            logger=AgentLogger(level=LogLevel.OFF),
+            **kwargs,
         )
 
     def stop(self) -> None:

@@ -52,6 +52,27 @@ if [ -z "${PYTHON:-}" ] && ! "$python" -c 'import sys; sys.exit(sys.version_info
   python=/usr/bin/python3.11
 fi
 
+# The install test puts the azure-sessions wheel into fresh venvs with no index to reach: it installs the wheel's
+# dependencies (every extra) from this wheelhouse, at the versions .venv has. Rebuilt only when its inputs change.
+wheelhouse=.cache/wheelhouse
+prepare_wheelhouse() {
+  local key
+  key="$(cat pyproject.toml requirements.txt requirements-dev.txt | sha256sum | cut -c1-16) $(.venv/bin/python -c \
+    'import platform, sys; print(sys.implementation.cache_tag, platform.machine())')"
+  [ "$(cat "$wheelhouse/key" 2>/dev/null)" = "$key" ] && return 0
+  echo "setup: preparing $wheelhouse (the azure-sessions distribution's dependencies, for the install test)"
+  rm -rf "$wheelhouse.new" && mkdir -p "$wheelhouse.new"
+  .venv/bin/python -m pip freeze --exclude-editable | grep -vi '^azure[-_]sessions=' >"$wheelhouse.new/constraints.txt"
+  if .venv/bin/python -m pip download -q --disable-pip-version-check --no-build-isolation --only-binary=:all: \
+      -c "$wheelhouse.new/constraints.txt" -d "$wheelhouse.new" ".[smolagents,emulator]"; then
+    echo "$key" >"$wheelhouse.new/key"
+    rm -rf "$wheelhouse" && mv "$wheelhouse.new" "$wheelhouse"
+  else
+    rm -rf "$wheelhouse.new"
+    echo "setup: could not download the wheelhouse; tests/install will fail until this succeeds" >&2
+  fi
+}
+
 base=$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable))')
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.base-python 2>/dev/null)" != "$base" ]; then
   [ -d .venv ] && echo "setup: rebuilding .venv from $base"
@@ -63,6 +84,7 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" --upgrade pip >/dev/null
 if [ "$mode" = test ]; then
   "${pip[@]}" -r requirements-dev.txt
+  prepare_wheelhouse
   # Where the distribution has no usable Chromium package (e.g. Ubuntu's snap-only one), fall back to Playwright's.
   if [ ! -x /usr/bin/chromium ]; then
     echo "setup: no /usr/bin/chromium; installing Playwright's Chromium instead" >&2

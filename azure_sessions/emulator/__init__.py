@@ -6,7 +6,8 @@
 
 It speaks both wire dialects (2024-02-02/08-02 "envelope" and 2024-10-02+ "resource"), runs each session in a
 persistent IPython worker in the strongest isolation tier the host allows (bubblewrap, else Landlock and seccomp, else
-a loudly labelled unisolated fallback) and serves over uvicorn on loopback. See ``python -m azure_sessions.emulator --help``.
+a loudly labelled unisolated fallback) and serves over uvicorn on loopback. Needs the ``emulator`` extra. See
+``azure-sessions-emulator --help`` (or ``python -m azure_sessions.emulator --help``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .._extras import missing_extra
 from .faults import ENV_RULES, ENV_SEED, FaultInjector, FaultRule, parse_rules
 from .files import MAX_UPLOAD_BYTES, iso_time
 from .sandbox import Limits, SandboxUnavailable
@@ -37,6 +39,8 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "local-rg"
 POOL_NAME = "local-pool"
 OWNER_FILE = "owner"
+EMULATOR_MODULES = ("fastapi", "uvicorn", "python_multipart", "IPython")
+"""What the emulator cannot run without: its HTTP server and the sandbox's Python shell (the ``emulator`` extra)."""
 
 
 class EmulatorHandle:
@@ -136,6 +140,9 @@ def start_emulator(
     In the Landlock tier this process makes itself non-dumpable (``PR_SET_DUMPABLE``), so processes of the same
     user cannot read its memory or environment through ``/proc`` or attach to it.
     """
+    problem = missing_extra("emulator", "The emulator", EMULATOR_MODULES)
+    if problem is not None:
+        raise problem
     import uvicorn
 
     from .api import AppState, create_app

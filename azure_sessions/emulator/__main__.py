@@ -1,4 +1,5 @@
-"""``python -m azure_sessions.emulator``: serve a local dynamic-sessions pool until Ctrl-C."""
+"""``azure-sessions-emulator`` (or ``python -m azure_sessions.emulator``): serve a local dynamic-sessions pool until
+Ctrl-C."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ SANDBOX_SUMMARIES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    invoked_as = os.path.basename(sys.argv[0])  # the console script, or __main__.py under `python -m`
     parser = argparse.ArgumentParser(
-        prog="python -m azure_sessions.emulator",
+        prog="python -m azure_sessions.emulator" if invoked_as == "__main__.py" else invoked_as,
         description="Local emulator of the Azure Container Apps dynamic-sessions API (Python code-interpreter pool).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                              max_sessions=args.max_sessions, data_root=args.data_root, prestart=args.prestart,
                              sandbox=args.sandbox, faults=args.fault, fault_seed=args.fault_seed, limits=limits,
                              log_level=args.log_level, refuse_unisolated=not is_loopback(args.host))  # fmt: skip
-    except (ValueError, SandboxUnavailable, OSError) as exc:
+    except (ValueError, SandboxUnavailable, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("Azure dynamic-sessions emulator is serving.", flush=True)

@@ -71,7 +71,7 @@ def test_the_emulator_rejects_an_expired_jwt(start_emulator_checked) -> None:
 def test_a_long_agent_run_with_two_second_tokens_sees_no_401(start_emulator_checked) -> None:
     emu = start_emulator_checked(token=None, prestart=1)
     credential = ShortLivedCredential()
-    executor = AzureDynamicSessionsExecutor(emu.endpoint, credential=credential)
+    executor = AzureDynamicSessionsExecutor(pool_management_endpoint=emu.endpoint, credential=credential)
     statuses: list[int] = []
     count_statuses(executor.client, statuses)
     steps = [code_reply(f"import time\ntime.sleep(0.7)\ntotal = {n} + globals().get('total', 0)\nprint(total)")

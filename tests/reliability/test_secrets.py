@@ -163,7 +163,7 @@ def test_no_secret_in_logs_output_errors_or_the_page(start_emulator_checked, deb
     exercise_client_secret(errors)
 
     # an agent run through the executor
-    executor = AzureDynamicSessionsExecutor(emu.endpoint, credential=BEARER)
+    executor = AzureDynamicSessionsExecutor(pool_management_endpoint=emu.endpoint, credential=BEARER)
     from smolagents import CodeAgent
 
     agent = CodeAgent(
