@@ -79,7 +79,9 @@ def confine(
     if abi == 0:
         raise OSError(errno.ENOSYS, "this kernel offers no Landlock (Linux 6.2 or newer with landlock among its LSMs)")
     if abi < MIN_ABI:
-        raise OSError(errno.ENOSYS, f"this kernel's Landlock ABI {abi} cannot stop truncate() (ABI {MIN_ABI}, Linux 6.2)")
+        raise OSError(
+            errno.ENOSYS, f"this kernel's Landlock ABI {abi} cannot stop truncate() (ABI {MIN_ABI}, Linux 6.2)"
+        )
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
