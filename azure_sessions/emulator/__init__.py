@@ -59,6 +59,7 @@ class EmulatorHandle:
         self.sandbox_mode = sandbox_mode
         self.isolated = sandbox_mode != "unisolated"
         self.isolation_warning = isolation_warning
+        self.landlock_abi: int | None = None  # the kernel's Landlock ABI, in the Landlock tier
         self.data_root = root
         self._remove_root = remove_root
         self._stopped = False
@@ -146,6 +147,7 @@ def start_emulator(
     import uvicorn
 
     from .api import AppState, create_app
+    from .confine import landlock_abi
     from .sandbox import Launcher, resolve_mode
     from .workers import WorkerPool
 
@@ -187,6 +189,7 @@ def start_emulator(
             "startedAt": started_at,
             "limits": launcher.describe()["limits"],
             "preloadedModules": launcher.preload,
+            "landlockAbi": landlock_abi() if mode == "landlock" else None,
         }
         state = AppState(registry=registry, token=token, faults=injector, staging_dir=root / "staging", info=info)
         app = create_app(state)
@@ -211,6 +214,7 @@ def start_emulator(
     handle = EmulatorHandle(server=server, thread=thread, registry=registry, faults=injector, host=host,
                             port=bound_port, token=token, sandbox_mode=mode, isolation_warning=warning, root=root,
                             remove_root=remove_root)  # fmt: skip
+    handle.landlock_abi = info["landlockAbi"]
     atexit.register(handle.stop)
     return handle
 

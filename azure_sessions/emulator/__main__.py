@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  endpoint: {emu.endpoint}", flush=True)
     print(f"  auth:     Authorization: Bearer {'<your --token>' if emu.token else '<any non-empty token>'}")
     if emu.isolated:
-        print(f"  sandbox:  {SANDBOX_SUMMARIES[emu.sandbox_mode]}")
+        abi = f", Landlock ABI {emu.landlock_abi}" if emu.landlock_abi else ""
+        print(f"  sandbox:  {SANDBOX_SUMMARIES[emu.sandbox_mode]}{abi}")
     else:
         banner = "!" * 100
         print(f"{banner}\n  sandbox:  NONE. {emu.isolation_warning}\n{banner}", flush=True)
