@@ -2,17 +2,21 @@
 the machine allows it):
 
 - first call on a new identifier, after the pre-started worker pool has refilled (a real user pauses between new
-  sessions; the pause itself is reported), and during a burst of new sessions that drains the pool;
+  sessions; the pause itself is reported);
 - warm `print(1)` on one session;
 - a pandas + matplotlib cell that draws a plot (the image comes back as the result);
 - throughput (executions/s) of `print(1)` with 1, 4 and 16 sessions running at once, one client thread each;
-- the same first call and warm `print(1)` in each isolation tier this machine offers (bubblewrap; Landlock and
-  seccomp, the tier of hosts without user namespaces), each in an emulator of its own, one after the other.
+- per isolation tier (bubblewrap; Landlock and seccomp, the tier of hosts without user namespaces), each in an
+  emulator of its own with no warm pool: a new session's first `print(1)` alone and in a burst of 16, warm
+  `print(1)`, and the unique memory (USS) of idle sessions forked from the template;
+- side by side, how a worker started before the template: a fresh interpreter importing the same libraries.
 """
 
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from azure_sessions import SessionsClient
 from bench.common import BenchReport, Row, Stats, bar_chart, cli, latency_chart, ms, run_and_save, time_calls, times
-from bench.server import EmulatorProcess
+from bench.server import EmulatorProcess, smaps_kb
 
 PLOT_CELL = """\
 import numpy as np
@@ -77,41 +81,81 @@ def throughput(clients: list[SessionsClient], seconds: float) -> tuple[float, li
     return len(flat) / elapsed, flat
 
 
-def tier_rows(tier: str, quick: bool) -> list[Row]:
-    """First call on a new identifier and warm print(1), in an emulator that must use ``tier``."""
+FRESH_WORKER = "import IPython, numpy, pandas, matplotlib.pyplot; print(1, flush=True); import time; time.sleep(1)"
+"""How a worker started before the template: a fresh interpreter importing what the sandbox preloads."""
+
+
+def fresh_interpreter(n: int, burst: int) -> tuple[list[float], list[float], float]:
+    """The baseline, side by side: a fresh interpreter's start to its first output, alone (n times) and ``burst``
+    at once; and the unique memory (MiB) one holds once started."""
+
+    def start() -> tuple[float, float]:
+        began = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-I", "-c", FRESH_WORKER], stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"1\n"
+        elapsed = (time.perf_counter() - began) * 1000.0
+        uss = smaps_kb(proc.pid)["uss"] / 1024
+        proc.wait()
+        return elapsed, uss
+
+    alone = [start() for _ in range(n)]
+    with ThreadPoolExecutor(burst) as pool:
+        together = list(pool.map(lambda _: start()[0], range(burst)))
+    return [t for t, _ in alone], together, statistics.median(u for _, u in alone)
+
+
+def tier_rows(tier: str, quick: bool, fresh_burst_ms: float) -> tuple[list[Row], dict[str, list[float]]]:
+    """New sessions forked from the template with no warm pool, alone and in a burst (against ``fresh_burst_ms``,
+    the median of as many fresh interpreters started at once); warm print(1); the unique memory of idle sessions; in
+    an emulator that must use ``tier``."""
     from azure_sessions.emulator.sandbox import TIER_LABELS, bubblewrap_problem, landlock_problem
 
     problem = {"bubblewrap": bubblewrap_problem, "landlock": landlock_problem}[tier]()
     label = TIER_LABELS[tier]
     if problem:
-        return [Row(f"{label} tier", f"not measured: {problem}", "", "")]
-    n_first, n_warm = (1, 30) if quick else (10, 300)
-    with EmulatorProcess(("http",), prestart=2, sandbox=tier) as emu:
-        first, _ = first_calls(emu, n_first, 0.5)
-        with SessionsClient(emu.endpoint, str(uuid.uuid4()), emu.token) as client:
-            client.execute("pass")
-            warm = time_calls(lambda: client.execute("print(1)"), n_warm, warmup=5)
-    f, w = Stats.of(first), Stats.of(warm)
-    return [
-        Row(
-            f"{label}: first call on a new identifier",
-            f"pool refilled before each ({n_first} samples)",
-            ms(f.median),
-            ms(f.p95),
-            "",
-            "p50 ≤ 100 ms",
-            f.median <= 100,
-        ),
-        Row(
-            f"{label}: warm `print(1)`",
-            f"one session, {n_warm} calls",
-            ms(w.median),
-            ms(w.p95),
-            "",
-            "p50 ≤ 5 ms",
-            w.median <= 5,
-        ),
-    ]
+        return [Row(f"{label} tier", f"not measured: {problem}", "", "")], {}
+    n_first, n_burst, n_warm = (3, 4, 30) if quick else (20, 16, 300)
+    with EmulatorProcess(("http",), prestart=0, sandbox=tier) as emu:
+        emu.wait_template()
+        first = []
+        for _ in range(n_first):
+            with SessionsClient(emu.endpoint, str(uuid.uuid4()), emu.token) as client:
+                began = time.perf_counter()
+                assert client.execute("print(1)").stdout == "1\n"
+                first.append((time.perf_counter() - began) * 1000.0)
+                client.delete_session()
+        clients = [SessionsClient(emu.endpoint, str(uuid.uuid4()), emu.token) for _ in range(n_burst)]
+
+        def first_call(client: SessionsClient) -> float:
+            began = time.perf_counter()
+            assert client.execute("print(1)", timeout=120).stdout == "1\n"
+            return (time.perf_counter() - began) * 1000.0
+
+        with ThreadPoolExecutor(n_burst) as pool:
+            burst = list(pool.map(first_call, clients))
+        warm = time_calls(lambda: clients[0].execute("print(1)"), n_warm, warmup=5)
+        time.sleep(1.0)  # idle: what a session holds between a user's messages
+        memory = emu.session_memory()
+        for client in clients:
+            client.delete_session()
+            client.close()
+    f, b, w = Stats.of(first), Stats.of(burst), Stats.of(warm)
+    uss = Stats.of([m["uss"] / 1024 for m in memory["workers"]])
+    pss = Stats.of([m["pss"] / 1024 for m in memory["workers"]])
+    template = memory["template"] or {"rss": 0, "pss": 0, "uss": 0}
+    rows = [
+        Row(f"{label}: new session's first `print(1)`, no warm pool", f"forked from the template, {n_first} alone",
+            ms(f.median), ms(f.p95), "", "p50 ≤ 50 ms", f.median <= 50),
+        Row(f"{label}: burst of {n_burst} new sessions, pool empty", "first `print(1)` of each, all at once",
+            ms(b.median), ms(b.p95), f"{fresh_burst_ms / b.median:.1f}× faster than fresh interpreters",
+            "p50 ≤ 300 ms, p95 ≤ 600 ms", b.median <= 300 and b.p95 <= 600),
+        Row(f"{label}: warm `print(1)`", f"one session, {n_warm} calls", ms(w.median), ms(w.p95), "", "p50 ≤ 5 ms",
+            w.median <= 5),
+        Row(f"{label}: idle session, unique memory (USS)", f"{len(memory['workers'])} sessions after `print(1)`",
+            f"{uss.median:.1f} MiB", f"{uss.p95:.1f} MiB", f"PSS {pss.median:.1f} MiB; template RSS "
+            f"{template['rss'] / 1024:.0f} MiB", "≤ 30 MB", uss.median * 1.048576 <= 30),
+    ]  # fmt: skip
+    return rows, {f"{label}: first call, alone": first, f"{label}: first call, burst of {n_burst}": burst}
 
 
 def body(quick: bool) -> BenchReport:
@@ -131,58 +175,40 @@ def body(quick: bool) -> BenchReport:
         client.close()
         if not all(images):
             raise RuntimeError("the plot cell returned no image")
-
-        emu.wait_pool()
-        burst_clients = [SessionsClient(emu.endpoint, str(uuid.uuid4()), emu.token) for _ in range(max(levels))]
-
-        def first_call(c: SessionsClient) -> float:
-            start = time.perf_counter()
-            c.execute("print(1)", timeout=120)
-            return (time.perf_counter() - start) * 1000.0
-
-        cold_before = emu.command("info")["http"]["cold_starts"]
-        with ThreadPoolExecutor(len(burst_clients)) as pool:
-            burst = list(pool.map(first_call, burst_clients))
-        cold = emu.command("info")["http"]["cold_starts"] - cold_before
+        clients = [SessionsClient(emu.endpoint, str(uuid.uuid4()), emu.token) for _ in range(max(levels))]
+        for c in clients:
+            c.execute("pass")
         rates: dict[int, tuple[float, list[float]]] = {}
         for level in levels:
-            rates[level] = throughput(burst_clients[:level], seconds)
-        for c in burst_clients:
+            rates[level] = throughput(clients[:level], seconds)
+        for c in clients:
             c.delete_session()
             c.close()
         info = emu.command("info")
 
-    f, w, p, b = Stats.of(first), Stats.of(warm), Stats.of(plot), Stats.of(burst)
+    f, w, p = Stats.of(first), Stats.of(warm), Stats.of(plot)
     report.rows += [
-        Row(
-            "first call on a new identifier",
-            f"pool refilled before each ({n_first} samples)",
-            ms(f.median),
-            ms(f.p95),
-            "",
-            "p50 ≤ 100 ms",
-            f.median <= 100,
-        ),
-        Row(
-            f"first call, burst of {len(burst)} new sessions at once",
-            "pool of 2 drained; the rest cold-start",
-            ms(b.median),
-            ms(b.p95),
-            f"{cold} of {len(burst)} cold-started",
-        ),
-        Row(
-            "warm `print(1)`", f"one session, {n_warm} calls", ms(w.median), ms(w.p95), "", "p50 ≤ 5 ms", w.median <= 5
-        ),
-        Row(
-            "pandas + matplotlib cell that plots",
-            f"warm session, {n_plot} runs, PNG returned",
-            ms(p.median),
-            ms(p.p95),
-            times(p.median / w.median) + " warm print(1)",
-        ),
-    ]
+        Row("first call on a new identifier", f"pool refilled before each ({n_first} samples)", ms(f.median),
+            ms(f.p95), "", "p50 ≤ 100 ms", f.median <= 100),
+        Row("warm `print(1)`", f"one session, {n_warm} calls", ms(w.median), ms(w.p95), "", "p50 ≤ 5 ms",
+            w.median <= 5),
+        Row("pandas + matplotlib cell that plots", f"warm session, {n_plot} runs, PNG returned", ms(p.median),
+            ms(p.p95), times(p.median / w.median) + " warm print(1)"),
+    ]  # fmt: skip
+    n_fresh, n_fresh_burst = (2, 4) if quick else (5, 16)
+    alone, together, fresh_uss = fresh_interpreter(n_fresh, n_fresh_burst)
+    a, t = Stats.of(alone), Stats.of(together)
+    report.rows += [
+        Row("before the template: a fresh interpreter's start", f"import IPython, numpy, pandas, matplotlib; {n_fresh}"
+            " alone, no sandbox", ms(a.median), ms(a.p95), f"unique memory {fresh_uss:.0f} MiB once started"),
+        Row(f"before the template: {n_fresh_burst} fresh interpreters at once", "the same, all started together",
+            ms(t.median), ms(t.p95), "1× (baseline for the bursts below)"),
+    ]  # fmt: skip
+    series = {}
     for tier in ("bubblewrap", "landlock"):
-        report.rows += tier_rows(tier, quick)
+        rows, samples = tier_rows(tier, quick, fresh_burst_ms=t.median)
+        report.rows += rows
+        series |= samples
     base = rates[levels[0]][0]
     for level in levels:
         rate, lat = rates[level]
@@ -197,24 +223,32 @@ def body(quick: bool) -> BenchReport:
             ),
         )
     report.notes += [
-        f"Pre-started workers: the emulator keeps 2 ready; filling the pool at start took {fill:.1f} s and each "
-        f"refill between first-call samples took a median {statistics.median(waits):.1f} s (then a {pause:g} s "
-        "pause), which is the pause a real user gives it. A burst beyond the pool cold-starts workers; that is the "
-        "second row.",
-        f"Emulator counters at the end: {info['http']['sessionsCreated']} sessions created, "
-        f"{info['http']['cold_starts']} cold starts, {info['http']['executionsTotal']} executions.",
-        f"Sandbox: {emu.sandbox}. Client and emulator share the machine's cores; the throughput clients are threads "
-        "of one Python process (the GIL), so the figures are a floor for the emulator.",
+        f"Pre-started workers: the emulator keeps 2 ready; filling the pool at start took {fill:.1f} s (the template "
+        f"prepares once, then each worker is a fork) and each refill between first-call samples took a median "
+        f"{statistics.median(waits):.2f} s (then a {pause:g} s pause).",
+        "The tier rows use an emulator with no warm pool at all: every new session is forked from the template "
+        "(which imports IPython, numpy, pandas and matplotlib once), then given its own namespaces (bubblewrap) or "
+        "confined with Landlock and seccomp, its limits and its directories, before its first cell. The fresh "
+        "interpreter rows are how a worker started before: the same imports in a new process, without the sandbox's "
+        "own start-up, so they flatter the old way.",
+        "Unique memory (USS) is a process's private pages, the memory it alone costs; PSS adds its share of the pages "
+        "it shares with the template and the other sessions.",
+        f"Emulator counters at the end of the main section: {info['http']['sessionsCreated']} sessions created, "
+        f"{info['http']['executionsTotal']} executions.",
+        f"Sandbox of the main section: {emu.sandbox}. Client and emulator share the machine's cores; the throughput "
+        "clients are threads of one Python process (the GIL), so the figures are a floor for the emulator.",
     ]
     report.charts += [
         latency_chart(
             "emulator_latency",
             "emulator latencies",
             {
-                "first call, new identifier": first,
-                f"first call, burst of {len(burst)}": burst,
+                "first call, new identifier (pool)": first,
                 "warm print(1)": warm,
                 "pandas/matplotlib plot": plot,
+                "fresh interpreter, alone": alone,
+                f"fresh interpreters, {n_fresh_burst} at once": together,
+                **series,
             },
         ),
         bar_chart(

@@ -210,6 +210,12 @@ def _serve(args: argparse.Namespace) -> int:
                 start = time.perf_counter()
                 ok = all(h.wait_for_pool(float(command.get("timeout", 120))) for h in handles.values())
                 _reply({"ok": ok, "waited": time.perf_counter() - start})
+            elif op == "wait_template":
+                start = time.perf_counter()
+                ok = all(_wait_template(h, float(command.get("timeout", 120))) for h in handles.values())
+                _reply({"ok": ok, "waited": time.perf_counter() - start})
+            elif op == "memory":
+                _reply({s: _session_memory(h) for s, h in handles.items()})
             elif op == "info":
                 _reply(
                     {s: h.backend.stats() | {"cold_starts": h.backend.pool.cold_starts} for s, h in handles.items()}
@@ -220,6 +226,34 @@ def _serve(args: argparse.Namespace) -> int:
         for handle in handles.values():
             handle.stop()
     return 0
+
+
+def _wait_template(handle: Any, timeout: float) -> bool:
+    launcher = handle.backend.pool.launcher
+    deadline = time.monotonic() + timeout
+    while launcher.template_pid is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _session_memory(handle: Any) -> dict[str, Any]:
+    """Unique (USS) and proportional (PSS) memory of every live session's worker and of the template, in KiB."""
+    workers = [s.worker.pid for s in handle.backend.list_sessions() if s.worker is not None and s.worker.alive]
+    template = handle.backend.pool.launcher.template_pid
+    return {"workers": [smaps_kb(pid) for pid in workers], "template": smaps_kb(template) if template else None}
+
+
+def smaps_kb(pid: int | str = "self") -> dict[str, int]:
+    """RSS, PSS and USS (private clean + dirty) of a process, in KiB, from /proc/<pid>/smaps_rollup."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if value.strip().endswith("kB"):
+                fields[key] = int(value.split()[0])
+    return {"rss": fields["Rss"], "pss": fields["Pss"], "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
 
 
 def _reply(payload: dict[str, Any]) -> None:
@@ -301,6 +335,17 @@ class EmulatorProcess:
         if not reply["ok"]:
             raise RuntimeError(f"the emulator's worker pool did not fill within {timeout:.0f} s")
         return float(reply["waited"])
+
+    def wait_template(self, timeout: float = 180.0) -> float:
+        """Block until the sandbox template is prepared; returns the seconds waited."""
+        reply = self.command("wait_template", timeout=timeout)
+        if not reply["ok"]:
+            raise RuntimeError(f"the emulator's sandbox template was not ready within {timeout:.0f} s")
+        return float(reply["waited"])
+
+    def session_memory(self) -> dict[str, Any]:
+        """USS/PSS/RSS (KiB) of each live session's worker and of the template, for the first scheme."""
+        return next(iter(self.command("memory").values()))
 
     def connections(self, scheme: str | None = None) -> dict[str, Any]:
         return self.command("stats", scheme=scheme)

@@ -14,54 +14,77 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Callable
 
 
-def map_paths(mapping: dict[str, str], own: list[str]) -> Callable[[str], str]:
-    """Map each ``virtual`` directory of ``mapping`` (``{"/mnt/data": real_dir, …}``) to its real directory.
+class PathMap:
+    """The mapping in force: virtual directory -> real directory, and the session's own real directories."""
 
-    Paths below ``own`` (the session's real directories, which may lie in the host's ``/tmp``) are left alone.
-    Returns the rewrite for shell command lines (whole path words only: ``/mnt/database`` stays as it is).
-    """
-    import builtins
-    import sqlite3
+    def __init__(self) -> None:
+        self.pairs: list[tuple[str, str]] = []
+        self.own: list[str] = []
+        self._pairs_b: list[tuple[bytes, bytes]] = []
+        self._own_b: list[bytes] = []
+        self._words: re.Pattern[str] | None = None
 
-    pairs = sorted(((v.rstrip("/"), r.rstrip("/")) for v, r in mapping.items()), key=lambda p: -len(p[0]))
-    pairs_b = [(os.fsencode(v), os.fsencode(r)) for v, r in pairs]
-    own_s = [d.rstrip("/") for d in own]
-    own_b = [os.fsencode(d) for d in own_s]
+    def set(self, mapping: dict[str, str], own: list[str]) -> None:
+        """Map each ``virtual`` directory of ``mapping`` (``{"/mnt/data": real_dir, …}``) to its real directory;
+        paths below ``own`` (the session's real directories, which may lie in the host's ``/tmp``) stay as they are."""
+        self.pairs = sorted(((v.rstrip("/"), r.rstrip("/")) for v, r in mapping.items()), key=lambda p: -len(p[0]))
+        self.own = [d.rstrip("/") for d in own]
+        self._pairs_b = [(os.fsencode(v), os.fsencode(r)) for v, r in self.pairs]
+        self._own_b = [os.fsencode(d) for d in self.own]
+        self._words = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(v) for v, _ in self.pairs) + r")(?![\w.-])")
 
-    def under(path, root) -> bool:
-        return path == root or path.startswith(root + (b"/" if isinstance(path, bytes) else "/"))
-
-    def translate(raw, table, real_dirs):
-        if not raw.startswith(tuple(v for v, _ in table)):
-            return None
-        norm = os.path.normpath(raw)
-        if any(under(norm, real) for real in real_dirs):
-            return None
-        return next((real + norm[len(virtual) :] for virtual, real in table if under(norm, virtual)), None)
-
-    def mapped(path):
-        if isinstance(path, int):
+    def path(self, path):
+        """``path`` with a virtual directory replaced by its real one (anything else unchanged)."""
+        if not self.pairs or isinstance(path, int):
             return path
         try:
             raw = os.fspath(path)
         except TypeError:
             return path
-        real = translate(raw, *((pairs_b, own_b) if isinstance(raw, bytes) else (pairs, own_s)))
-        return path if real is None else real
+        pairs, own = (self._pairs_b, self._own_b) if isinstance(raw, bytes) else (self.pairs, self.own)
+        if not raw.startswith(tuple(v for v, _ in pairs)):
+            return path
+        norm = os.path.normpath(raw)
+        if any(_under(norm, real) for real in own):
+            return path
+        return next((real + norm[len(virtual) :] for virtual, real in pairs if _under(norm, virtual)), path)
+
+    def virtual(self, real_path: str) -> str:
+        """The other way round, for ``os.getcwd()``."""
+        return next((v + real_path[len(r) :] for v, r in self.pairs if _under(real_path, r)), real_path)
+
+    def command(self, command: str) -> str:
+        """A shell command line with whole virtual path words replaced (``/mnt/database`` stays as it is)."""
+        if self._words is None:
+            return command
+        reals = dict(self.pairs)
+        return self._words.sub(lambda m: reals[m.group(1)], command)
+
+
+def _under(path, root) -> bool:
+    return path == root or path.startswith(root + (b"/" if isinstance(path, bytes) else "/"))
+
+
+def install() -> PathMap:
+    """Wrap the file APIs once (before IPython or anything else keeps a reference to ``io.open``); they map nothing
+    until the returned :class:`PathMap` is ``set`` for a session."""
+    import builtins
+    import sqlite3
+
+    paths = PathMap()
 
     def wrap1(func):
         def wrapper(path, *args, **kwargs):
-            return func(mapped(path), *args, **kwargs)
+            return func(paths.path(path), *args, **kwargs)
 
         wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = func.__name__, func.__doc__, func
         return wrapper
 
     def wrap2(func):
         def wrapper(src, dst, *args, **kwargs):
-            return func(mapped(src), mapped(dst), *args, **kwargs)
+            return func(paths.path(src), paths.path(dst), *args, **kwargs)
 
         wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = func.__name__, func.__doc__, func
         return wrapper
@@ -78,14 +101,10 @@ def map_paths(mapping: dict[str, str], own: list[str]) -> Callable[[str], str]:
     real_getcwd = os.getcwd
 
     def getcwd() -> str:
-        cwd = real_getcwd()
-        return next((virtual + cwd[len(real) :] for virtual, real in pairs if under(cwd, real)), cwd)
+        return paths.virtual(real_getcwd())
 
     def getcwdb() -> bytes:
         return os.fsencode(getcwd())
 
     os.getcwd, os.getcwdb = getcwd, getcwdb
-
-    words = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(v) for v, _ in pairs) + r")(?![\w.-])")
-    reals = dict(pairs)
-    return lambda command: words.sub(lambda m: reals[m.group(1)], command)
+    return paths

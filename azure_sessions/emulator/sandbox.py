@@ -35,6 +35,9 @@ from dataclasses import asdict, dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from .namespaces import SESSIONS_MOUNT
+from .template import ForkedProcess, TemplateProcess, fork_worker
+
 log = logging.getLogger("azure_sessions.emulator")
 
 SANDBOX_CHOICES = ("auto", "bubblewrap", "landlock", "none")
@@ -44,7 +47,11 @@ TIER_LABELS = {"bubblewrap": "bubblewrap", "landlock": "Landlock", "unisolated":
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 SANDBOX_WORKER_DIR = "/run/azure-sessions-emulator"
 # standalone modules the worker loads from its side, per tier (under bubblewrap they are bound beside worker.py)
-HELPERS = {"bubblewrap": ("strays",), "landlock": ("pathmap", "confine"), "unisolated": ("pathmap", "strays")}
+HELPERS = {
+    "bubblewrap": ("strays", "namespaces"),
+    "landlock": ("pathmap", "confine"),
+    "unisolated": ("pathmap", "strays"),
+}
 SYSTEM_READ_ONLY = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys/devices/system/cpu")
 """What a Landlock worker may read besides the Python environment: programs, libraries, configuration, CPU count."""
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -82,10 +89,13 @@ def _is_root() -> bool:
 
 
 def _namespace_flags() -> list[str]:
-    if _is_root():  # no user namespace: bwrap mounts as real root, the worker then drops to its own uid
+    """The template's sandbox: its own PID, network, IPC and UTS namespaces, and the capabilities it needs to give
+    each forked worker namespaces of its own (namespaces.py); every worker drops them before running user code."""
+    keep = ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_NET_ADMIN"]
+    if _is_root():  # no user namespace: bwrap mounts as real root, each worker then drops to its own uid
         return ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # fmt: skip
-    return ["--unshare-all", "--cap-drop", "ALL"]
+                "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", *keep]  # fmt: skip
+    return ["--unshare-all", *keep]
 
 
 _probe_lock = threading.Lock()
@@ -106,15 +116,30 @@ def _probe_bubblewrap() -> str | None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "the bwrap executable was not found on PATH"
-    true = shutil.which("true") or "/bin/true"
+    # What the template does for each worker: a PID namespace made by a middle process, then the worker's own
+    # mount and network namespaces with a fresh /proc.
+    check = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def ok(result, what):\n"
+        "    if result: raise SystemExit(f'{what} failed: {os.strerror(ctypes.get_errno())}')\n"
+        "ok(libc.unshare(0x20000000), 'a PID namespace for a worker')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    ok(libc.unshare(0x40020000), 'mount and network namespaces for a worker')\n"
+        "    ok(libc.mount(b'proc', b'/proc', b'proc', 0, None), 'mounting /proc for a worker')\n"
+        "    os._exit(0)\n"
+        "raise SystemExit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
     cmd = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/mnt",
-           *_namespace_flags(), "--die-with-parent", "--new-session", "--clearenv", true]  # fmt: skip
+           *_namespace_flags(), "--die-with-parent", "--new-session", "--clearenv",
+           os.path.abspath(sys.executable), "-I", "-c", check]  # fmt: skip
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bwrap could not run: {exc}"
     if proc.returncode != 0:
-        return "bwrap failed: " + (proc.stderr.strip() or f"exit status {proc.returncode}")
+        return "bwrap failed: " + (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
     return None
 
 
@@ -214,7 +239,7 @@ def _unisolated_warning(why: str) -> str:
 class Spawned:
     """A started worker process and the host resources that belong to it."""
 
-    proc: subprocess.Popen
+    proc: ForkedProcess
     guid: str
     data_dir: Path
     scratch_dir: Path | None
@@ -251,6 +276,9 @@ class Launcher:
         self._mount_args = self._mounts() if mode == "bubblewrap" else []
         self._spawner_lock = threading.Lock()
         self._spawner: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="emulator-spawner")
+        # Every worker is forked from one prepared template (template.py), then made this session's (namespaces,
+        # limits, confinement) before it runs user code.
+        self._template: TemplateProcess | None = None
 
     # -- command line -------------------------------------------------------------------------------------------
     def _mounts(self) -> list[str]:
@@ -304,11 +332,53 @@ class Launcher:
         return future.result()
 
     def close(self) -> None:
-        """Stop the spawner thread (after the owner killed the workers)."""
+        """Stop the spawner thread and the template (after the owner killed the workers)."""
         with self._spawner_lock:
             spawner, self._spawner = self._spawner, None
         if spawner is not None:
             spawner.shutdown(wait=True)
+        if self._template is not None:
+            self._template.close()
+
+    @property
+    def template_pid(self) -> int | None:
+        """The running template's pid (None before the first one is ready)."""
+        template = self._template
+        return template.pid if template is not None and template.alive else None
+
+    def start_template(self) -> None:
+        """Prepare the template in the background now, so the first session does not wait for it."""
+        with self._spawner_lock:
+            if self._spawner is not None:
+                self._spawner.submit(self._ensure_template)
+
+    def _ensure_template(self) -> TemplateProcess:
+        if self._template is None or not self._template.alive:
+            if self._template is not None:
+                log.warning("the sandbox template stopped; starting a new one")
+                self._template.close()
+            home = self.root / "template"
+            for path in (home, home / "home", home / "tmp"):
+                path.mkdir(mode=0o700, exist_ok=True)
+            config = {"helpers": HELPERS[self.mode], "preload": self.preload}
+            if self.mode == "bubblewrap":
+                command, env = self._bubblewrap_template(), {"PATH": "/usr/bin:/bin"}
+            else:
+                command = [self.python, "-I", "-B", str(WORKER_SCRIPT.resolve())]
+                env = self._env(str(home / "home"), str(home / "tmp"))
+            self._template = TemplateProcess(command, config, env, self.logs_dir / "template.log", home)
+        return self._template
+
+    def _bubblewrap_template(self) -> list[str]:
+        """The template's bubblewrap sandbox: the workers' view of the host, every session's directory at
+        ``SESSIONS_MOUNT`` (each worker keeps only its own, at /mnt/data), an empty environment."""
+        cmd = [shutil.which("bwrap") or "bwrap", *self._mount_args, "--bind", str(self.sessions_dir), SESSIONS_MOUNT,
+               "--perms", "0555", "--size", "1048576", "--tmpfs", "/mnt", "--perms", "0755", "--dir", "/mnt/data",
+               *_namespace_flags(), "--hostname", "session", "--chdir", "/tmp", "--die-with-parent", "--new-session",
+               "--clearenv"]  # fmt: skip
+        for key, value in self._env("/tmp", "/tmp").items():
+            cmd += ["--setenv", key, value]
+        return [*cmd, self.python, "-I", "-B", f"{SANDBOX_WORKER_DIR}/worker.py"]
 
     def _spawn(self, preload: bool) -> Spawned:
         guid = str(uuid.uuid4())
@@ -333,15 +403,9 @@ class Launcher:
         }
         scratch = None
         if self.mode == "bubblewrap":
-            config |= {"data_dir": "/mnt/data", "pid_namespace": True}
+            config |= {"data_dir": "/mnt/data", "pid_namespace": True,
+                       "namespaces": {"guid": guid, "tmp_mb": self.limits.tmp_mb, "drop_capabilities": not _is_root()}}  # fmt: skip
             env = self._env("/tmp", "/tmp")
-            cmd = [shutil.which("bwrap") or "bwrap", *self._mount_args, "--perms", "0555", "--size", "1048576",
-                   "--tmpfs", "/mnt",
-                   "--bind", str(data_dir), "/mnt/data", "--chdir", "/mnt/data", *_namespace_flags(),
-                   "--hostname", "session", "--die-with-parent", "--new-session", "--clearenv"]  # fmt: skip
-            for key, value in env.items():
-                cmd += ["--setenv", key, value]
-            script = f"{SANDBOX_WORKER_DIR}/worker.py"
         else:
             scratch = self.scratch_root / guid
             home, tmp = scratch / "home", scratch / "tmp"
@@ -352,14 +416,11 @@ class Launcher:
             if self.mode == "landlock":
                 config["confine"] = _confinement([str(data_dir), str(scratch)])
             env = self._env(str(home), str(tmp))
-            cmd, script = [], str(WORKER_SCRIPT.resolve())
         if uid is not None:
             for path in (data_dir, *([scratch, scratch / "home", scratch / "tmp"] if scratch else [])):
                 os.chown(path, uid, uid)
-        cmd += [self.python, "-I", "-B", script, json_dumps(config)]
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, env=env,
-                                    cwd=str(data_dir), bufsize=0, close_fds=True, start_new_session=True)  # fmt: skip
+        # bubblewrap's workers live in the template's sandbox, and end with it
+        proc = fork_worker(self._ensure_template(), config, env, log_path, outlives_template=self.mode != "bubblewrap")
         return Spawned(proc, guid, data_dir, scratch, log_path, uid, self.mode)
 
     def describe(self) -> dict:

@@ -214,24 +214,57 @@ def _apply_limits(config: dict) -> None:
 class Worker:
     def __init__(self, config: dict) -> None:
         self.config = config
-        self.chan = Channel(os.dup(0), os.dup(1))
-        self.log_fd = os.dup(2)
+        self.chan: Channel | None = None
+        self.log_fd = 2
         self.jobs: queue.Queue = queue.Queue()
         self.running: str | None = None
         self.in_user_code = False
         self.images: list[bytes] = []
         self.seq = 0
         self.interrupt_requested = False
+        self.helpers: dict = {}
+        self.shell = None
         self.strays = None  # the strays module: ends the processes a timed-out cell left running
         self.confined: dict | None = None  # what confine.py applied (the Landlock tier)
-        self.shell_paths = lambda command: command  # without a mount namespace: /mnt/data in `!` commands mapped
+        self.paths = None  # pathmap.PathMap: /mnt/data and /tmp mapped without a mount namespace
 
-    def setup(self) -> None:
+    def load_helpers(self, names) -> None:
+        """Load the standalone helper modules (before any sandbox closes: they live beside this file). The path
+        mapping is installed at once, before IPython keeps its own reference to ``io.open``."""
+        self.helpers = {name: _load_sibling(name) for name in names}
+        if "pathmap" in self.helpers:
+            self.paths = self.helpers["pathmap"].install()
+
+    def prepare(self) -> None:
+        """What every session needs and a template can do once for all: imports, the shell, the warm-ups."""
+        self.shell = self._make_shell()
+        for module in self.config.get("preload") or ():
+            try:
+                __import__(module)
+            except Exception as exc:
+                self.log(f"preload of {module} failed: {exc!r}")
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            if "matplotlib.pyplot" in sys.modules:  # load fonts and the PNG writer now, not on the first plot
+                self.shell.run_cell("import matplotlib.pyplot as __p; __p.figure(figsize=(1, 1)).gca().plot([0])\n"
+                                    "del __p", store_history=False)  # fmt: skip
+                _figure_pngs()
+            for warmup in ("pass", "1 / 0"):  # pay for the compile, display and traceback machinery now
+                self.shell.run_cell(warmup, store_history=False)
+
+    def enter_session(self) -> None:
+        """Become this session's worker: fds 0/1 are its protocol pipes and fd 2 its log; limits, confinement,
+        output capture, the /mnt/data mapping and the control thread are set up here, before any user code."""
         config = self.config
+        self.chan = Channel(os.dup(0), os.dup(1))
+        self.log_fd = os.dup(2)
+        # under memory pressure the kernel ends a session, not the template
+        with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("500")
+        if config.get("namespaces"):
+            self.helpers["namespaces"].enter(**config["namespaces"])
         _apply_limits(config)
-        helpers = {name: _load_sibling(name) for name in config.get("helpers", ())}  # before the sandbox closes
         if config.get("confine"):
-            self.confined = helpers["confine"].confine(**config["confine"])
+            self.confined = self.helpers["confine"].confine(**config["confine"])
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -245,24 +278,14 @@ class Worker:
         )
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), "utf-8")
         sys.stdout, sys.stderr = self.stdout, self.stderr
-        data_dir = config["data_dir"]
         if config.get("map_paths"):  # no mount namespace: map /mnt/data and /tmp inside Python
-            self.shell_paths = helpers["pathmap"].map_paths(config["map_paths"], own=config["own_dirs"])
-        self.strays = helpers.get("strays")  # None where the host ends stray processes (no /proc here)
-        os.chdir(data_dir)
-        sys.path.insert(0, "")
+            self.paths.set(config["map_paths"], own=config["own_dirs"])
+        self.strays = self.helpers.get("strays")  # None where the host ends stray processes (no /proc here)
+        os.chdir(config["data_dir"])
+        if "" not in sys.path:
+            sys.path.insert(0, "")
         signal.signal(signal.SIGINT, _ignore_sigint)
         threading.Thread(target=self._control, name="control", daemon=True).start()
-        self.shell = self._make_shell()
-        for module in config.get("preload") or ():
-            try:
-                __import__(module)
-            except Exception as exc:
-                self.log(f"preload of {module} failed: {exc!r}")
-        if "matplotlib.pyplot" in sys.modules:  # load fonts and the PNG writer now, not on the first plot
-            self.run("import matplotlib.pyplot as __p; __p.figure(figsize=(1, 1)).gca().plot([0]); del __p", False)
-        for warmup in ("pass", "1 / 0"):  # pay for the compile, display and traceback machinery now
-            self.run(warmup, store_history=False)
 
     def _make_shell(self):
         import warnings
@@ -321,7 +344,7 @@ class Worker:
         """``!cmd``: a shell whose output goes to the captured fds 1/2 (no pty, so no ``\\r\\n``)."""
         import subprocess
 
-        cmd = self.shell_paths(self.shell.var_expand(cmd, depth=1))
+        cmd = self._in_session(self.shell.var_expand(cmd, depth=1))
         proc = subprocess.Popen(cmd, shell=True, executable=_SHELL, stdin=subprocess.DEVNULL)
         try:
             self.shell.user_ns["_exit_code"] = proc.wait()
@@ -330,13 +353,17 @@ class Worker:
             proc.wait()
             raise
 
+    def _in_session(self, command: str) -> str:
+        """A ``!`` command line with ``/mnt/data`` and ``/tmp`` mapped, where they are mapped for Python."""
+        return self.paths.command(command) if self.paths is not None else command
+
     def _getoutput(self, cmd: str, split: bool = True, depth: int = 0):
         """``x = !cmd`` / ``!!cmd``: the command's output as an SList."""
         import subprocess
 
         from IPython.utils.text import SList
 
-        cmd = self.shell_paths(self.shell.var_expand(cmd, depth=depth + 1))
+        cmd = self._in_session(self.shell.var_expand(cmd, depth=depth + 1))
         proc = subprocess.run(cmd, shell=True, executable=_SHELL, stdin=subprocess.DEVNULL, capture_output=True)
         self.shell.user_ns["_exit_code"] = proc.returncode
         out = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")
@@ -445,8 +472,20 @@ class Worker:
                 reply["id"] = job.get("id")
                 self.running = None
                 self.chan.write(reply)
+                if os.getpid() == 1:  # the namespace's init: orphans of the session become ours to collect
+                    self._reap(_children())
             except KeyboardInterrupt:  # a late interrupt that arrived between cells
                 continue
+
+
+def _children() -> list[int]:
+    """This process's children (from /proc)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError, ValueError), open(f"/proc/self/task/{task}/children") as fh:
+                found += [int(pid) for pid in fh.read().split()]
+    return found
 
 
 def _popen_pids() -> set[int]:
@@ -474,16 +513,163 @@ def _load_sibling(name: str):
     return module
 
 
+class Template:
+    """A fork server: one worker prepared once (imports, shell, warm-ups) that forks a new session's worker on each
+    request from the host, in a few milliseconds and sharing the prepared memory copy-on-write.
+
+    Control socket (an inherited ``SOCK_SEQPACKET`` fd): the host sends ``{"op": "fork", "id", "config", "env"}``
+    with the new worker's stdin, stdout and log fds; the template answers ``{"op": "forked", "id", "pid"}`` with a
+    pidfd of the child, and ``{"op": "exited", "pid", "status"}`` when it reaps one. The child takes nothing of the
+    template's but its prepared memory: a new session id, its own fds and environment, fresh random state, then the
+    session's limits and confinement before it answers ``ready``.
+    """
+
+    def __init__(self, config: dict) -> None:
+        import socket
+
+        self.sock = socket.socket(fileno=int(config["control_fd"]))
+        self.worker = Worker(config)
+        self.worker.load_helpers(config.get("helpers", ()))
+        # bubblewrap: every worker is PID 1 of a PID namespace of its own (namespaces.py does the rest)
+        self.namespaces = self.worker.helpers.get("namespaces")
+
+    def serve(self) -> None:
+        import gc
+        import select
+        import socket
+
+        self.worker.prepare()
+        gc.collect()
+        gc.freeze()  # the prepared objects stay out of the collector's way: their pages stay shared after fork
+        if self.namespaces is not None:  # adopt the workers whose short-lived first parent made their PID namespace
+            import ctypes
+
+            ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        own = os.pidfd_open(os.getpid())  # the host learns our pid as it sees it (we may be in a PID namespace)
+        self._send({"op": "ready", "pid": os.getpid()}, [own])
+        os.close(own)
+        while True:
+            readable, _, _ = select.select([self.sock, wake_r], [], [])
+            if wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_r, 512):
+                        pass
+                self._reap()
+            if self.sock in readable:
+                message, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 3)
+                if not message:
+                    os._exit(0)  # the host is gone
+                request = json.loads(message)
+                try:
+                    pid = self._fork(request, fds, (wake_r, wake_w))
+                    pidfd = os.pidfd_open(pid)
+                except OSError as exc:
+                    self._send({"op": "failed", "id": request["id"], "error": str(exc)})
+                else:
+                    self._send({"op": "forked", "id": request["id"], "pid": pid}, [pidfd])
+                    os.close(pidfd)
+                for fd in fds:
+                    os.close(fd)
+
+    def _fork(self, request: dict, fds: list[int], private: tuple[int, ...]) -> int:
+        """Fork the worker of a new session; returns its pid (the template's child either way)."""
+        if self.namespaces is None:
+            pid = os.fork()
+            if pid == 0:
+                for fd in private:
+                    os.close(fd)
+                self._become(request, fds)
+            return pid
+        # A PID namespace applies to the children of whoever makes it: a middle process makes it, forks the worker
+        # as its PID 1, reports the worker's pid and leaves; the template, a subreaper, adopts the worker.
+        report_r, report_w = os.pipe()
+        middle = os.fork()
+        if middle == 0:
+            try:
+                os.close(report_r)
+                self.namespaces.unshare(self.namespaces.CLONE_NEWPID)
+                pid = os.fork()
+                if pid == 0:
+                    for fd in (*private, report_w):
+                        os.close(fd)
+                    self._become(request, fds)
+                os.write(report_w, str(pid).encode())
+            finally:
+                os._exit(0)
+        os.close(report_w)
+        os.waitpid(middle, 0)
+        with os.fdopen(report_r, "rb") as report:
+            answer = report.read()
+        if not answer:
+            raise OSError("could not make a PID namespace for the new worker")
+        return int(answer)
+
+    def _send(self, message: dict, fds: list[int] = ()) -> None:
+        import socket
+
+        socket.send_fds(self.sock, [json.dumps(message).encode()], list(fds))
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._send({"op": "exited", "pid": pid, "status": status})
+
+    def _become(self, request: dict, fds: list[int]) -> None:
+        """In the child: become the worker of one new session (never returns)."""
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.setsid()  # its own session id: the host finds every process of the session by it
+            for target, fd in zip((0, 1, 2), fds, strict=True):
+                os.dup2(fd, target)
+            os.closerange(3, 1 << 16)  # the control socket, the template's and other sessions' fds
+            os.environ.clear()
+            os.environ.update(request["env"])
+            import tempfile
+
+            tempfile.tempdir = None  # found again from the session's TMPDIR, not the template's
+            if "numpy" in sys.modules:  # `random` reseeds itself after a fork; numpy's global generator does not
+                sys.modules["numpy"].random.seed()
+            worker = self.worker
+            worker.config = request["config"]
+            worker.enter_session()
+        except BaseException as exc:
+            _setup_failed(exc)
+        worker.serve()
+        os._exit(0)
+
+
+def _setup_failed(exc: BaseException) -> None:
+    import traceback
+
+    with contextlib.suppress(OSError):
+        os.write(2, ("worker setup failed:\n" + "".join(traceback.format_exception(exc))).encode("utf-8", "replace"))
+    os._exit(70)
+
+
 def main() -> None:
     config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {"data_dir": os.getcwd()}
+    if config.get("template"):
+        try:
+            template = Template(config)
+        except BaseException as exc:
+            _setup_failed(exc)
+        template.serve()
     worker = Worker(config)
     try:
-        worker.setup()
+        worker.load_helpers(config.get("helpers", ()))
+        worker.enter_session()
+        worker.prepare()
     except BaseException as exc:
-        import traceback
-
-        worker.log("worker setup failed:\n" + "".join(traceback.format_exception(exc)))
-        os._exit(70)
+        _setup_failed(exc)
     worker.serve()
 
 

@@ -253,6 +253,7 @@ class WorkerPool:
         self.cold_starts = 0
 
     def start(self) -> None:
+        self.launcher.start_template()
         if self.size:
             self._thread.start()
 

@@ -164,6 +164,9 @@ for path in glob.glob('/proc/*/environ') + glob.glob('/proc/*/cmdline') + ['/pro
 tries = {{}}
 for path in ['/proc/{server_pid}/environ', '/proc/{server_pid}/cmdline', '/proc/{server_pid}/root/etc/hostname',
              '/proc/1/root/etc/hostname', '/proc/1/environ']:
+    if path.startswith('/proc/1/') and os.getpid() == 1:
+        tries[path] = 'self'  # the worker is its namespace's init: no other process's root or environment
+        continue
     try:
         open(path, 'rb').read(); tries[path] = 'read'
     except OSError as exc:

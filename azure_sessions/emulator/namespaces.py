@@ -1,0 +1,79 @@
+"""Inside the bubblewrap template (standalone, stdlib only; loaded by worker.py): a forked worker's own namespaces.
+
+Bubblewrap builds the sandbox the template runs in: a read-only view of the host with home directories, the
+checkout and the emulator's data hidden, no network, the sessions' directories at ``SESSIONS_MOUNT``. A worker
+forked from the template starts in its own PID namespace (as its PID 1; see ``worker.Template``), then takes its own
+mount, network, IPC and UTS namespaces here: a fresh ``/proc`` showing only its processes, its session's directory
+bound at ``/mnt/data`` and every other session's unmounted, private ``/tmp`` and ``/dev/shm``, a loopback of its
+own, hostname ``session``. Then it gives up the capabilities that took (as root by changing to its own uid in
+``worker._apply_limits``; in a user namespace by dropping them here), before any user code runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import socket
+import struct
+
+SESSIONS_MOUNT = "/run/azure-sessions-emulator/sessions"
+_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC, _CLONE_NEWNET = 0x0002_0000, 0x0400_0000, 0x0800_0000, 0x4000_0000
+CLONE_NEWPID = 0x2000_0000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+_MNT_DETACH = 2
+_PR_SET_NO_NEW_PRIVS = 38
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_LINUX_CAPABILITY_VERSION_3 = 0x2008_0522
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    encode = lambda v: None if v is None else v.encode()  # noqa: E731
+    _check(_libc.mount(encode(source), target.encode(), encode(fstype), flags, encode(data)), f"mount {target}")
+
+
+def enter(guid: str, tmp_mb: int, drop_capabilities: bool) -> None:
+    """Called as PID 1 of the worker's own PID namespace, with the template's capabilities still held."""
+    unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS)
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing done here reaches the template's namespace
+    _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    _mount(f"{SESSIONS_MOUNT}/{guid}", "/mnt/data", None, _MS_BIND | _MS_REC)
+    _check(_libc.umount2(SESSIONS_MOUNT.encode(), _MNT_DETACH), "unmount the other sessions")
+    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={tmp_mb}m,mode=1777")
+    _mount("tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64m,mode=1777")
+    _loopback_up()
+    socket.sethostname("session")
+    if drop_capabilities:
+        _drop_capabilities()
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | _IFF_UP, b""))
+
+
+def _drop_capabilities() -> None:
+    """Every capability, for good (in a user namespace the uid does not change, so it would not drop them)."""
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    _check(_libc.capset(ctypes.byref(Header(_LINUX_CAPABILITY_VERSION_3, 0)), (Data * 2)()), "capset")
