@@ -4,7 +4,7 @@ Bubblewrap builds the sandbox the template runs in: a read-only view of the host
 checkout and the emulator's data hidden, no network, the sessions' directories at ``SESSIONS_MOUNT``. A worker
 forked from the template starts in its own PID namespace (as its PID 1; see ``worker.Template``), then takes its own
 mount, network, IPC and UTS namespaces here: a fresh ``/proc`` showing only its processes, its session's directory
-bound at ``/mnt/data`` and every other session's unmounted, private ``/tmp`` and ``/dev/shm``, a loopback of its
+bound at ``/mnt/data`` and every other session's hidden, private ``/tmp`` and ``/dev/shm``, a loopback of its
 own, hostname ``session``. Then it gives up the capabilities that took (as root by changing to its own uid in
 ``worker._apply_limits``; in a user namespace by dropping them here), before any user code runs.
 """
@@ -21,7 +21,7 @@ SESSIONS_MOUNT = "/run/azure-sessions-emulator/sessions"
 _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC, _CLONE_NEWNET = 0x0002_0000, 0x0400_0000, 0x0800_0000, 0x4000_0000
 CLONE_NEWPID = 0x2000_0000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
-_MNT_DETACH = 2
+_MS_RDONLY, _MS_REMOUNT = 1, 32
 _PR_SET_NO_NEW_PRIVS = 38
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _LINUX_CAPABILITY_VERSION_3 = 0x2008_0522
@@ -44,14 +44,22 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     _check(_libc.mount(encode(source), target.encode(), encode(fstype), flags, encode(data)), f"mount {target}")
 
 
-def enter(guid: str, tmp_mb: int, drop_capabilities: bool) -> None:
-    """Called as PID 1 of the worker's own PID namespace, with the template's capabilities still held."""
+def enter(guid: str, tmp_mb: int, drop_capabilities: bool, tmp_binds: list[str] = ()) -> None:
+    """Called as PID 1 of the worker's own PID namespace, with the template's capabilities still held.
+    ``tmp_binds``: directories of the Python environment below ``/tmp``, kept (read-only) in the new ``/tmp``."""
     unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS)
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing done here reaches the template's namespace
     _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     _mount(f"{SESSIONS_MOUNT}/{guid}", "/mnt/data", None, _MS_BIND | _MS_REC)
-    _check(_libc.umount2(SESSIONS_MOUNT.encode(), _MNT_DETACH), "unmount the other sessions")
+    kept = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in tmp_binds]  # reachable once /tmp is new
+    # Hidden under an empty mount rather than unmounted: in a user namespace, mounts inherited together are locked.
+    _mount("tmpfs", SESSIONS_MOUNT, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_RDONLY, "size=4k,mode=000")
     _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={tmp_mb}m,mode=1777")
+    for path, fd in kept:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+        os.close(fd)
     _mount("tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64m,mode=1777")
     _loopback_up()
     socket.sethostname("session")

@@ -131,7 +131,7 @@ def _probe_bubblewrap() -> str | None:
         "    os._exit(0)\n"
         "raise SystemExit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
     )
-    cmd = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/mnt",
+    cmd = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/mnt",
            *_namespace_flags(), "--die-with-parent", "--new-session", "--clearenv",
            os.path.abspath(sys.executable), "-I", "-c", check]  # fmt: skip
     try:
@@ -271,6 +271,8 @@ class Launcher:
         # interpreter, and only the link's location makes Python read pyvenv.cfg and use the venv's packages.
         self.python = os.path.abspath(sys.executable)
         self.preload = [name for name in PRELOAD_CANDIDATES if _installed(name)]
+        # The Python environment below /tmp (a checkout in a temporary directory): kept out of each session's /tmp.
+        self._python_under_tmp = [str(p) for p in _python_paths() if _under(p, Path("/tmp"))]
         self._drop_uid = mode != "unisolated" and _is_root()
         self._uids = itertools.count(secrets.randbelow(_UID_SPAN))  # distinct per instance, most likely
         self._mount_args = self._mounts() if mode == "bubblewrap" else []
@@ -403,8 +405,9 @@ class Launcher:
         }
         scratch = None
         if self.mode == "bubblewrap":
-            config |= {"data_dir": "/mnt/data", "pid_namespace": True,
-                       "namespaces": {"guid": guid, "tmp_mb": self.limits.tmp_mb, "drop_capabilities": not _is_root()}}  # fmt: skip
+            namespaces = {"guid": guid, "tmp_mb": self.limits.tmp_mb, "drop_capabilities": not _is_root(),
+                          "tmp_binds": self._python_under_tmp}  # fmt: skip
+            config |= {"data_dir": "/mnt/data", "pid_namespace": True, "namespaces": namespaces}
             env = self._env("/tmp", "/tmp")
         else:
             scratch = self.scratch_root / guid
@@ -412,7 +415,7 @@ class Launcher:
             for path in (scratch, home, tmp):
                 path.mkdir(mode=0o700)
             config |= {"data_dir": str(data_dir), "map_paths": {"/mnt/data": str(data_dir), "/tmp": str(tmp)},
-                       "own_dirs": [str(data_dir), str(scratch)]}  # fmt: skip
+                       "own_dirs": [str(data_dir), str(scratch), *self._python_under_tmp]}  # fmt: skip
             if self.mode == "landlock":
                 config["confine"] = _confinement([str(data_dir), str(scratch)])
             env = self._env(str(home), str(tmp))

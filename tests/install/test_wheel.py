@@ -35,7 +35,8 @@ WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
 SCRIPTED_MODEL = ROOT / "tests" / "support" / "scripted_model.py"
 NEVER_WITH_THE_CLIENT = {"gradio", "fastapi", "uvicorn", "starlette", "smolagents", "ipython", "numpy", "pandas"}
 """Distributions a no-extras install must not bring in."""
-EMULATOR_EXTRA = {"fastapi", "uvicorn", "python-multipart", "ipython", "numpy", "pandas", "matplotlib", "pillow"}
+EMULATOR_EXTRA = {"fastapi", "uvicorn", "python-multipart", "ipython", "numpy", "pandas", "matplotlib", "pillow",
+                  "landlock", "pyseccomp"}  # fmt: skip
 HEAVY_MODULES = ("gradio", "fastapi", "uvicorn", "starlette", "smolagents", "IPython")
 """Modules that ``import azure_sessions`` must not load, whatever is installed."""
 CHILD_TIMEOUT = 120
@@ -289,6 +290,6 @@ def test_emulator_extra_serves_with_the_sandbox_in_its_own_venv(
     assert report["loaded"] == []
     assert report["status"] == "Succeeded", report["stderr"]
     assert report["stdout"].strip() == str(emulator_venv.python), "the sandbox runs the venv's own interpreter"
-    assert report["images"] == ["png"]
+    assert report["images"] == ["png"], report
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0

@@ -108,6 +108,26 @@ def session_processes(sandbox: SimpleNamespace, client: SessionsClient) -> Calla
     return lambda: [pid for pid, row in process_table().items() if row[3] == worker_pid and row[2] not in (b"Z", b"X")]
 
 
+def tasks_of_uid(uid: int) -> int:
+    """What RLIMIT_NPROC counts for ``uid``: its tasks (threads included) that have not been reaped."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:  # the status's real uid: a non-dumpable process's /proc entry belongs to root
+                status = Path(f"/proc/{entry}/status").read_text()
+                if next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1] == str(uid):
+                    count += len(os.listdir(f"/proc/{entry}/task"))
+            except (OSError, StopIteration):
+                continue
+    return count
+
+
+def process_limit(pid: int) -> int:
+    """The soft RLIMIT_NPROC of process ``pid``."""
+    limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    return int(next(line for line in limits if line.startswith("Max processes")).split()[2])
+
+
 def processes_of_uid(uid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -219,12 +239,15 @@ while True:
     client = SessionsClient(sandbox.emu.endpoint, new_identifier(), TOKEN)
     before = client.execute("1")
     own = session_processes(sandbox, client)
+    worker = sandbox.emu.backend.session_dir(client.identifier)[0].worker
     peak: list[int] = []
+    uid_peak: list[int] = []
     watching = threading.Event()
 
     def watch() -> None:
         while not watching.is_set():
             peak.append(len(own()))
+            uid_peak.append(tasks_of_uid(os.getuid()))
             watching.wait(0.1)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -236,10 +259,12 @@ while True:
         watcher.join()
     assert result.status == "Failed" and "timeout of 3 seconds" in result.stderr
     assert "processes it started were ended" in result.stderr
-    if sandbox.emu.backend.session_dir(client.identifier)[2] is not None:  # a private uid: a per-worker cap
+    if worker.uid is not None:  # a private uid: a per-worker cap
         assert MAX_PROCESSES - 5 <= max(peak) <= MAX_PROCESSES + 2, max(peak)  # the bomb went off; RLIMIT_NPROC held
-    else:  # one uid for the server and every worker: the cap is the uid's count at start-up plus the allowance
-        assert 10 <= max(peak) <= MAX_PROCESSES + 16, max(peak)
+    else:  # one uid for the server and every worker: RLIMIT_NPROC caps the uid's tasks, the server's threads too
+        limit = process_limit(worker.pid) if worker.alive else None
+        assert max(peak) >= 10, max(peak)  # the bomb went off
+        assert limit is None or max(uid_peak) <= limit + 16, (max(uid_peak), limit)  # (the server's own threads)
     # ended at the timeout: only the worker itself is left (the last ones may still be being reaped)
     wait_until(lambda: len(own()) == 1, timeout=10, what="only the worker is left")
     after = client.execute("print('alive')\nimport subprocess\nsubprocess.run(['true']).returncode")
