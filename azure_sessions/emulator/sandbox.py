@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib.util import find_spec
@@ -102,12 +103,17 @@ _probe_lock = threading.Lock()
 _probe_result: dict[str, str | None] = {}
 
 
+def _probed(tier: str, probe: Callable[[], str | None]) -> str | None:
+    """Each tier is probed once per process (a sandbox is started to try it)."""
+    with _probe_lock:
+        if tier not in _probe_result:
+            _probe_result[tier] = probe()
+        return _probe_result[tier]
+
+
 def bubblewrap_problem() -> str | None:
     """None when bubblewrap can start a sandbox with our namespace flags here, else the reason it cannot."""
-    with _probe_lock:
-        if "bubblewrap" not in _probe_result:
-            _probe_result["bubblewrap"] = _probe_bubblewrap()
-        return _probe_result["bubblewrap"]
+    return _probed("bubblewrap", _probe_bubblewrap)
 
 
 def _probe_bubblewrap() -> str | None:
@@ -145,10 +151,7 @@ def _probe_bubblewrap() -> str | None:
 
 def landlock_problem() -> str | None:
     """None when a worker can confine itself with Landlock and seccomp here, else the reason it cannot."""
-    with _probe_lock:
-        if "landlock" not in _probe_result:
-            _probe_result["landlock"] = _probe_landlock()
-        return _probe_result["landlock"]
+    return _probed("landlock", _probe_landlock)
 
 
 def _probe_landlock() -> str | None:

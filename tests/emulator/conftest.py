@@ -92,11 +92,8 @@ def landlock_emulator() -> Iterator[Any]:
     problem = landlock_problem()
     if problem:
         pytest.skip(f"the Landlock tier is not usable here: {problem}")
-    handle = start_emulator(token="landlock-token", prestart=1, sandbox="landlock")
-    try:
+    with start_emulator(token="landlock-token", prestart=1, sandbox="landlock") as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture(scope="session")
@@ -119,11 +116,8 @@ def unisolated() -> Iterator[Any]:
     """A second emulator in the unisolated fallback mode (sandbox='none')."""
     from azure_sessions.emulator import start_emulator
 
-    handle = start_emulator(token="unisolated-token", prestart=0, sandbox="none")
-    try:
+    with start_emulator(token="unisolated-token", prestart=0, sandbox="none") as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.emulator.conftest import new_id
+from tests.support.probes import ATTEMPT
 
 SECRET_NAME = "EMULATOR_TEST_SECRET"
 SECRET_VALUE = "s3cr3t-value-that-must-not-leak"
@@ -57,13 +58,8 @@ def test_no_network_even_to_a_host_loopback_port(tier):
     thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
     thread.start()
     try:
-        code = (
+        code = ATTEMPT + (
             "import socket\n"
-            "def attempt(call):\n"
-            "    try:\n"
-            "        return call()\n"
-            "    except OSError as exc:\n"
-            "        return type(exc).__name__\n"
             f"[attempt(lambda: socket.create_connection(('127.0.0.1', {port}), timeout=2).close() or 'connected'),\n"
             " attempt(lambda: socket.create_connection(('1.1.1.1', 53), timeout=2).close() or 'connected'),\n"
             " attempt(lambda: socket.create_connection(('example.com', 80), timeout=2).close() or 'connected'),\n"
@@ -111,13 +107,8 @@ def test_environment_is_empty_of_host_secrets(tier, monkeypatch):
 
 def test_host_processes_homes_and_checkout_are_out_of_reach(tier):
     server_pid = os.getpid()
-    code = (
+    code = ATTEMPT + (
         "import os\n"
-        "def attempt(call):\n"
-        "    try:\n"
-        "        return call()\n"
-        "    except OSError as exc:\n"
-        "        return type(exc).__name__\n"
         f"[attempt(lambda: open('/proc/{server_pid}/environ', 'rb').read()[:0] or 'read'),\n"
         f" attempt(lambda: os.kill({server_pid}, 0) or 'signalled'),\n"
         f" attempt(lambda: open({str(CHECKOUT / 'app.py')!r}).read()[:0] or 'read'),\n"
@@ -144,13 +135,8 @@ def test_mnt_data_and_tmp_are_private_to_each_session(tier):
     alice, bob = new_id(), new_id()
     tier.api.run(alice, "open('/mnt/data/alice.txt', 'w').write('a'); open('/tmp/alice.tmp', 'w').write('t')")
     alice_dir = tier.emu.backend.session_dir(alice)[1]
-    code = (
+    code = ATTEMPT + (
         "import os, glob\n"
-        "def attempt(call):\n"
-        "    try:\n"
-        "        return call()\n"
-        "    except OSError as exc:\n"
-        "        return type(exc).__name__\n"
         f"(os.listdir('/mnt/data'), os.listdir('/tmp'), attempt(lambda: open({str(alice_dir / 'alice.txt')!r}).read()),\n"
         f" attempt(lambda: os.listdir({str(alice_dir.parent)!r})), attempt(lambda: os.listdir({str(tier.emu.data_root)!r})),\n"
         "  glob.glob('/tmp/**/alice.*', recursive=True))"

@@ -25,6 +25,7 @@ from azure_sessions.emulator import Limits
 from azure_sessions.emulator.sandbox import bubblewrap_problem, landlock_problem
 from azure_sessions.emulator.strays import process_table
 from tests.reliability.support import env_vars, new_identifier, wait_until
+from tests.support.probes import ATTEMPT
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -307,13 +308,10 @@ def test_other_sessions_files_are_out_of_reach(sandbox) -> None:
     canary = f"victim-{uuid.uuid4().hex}"
     victim.execute(f"open('/mnt/data/canary.txt', 'w').write({canary!r})")
     victim_dir = sandbox.emu.backend.session_dir(victim.identifier)[1]
-    code = f"""
+    code = (
+        ATTEMPT
+        + f"""
 import os
-def attempt(call):
-    try:
-        return call()
-    except OSError as exc:
-        return type(exc).__name__
 victim = {str(victim_dir)!r}
 [attempt(lambda: open(victim + '/canary.txt').read()),
  attempt(lambda: os.listdir(victim)),
@@ -322,6 +320,7 @@ victim = {str(victim_dir)!r}
  attempt(lambda: os.link(victim + '/canary.txt', '/mnt/data/stolen.txt')),
  attempt(lambda: os.symlink(victim + '/canary.txt', '/mnt/data/link.txt') or open('/mnt/data/link.txt').read())]
 """
+    )
     _, result = attack(sandbox, code)
     assert canary not in result.result + result.stdout + result.stderr
     outcome = ast.literal_eval(result.result)
@@ -332,13 +331,10 @@ victim = {str(victim_dir)!r}
 
 def test_the_apps_files_and_the_emulators_data_are_out_of_reach(sandbox) -> None:
     data_root = str(sandbox.emu.data_root)
-    code = f"""
+    code = (
+        ATTEMPT
+        + f"""
 import os, glob
-def attempt(call):
-    try:
-        return call()
-    except OSError as exc:
-        return type(exc).__name__
 [attempt(lambda: open({str(CHECKOUT / "app.py")!r}).read()[:20]),
  attempt(lambda: open({str(CHECKOUT / "azure_sessions" / "emulator" / "worker.py")!r}).read()[:20]),
  attempt(lambda: os.listdir({str(CHECKOUT)!r})),
@@ -347,6 +343,7 @@ def attempt(call):
  attempt(lambda: open({data_root + "/owner"!r}).read()),
  glob.glob({data_root + "/**/*"!r}, recursive=True)]
 """
+    )
     _, result = attack(sandbox, code)
     app, worker, checkout, *data, found = ast.literal_eval(result.result)
     assert all(item in ("FileNotFoundError", "PermissionError") for item in (app, worker, *data)), (app, worker, data)
@@ -356,20 +353,18 @@ def attempt(call):
 
 def test_no_ptrace_and_no_signals_to_the_server(sandbox) -> None:
     server = os.getpid()
-    code = f"""
+    code = (
+        ATTEMPT
+        + f"""
 import ctypes, os, signal
 libc = ctypes.CDLL(None, use_errno=True)
-def attempt(call):
-    try:
-        return call()
-    except OSError as exc:
-        return type(exc).__name__
 attached = libc.ptrace(16, {server}, None, None)  # PTRACE_ATTACH
 [attached, attempt(lambda: os.kill({server}, 0) or 'delivered'),
  attempt(lambda: os.kill({server}, signal.SIGSTOP) or 'delivered'),
  attempt(lambda: os.killpg(os.getpgid({server}), 0) or 'delivered'),
  attempt(lambda: open('/proc/{server}/mem', 'rb').read(1))]
 """
+    )
     _, result = attack(sandbox, code)
     attached, *outcome = ast.literal_eval(result.result)
     assert attached == -1 and "delivered" not in outcome, (attached, outcome)
