@@ -250,6 +250,7 @@ class Worker:
                 _figure_pngs()
             for warmup in ("pass", "1 / 0"):  # pay for the compile, display and traceback machinery now
                 self.shell.run_cell(warmup, store_history=False)
+        sys.last_type = sys.last_value = sys.last_traceback = None  # the warm-up's error is nobody's `%tb`
 
     def enter_session(self) -> None:
         """Become this session's worker: fds 0/1 are its protocol pipes and fd 2 its log; limits, confinement,
@@ -630,7 +631,7 @@ class Template:
             os.setsid()  # its own session id: the host finds every process of the session by it
             for target, fd in zip((0, 1, 2), fds, strict=True):
                 os.dup2(fd, target)
-            os.closerange(3, 1 << 16)  # the control socket, the template's and other sessions' fds
+            os.closerange(3, max(1 << 16, os.sysconf("SC_OPEN_MAX")))  # the control socket, the template's fds
             os.environ.clear()
             os.environ.update(request["env"])
             import tempfile
