@@ -1,0 +1,138 @@
+"""A simulated visitor: what a browser tab does to the app over Gradio's own HTTP/SSE protocol, without a browser.
+
+It reads the page's event wiring from ``/config`` (so it follows the layout, whatever it is), keeps the values of the
+page's components as a tab would (their defaults, then what non-streaming events return), opens the heartbeat stream
+a tab keeps open (closing it is closing the tab), runs the page's ``load`` events, and triggers events by the
+``elem_id`` of the component and the event's name: queued ones through ``queue/join`` and the session's
+``queue/data`` event stream, the others through ``run/predict``. Private events are what the page itself calls this
+way; Gradio's client libraries refuse them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+TIMEOUT = 120.0
+
+
+@dataclass
+class EventRun:
+    """One triggered event: when it was sent, first streamed and completed (perf_counter seconds), and its stream."""
+
+    sent: float
+    first_update: float | None = None
+    completed: float | None = None
+    success: bool = False
+    stream: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "\n".join(self.stream)
+
+
+class Visitor:
+    def __init__(self, url: str, config: dict[str, Any]) -> None:
+        self.url = url.rstrip("/")
+        self.api = self.url + config.get("api_prefix", "/gradio_api")
+        self.http = requests.Session()
+        self.http.trust_env = False  # loopback only
+        self.session_hash = secrets.token_hex(6)
+        self.components = {c["id"]: c for c in config["components"]}
+        self.values: dict[int, Any] = {cid: c.get("props", {}).get("value") for cid, c in self.components.items()}
+        self.events = config["dependencies"]
+        self._heartbeat: http.client.HTTPConnection | None = None
+
+    # -- a tab's life ------------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the tab: the heartbeat stream, then the page's load events."""
+        parts = urlsplit(self.api)
+        self._heartbeat = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+        self._heartbeat.request("GET", f"{parts.path}/heartbeat/{self.session_hash}")
+        threading.Thread(target=self._drain_heartbeat, args=(self._heartbeat.getresponse(),), daemon=True).start()
+        for event in self.events:
+            if any(target[1] == "load" for target in event["targets"]):
+                self._run(event, None)
+
+    def close(self) -> None:
+        """Close the tab: the server sees the heartbeat end and runs the page's unload events."""
+        if self._heartbeat is not None and self._heartbeat.sock is not None:
+            with contextlib.suppress(OSError):
+                self._heartbeat.sock.shutdown(socket.SHUT_RDWR)
+            self._heartbeat.close()
+        self.http.close()
+
+    def trigger(self, elem_id: str, event_name: str, **values_by_elem_id: Any) -> EventRun:
+        """Trigger ``event_name`` of the component ``elem_id``, its inputs' values overridden by elem_id."""
+        for elem, value in values_by_elem_id.items():
+            self.values[self._component(elem)] = value
+        target = self._component(elem_id)
+        event = next(e for e in self.events if [target, event_name] in [list(t) for t in e["targets"]])
+        return self._run(event, target)
+
+    def choice(self, elem_id: str, label: str) -> Any:
+        """The value of the option a person would pick by its label in a dropdown (choices are label, value pairs)."""
+        choices = self.components[self._component(elem_id)]["props"]["choices"]
+        return next(value for shown, value in choices if shown == label)
+
+    # -- protocol --------------------------------------------------------------------------------------------------------
+    def _component(self, elem_id: str) -> int:
+        return next(cid for cid, c in self.components.items() if c.get("props", {}).get("elem_id") == elem_id)
+
+    def _run(self, event: dict[str, Any], trigger_id: int | None) -> EventRun:
+        body = {"data": [self.values.get(i) for i in event["inputs"]], "fn_index": event["id"], "event_data": None,
+                "session_hash": self.session_hash, "trigger_id": trigger_id}  # fmt: skip
+        run = EventRun(sent=time.perf_counter())
+        if event.get("queue") is False:
+            reply = self.http.post(f"{self.api}/run/predict", json=body, timeout=TIMEOUT)
+            run.completed, run.success = time.perf_counter(), reply.ok
+            if reply.ok:
+                self._keep(event, reply.json().get("data"))
+            return run
+        joined = self.http.post(f"{self.api}/queue/join", json=body, timeout=TIMEOUT)
+        joined.raise_for_status()
+        event_id = joined.json()["event_id"]
+        with self.http.get(f"{self.api}/queue/data", params={"session_hash": self.session_hash}, stream=True,
+                           timeout=TIMEOUT) as stream:  # fmt: skip
+            for line in stream.iter_lines(decode_unicode=True):
+                if not line or not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") != event_id:
+                    continue
+                run.stream.append(line)
+                if message.get("msg") == "process_generating" and run.first_update is None:
+                    run.first_update = time.perf_counter()
+                if message.get("msg") == "process_completed":
+                    run.completed, run.success = time.perf_counter(), bool(message.get("success"))
+                    output = message.get("output") or {}
+                    if run.success and not output.get("is_generating"):
+                        self._keep(event, output.get("data"))
+                    break
+        return run
+
+    def _keep(self, event: dict[str, Any], data: list[Any] | None) -> None:
+        """Remember what an event returned for its outputs, as the page would (full values, not stream diffs)."""
+        if event.get("types", {}).get("generator") or not data:
+            return
+        for component, value in zip(event["outputs"], data, strict=False):
+            if isinstance(value, dict) and value.get("__type__") == "update":
+                if "value" not in value:
+                    continue
+                value = value["value"]
+            self.values[component] = value
+
+    @staticmethod
+    def _drain_heartbeat(response: http.client.HTTPResponse) -> None:
+        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+            while response.readline():
+                pass  # until the tab closes it
