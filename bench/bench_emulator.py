@@ -5,7 +5,8 @@ the machine allows it):
   sessions; the pause itself is reported), and during a burst of new sessions that drains the pool;
 - warm `print(1)` on one session;
 - a pandas + matplotlib cell that draws a plot (the image comes back as the result);
-- throughput (executions/s) of `print(1)` with 1, 4 and 16 sessions running at once, one client thread each.
+- throughput (executions/s) of `print(1)` with 1, 4 and 16 sessions running at once, one client thread each;
+- Stop: from `interrupt()` to the interrupted execution's reply, for a loop that would run for a minute.
 """
 
 from __future__ import annotations
@@ -47,6 +48,30 @@ def first_calls(emu: EmulatorProcess, samples: int, pause: float) -> tuple[list[
     return latencies, waits
 
 
+LOOP_CELL = "import time\nfor i in range(60):\n    print(i)\n    time.sleep(1)"
+
+
+def interrupt_latencies(client: SessionsClient, samples: int) -> list[float]:
+    """Start a minute-long loop, let it run, interrupt it: milliseconds from the call to the execution's reply."""
+    latencies = []
+    for _ in range(samples):
+        replied: dict[str, float] = {}
+
+        def run(replied: dict[str, float] = replied) -> None:
+            result = client.execute(LOOP_CELL, timeout=120)
+            replied["at"] = time.perf_counter()
+            assert "KeyboardInterrupt" in result.stderr, result
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        time.sleep(1.5)  # the loop is running, as when a user clicks Stop
+        start = time.perf_counter()
+        assert client.interrupt(), "nothing was running"
+        thread.join(timeout=30)
+        latencies.append((replied["at"] - start) * 1000.0)
+    return latencies
+
+
 def throughput(clients: list[SessionsClient], seconds: float) -> tuple[float, list[float]]:
     """Each client runs print(1) in a loop in its own thread for `seconds`; returns (executions/s, latencies)."""
     barrier = threading.Barrier(len(clients) + 1)
@@ -77,6 +102,7 @@ def throughput(clients: list[SessionsClient], seconds: float) -> tuple[float, li
 
 def body(quick: bool) -> BenchReport:
     n_first, n_warm, n_plot = (1, 30, 2) if quick else (10, 300, 20)
+    n_stop = 2 if quick else 10
     levels, seconds = ((1, 2), 1.0) if quick else ((1, 4, 16), 6.0)
     pause = 0.5
     report = BenchReport("emulator", "3. Emulator latency and throughput")
@@ -89,6 +115,7 @@ def body(quick: bool) -> BenchReport:
         warm = time_calls(lambda: client.execute("print(1)"), n_warm, warmup=5)
         images = []
         plot = time_calls(lambda: images.append(len(client.execute(PLOT_CELL, timeout=120).images)), n_plot, 1)
+        stop = interrupt_latencies(client, n_stop)
         client.close()
         if not all(images):
             raise RuntimeError("the plot cell returned no image")
@@ -113,7 +140,7 @@ def body(quick: bool) -> BenchReport:
             c.close()
         info = emu.command("info")
 
-    f, w, p, b = Stats.of(first), Stats.of(warm), Stats.of(plot), Stats.of(burst)
+    f, w, p, b, st = Stats.of(first), Stats.of(warm), Stats.of(plot), Stats.of(burst), Stats.of(stop)
     report.rows += [
         Row(
             "first call on a new identifier",
@@ -140,6 +167,15 @@ def body(quick: bool) -> BenchReport:
             ms(p.median),
             ms(p.p95),
             times(p.median / w.median) + " warm print(1)",
+        ),
+        Row(
+            "Stop: interrupt a running loop",
+            f"`interrupt()` to the execution's reply, {n_stop} samples",
+            ms(st.median),
+            ms(st.p95),
+            "the session keeps its state",
+            "p95 ≤ 1 s",
+            st.p95 <= 1000,
         ),
     ]
     base = rates[levels[0]][0]

@@ -143,7 +143,7 @@ class _Worker:
         agent = self.session.agent_for(model_key, user_token)
         executor = self.session.executor
         self._publish_listing()
-        remove = executor.add_listener(self.reports.append)
+        remove = executor.add_listener(self._collect)
         try:
             stream = agent.run(task, stream=True, reset=False)
             if self.run.stop.is_set():
@@ -152,7 +152,7 @@ class _Worker:
                 extras = None
                 if isinstance(event, ActionStep):
                     self.session.totals.add_step(event)
-                    reports, self.reports = self.reports, []
+                    reports = self._take_reports()
                     extras = self._step_extras(event.action_output, reports)
                     self._record(lambda book, step=event, done=reports: book.agent_step(step, done))
                 elif isinstance(event, FinalAnswerStep):
@@ -173,7 +173,7 @@ class _Worker:
         code = strip_code_fences(text)
         self.run.post(PythonStarted(code))
         self.snapshot = fs.snapshot(self.session.listing())
-        remove = executor.add_listener(self.reports.append)
+        remove = executor.add_listener(self._collect)
         started = time.monotonic()
         logs, result, error, output = "", None, "", None
         try:
@@ -187,12 +187,19 @@ class _Worker:
         duration = time.monotonic() - started
         self.session.totals.steps += 1
         self.session.totals.seconds += duration
-        reports, self.reports = self.reports, []
+        reports = self._take_reports()
         extras = self._step_extras(output, reports)
         self._record(lambda book: [book.cell(report) for report in reports])
         self.run.post(PythonDone(code, logs, result, error, duration, extras))
         if self.run.stop.is_set():
             self.run.post(Stopped(self._stop_detail()))
+
+    def _collect(self, report: ExecutionReport) -> None:
+        self.reports.append(report)
+
+    def _take_reports(self) -> list[ExecutionReport]:
+        reports, self.reports = self.reports, []
+        return reports
 
     def _stop_detail(self) -> str:
         if self.run.interrupt == INTERRUPTED:

@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 
 Updates = dict[str, Any]
 
-IDLE_NOTICE = (
-    "⏱ Your previous session was closed after being idle; this is a fresh sandbox (files and variables are gone)."
-)
 NO_FILES_HINT = "Drop files on the chat box or use Upload; select a row to preview, download or delete it."
 FOLLOW_WAIT = 0.5  # how often a follower looks for a newer follower or a closed tab
 TIMER_TICK = 1.0
@@ -88,8 +85,6 @@ class Handlers:
         """The page (re)loads: the browser's session, its conversation and files; then it follows a run in progress."""
         attachment = self.registry.attach(request.session_hash, key)
         session = attachment.session
-        if attachment.expired:
-            session.add_note(IDLE_NOTICE)
         tab = self.registry.tab(request.session_hash)
         first: Updates = {"chat": session.view(), "panel": self.panel(session), "model": session.model_key}
         if attachment.key is not None:
@@ -216,7 +211,7 @@ class Handlers:
             "status": status,
             "download": gr.DownloadButton(value=None, label="Download", interactive=False),
             "delete": gr.Button(value="Delete", interactive=False),
-            "confirm": gr.Row(visible=False),
+            "confirm": gr.Column(visible=False),
             **_preview_updates(None),
         }
 
@@ -270,7 +265,7 @@ class Handlers:
             "status": f"Selected `{name}`." if "`" not in name else f"Selected {label}.",
             "download": gr.DownloadButton(value=str(local), label=f"Download {name}", interactive=True),
             "delete": gr.Button(value=f"Delete {name}…", interactive=True),
-            "confirm": gr.Row(visible=False),
+            "confirm": gr.Column(visible=False),
             **_preview_updates(preview(local, name)),
         }
 
@@ -282,7 +277,7 @@ class Handlers:
         tab.pending_delete = tab.selected
         name = fs.markdown_escape(tab.selected)
         return {
-            "confirm": gr.Row(visible=True),
+            "confirm": gr.Column(visible=True),
             "confirm_text": f"Delete **{name}** from /mnt/data? This cannot be undone.",
             "confirm_yes": gr.Button(value=f"Delete {tab.selected}"),
         }
@@ -291,7 +286,7 @@ class Handlers:
         session, tab = self._session(request), self._tab(request)
         name, tab.pending_delete = tab.pending_delete, None
         if name is None:
-            return {"confirm": gr.Row(visible=False)}
+            return {"confirm": gr.Column(visible=False)}
         try:
             fs.delete(session, name)
             message = f"Deleted `{name}`." if "`" not in name else f"Deleted {fs.markdown_escape(name)}."
@@ -302,7 +297,7 @@ class Handlers:
 
     def cancel_delete(self, request: gr.Request) -> Updates:
         self._tab(request).pending_delete = None
-        return {"confirm": gr.Row(visible=False)}
+        return {"confirm": gr.Column(visible=False)}
 
     # ---- exports ------------------------------------------------------------------------------------------------
     def export_notebook(self, request: gr.Request) -> Updates:

@@ -44,6 +44,9 @@ between steps. The user's files are in /mnt/data; save every file you create the
 pandas, numpy and matplotlib are available. To show a plot, draw it with matplotlib and end the code with
 plt.show(); the user sees the image. Keep printed output short."""
 
+IDLE_NOTICE = (
+    "⏱ Your previous session was closed after being idle; this is a fresh sandbox (files and variables are gone)."
+)
 REAPER_INTERVAL = 30.0
 INTERRUPT_POLL = 0.1
 EXPIRED_KEYS_KEPT = 100_000
@@ -291,7 +294,6 @@ class Attachment:
 
     session: UserSession
     key: str | None  # a key the browser must store (new, or replacing an unknown one); None: keep its own
-    expired: bool  # the browser's previous session was closed after being idle
 
 
 class SessionRegistry:
@@ -332,12 +334,10 @@ class SessionRegistry:
                     store = new_key()
                 digest = key_digest(store)
                 self._issued.add(digest)
-            expired = digest in self._expired
-            self._expired.pop(digest, None)
             session = self._session(digest)
             self._tabs[tab] = Tab(digest)
         session.touch()
-        return Attachment(session, store, expired)
+        return Attachment(session, store)
 
     def session(self, tab: str) -> UserSession:
         """The session a tab shows (a tab that sends an event before its page load finished gets a new one)."""
@@ -357,9 +357,12 @@ class SessionRegistry:
         return session
 
     def _session(self, digest: str) -> UserSession:
+        """The key's session, made on first use; one replacing a session closed for being idle says so."""
         session = self._sessions.get(digest)
         if session is None:
             session = self._sessions[digest] = UserSession(digest, self.backend, self.catalog, self.settings)
+            if self._expired.pop(digest, 0) is None:
+                session.add_note(IDLE_NOTICE)
         return session
 
     def tab(self, tab: str) -> Tab | None:

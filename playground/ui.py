@@ -184,7 +184,7 @@ def _layout(backend: Backend, catalog: ModelCatalog, settings: Settings, h: Hand
                 show_label=False,
                 wrap=True,
                 max_height=320,
-                column_widths=["28px", "46%", "18%", "36%"],
+                column_widths=["24px", "44%", "16%", "32%"],
             )
             c["status"] = gr.Markdown(NO_FILES_HINT, elem_id="file-status")
             with gr.Row():
@@ -195,10 +195,11 @@ def _layout(backend: Backend, catalog: ModelCatalog, settings: Settings, h: Hand
             with gr.Row():
                 c["download"] = gr.DownloadButton("Download", elem_id="download-btn", size="sm", interactive=False)
                 c["delete"] = gr.Button("Delete", elem_id="delete-btn", size="sm", variant="stop", interactive=False)
-            with gr.Row(visible=False, elem_id="delete-confirm") as confirm:
+            with gr.Column(visible=False, elem_id="delete-confirm") as confirm:
                 c["confirm_text"] = gr.Markdown(elem_id="delete-question")
-                c["confirm_yes"] = gr.Button("Delete", elem_id="delete-yes", size="sm", variant="stop")
-                c["confirm_no"] = gr.Button("Cancel", elem_id="delete-no", size="sm")
+                with gr.Row():
+                    c["confirm_yes"] = gr.Button("Delete", elem_id="delete-yes", size="sm", variant="stop")
+                    c["confirm_no"] = gr.Button("Cancel", elem_id="delete-no", size="sm")
             c["confirm"] = confirm
             c["preview_note"] = gr.Markdown(elem_id="preview-caption")
             c["preview_table"] = gr.Dataframe(
