@@ -24,10 +24,13 @@ def test_the_session_downloads_as_a_runnable_notebook_and_its_files_as_a_zip(
     screen: Page, playground, emulator, emulator_token, tmp_path: Path
 ) -> None:
     page = open_app(screen, playground.url)
-    page.locator("#chatbot").get_by_text("Plot monthly revenue by region").click()
-    expect(final_answer(page, "from January to December")).to_be_visible()
     send(page, "please divide by zero")
     expect(final_answer(page, "recovered after the error")).to_be_visible()
+    wait_idle(page)
+    page.locator("#chat-input input[data-testid='file-upload']").set_input_files(str(ASSETS / "sales.csv"))
+    expect(page.locator("#chat-input [data-testid='container_el']")).to_be_visible()  # attached
+    send(page, "Load sales.csv and plot the monthly revenue of each region")
+    expect(final_answer(page, "from January to December")).to_be_visible()
     wait_idle(page)
     select_model(page, "No model: run my message as Python")
     send(page, "units = pd.read_csv('sales.csv')['units'].sum()\nprint('units', units)\nunits")
@@ -41,7 +44,10 @@ def test_the_session_downloads_as_a_runnable_notebook_and_its_files_as_a_zip(
     nbformat.validate(notebook)
     markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
     code = [c for c in notebook.cells if c.cell_type == "code"]
+    # the preamble, then every execution: failing step + answer, plot + answer, the Python message
+    assert len(code) == 6, [c.source[:40] for c in code]
     assert any("**You:**" in text and "monthly revenue of each region" in text for text in markdown)
+    assert any("**You:**" in text and "divide by zero" in text for text in markdown)
     assert any("sales.csv" in text and "Attached" in text for text in markdown)
     assert any(text.startswith("**Agent, step 1:**") and "plot monthly revenue" in text for text in markdown)
     assert any(text.startswith("**Final answer:**") and "grew most" in text for text in markdown)
@@ -54,6 +60,7 @@ def test_the_session_downloads_as_a_runnable_notebook_and_its_files_as_a_zip(
     if screen.screen_name == "desktop":  # the README's picture of a session and its export
         target = ASSETS / "screenshot.png" if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "screenshot.png"
         page.set_viewport_size({"width": 1440, "height": 1100})
+        page.locator("#chatbot img[src*='output-1.png']").scroll_into_view_if_needed()
         page.screenshot(path=str(target))
 
     with page.expect_download() as download:
