@@ -58,7 +58,7 @@ def preview(path: Path, name: str | None = None) -> Preview:
             return _parquet(path, title)
         if suffix in IMAGE_PREVIEW_SUFFIXES:
             return _image(path, title)
-        return _text(path, title, suffix)
+        return _text(path, title)
     except ImportError as exc:
         package = missing_package(exc)
         return Preview(f"{title}  \nNo preview: reading this kind of file needs the `{package}` package, which is "
@@ -72,7 +72,7 @@ def _delimited(path: Path, title: str, sep: str) -> Preview:
     try:
         frame = pd.read_csv(path, sep=sep, nrows=PREVIEW_ROWS + 1, encoding_errors="replace")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        shown = _text(path, title, ".txt")
+        shown = _text(path, title)
         shown.caption += f"  \nShown as text: it does not parse as a table ({_short(exc)})."
         return shown
     return _table(frame, title)
@@ -124,7 +124,7 @@ def _image(path: Path, title: str) -> Preview:
     return Preview(f"{title} · {width}×{height} pixels", image=str(path))
 
 
-def _text(path: Path, title: str, suffix: str) -> Preview:
+def _text(path: Path, title: str) -> Preview:
     with path.open("rb") as handle:
         sample = handle.read(TEXT_SAMPLE_BYTES)
     text = sample.decode("utf-8", errors="replace")
