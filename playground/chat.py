@@ -36,7 +36,7 @@ from playground.runs import (
     Stopped,
     Uploaded,
 )
-from playground.steps import IMAGE_SUFFIXES, StepExtras, is_image, strip_code_fences
+from playground.steps import IMAGE_SUFFIXES, StepExtras, is_image, is_interrupt, strip_code_fences
 
 if TYPE_CHECKING:
     from playground.sessions import UserSession
@@ -110,12 +110,14 @@ class _Worker:
         self.session, self.run = session, run
         self.snapshot: fs.Snapshot = {}
         self.reports: list[ExecutionReport] = []
+        self.interrupted = False  # an execution of this run ended in a KeyboardInterrupt
 
     def __call__(self, text: str, paths: Sequence[str], model_key: str, user_token: str | None) -> None:
         try:
             if self.run.previous is not None:
                 self.run.previous.settled.wait()
             if self.run.stop.is_set():
+                self.run.post(Stopped("It was stopped before it started; nothing ran."))
                 return
             self.run.post(Started())
             uploaded: list[str] = []
@@ -196,13 +198,15 @@ class _Worker:
 
     def _collect(self, report: ExecutionReport) -> None:
         self.reports.append(report)
+        if report.failed and is_interrupt(report.result.stderr):
+            self.interrupted = True
 
     def _take_reports(self) -> list[ExecutionReport]:
         reports, self.reports = self.reports, []
         return reports
 
     def _stop_detail(self) -> str:
-        if self.run.interrupt == INTERRUPTED:
+        if self.run.interrupt == INTERRUPTED or self.interrupted:
             return "The running code was interrupted; the session keeps its variables and files."
         if self.run.interrupt == CANNOT_INTERRUPT:
             return (

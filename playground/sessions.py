@@ -115,7 +115,9 @@ class UserSession:
         return [run for run in self.runs() if not run.settled.is_set()]
 
     def active_run(self) -> Run | None:
-        return next((run for run in reversed(self.runs()) if run.active), None)
+        """The run Stop acts on: the one whose code is going, else the latest one waiting for its turn."""
+        active = [run for run in self.runs() if run.active]
+        return next((run for run in active if run.started), active[-1] if active else None)
 
     def add_note(self, text: str) -> None:
         with self.changed:

@@ -81,3 +81,21 @@ def test_a_key_the_server_never_issued_gets_a_fresh_session(browser: Browser, pl
         assert session_id(page) != own
     finally:
         context.close()
+
+
+def test_a_message_from_a_second_tab_waits_for_the_first_tabs_run_and_says_so(browser: Browser, playground) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        first = open_app(context.new_page(), playground.url)
+        second = open_app(context.new_page(), playground.url)
+        send(first, "count slowly")
+        expect(thought(first, "Step 1 · running code")).to_be_visible()
+        send(second, "hello from the second tab")
+        waiting = thought(second, "Waiting")
+        expect(waiting).to_contain_text("A run sent from another tab of this browser is still going")
+        first.locator("#chat-input button[aria-label='Stop']").click()
+        expect(final_answer(second, "ECHO: hello from the second tab")).to_be_visible()
+        expect(second.locator("#chatbot")).to_contain_text("The running code was interrupted")  # one conversation
+        wait_idle(second)
+    finally:
+        context.close()

@@ -67,11 +67,13 @@ def test_a_sandbox_that_cannot_interrupt_says_so_times_it_and_offers_a_reset(
     expect(stopping).to_contain_text("cannot interrupt code that is running")
     expect(stopping).to_contain_text("variables and the files in /mnt/data are lost")
     reset = page.locator("#reset-sandbox")
-    expect(reset).to_be_visible()
+    expect(reset).to_be_in_viewport(ratio=1)  # on a phone too, with the chat box
     first = _seconds(stopping.locator(".title").inner_text())
     expect(stopping.locator(".title")).not_to_have_text(re.compile(rf"Stopping · {first} s"))  # the timer runs
     # the next message says what it waits for, with a clock, and how to end the wait
     send(page, "hello again")
+    expect(reset).to_be_in_viewport(ratio=1)
+    expect(page.locator("#chat-input textarea")).to_be_in_viewport(ratio=1)
     waiting = thought(page, "Waiting")
     expect(waiting).to_contain_text("still running in the sandbox")
     expect(waiting).to_contain_text("Reset sandbox")
