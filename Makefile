@@ -18,7 +18,7 @@ bench-quick:
 	bash scripts/setup.sh test && $(PY) -m bench --quick
 soak:           ## slow reliability cases that are kept out of CI
 	bash scripts/setup.sh test && $(PY) -m pytest -m soak --run-soak tests/reliability
-screenshot:     ## refresh assets/screenshot.png from a browser test run
-	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/e2e/test_chat.py -k screenshot -q
+screenshot:     ## refresh assets/screenshot.png and assets/screenshot-phone.png from a browser test run
+	UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/e2e/test_notebook.py tests/e2e/test_phone.py -q
 clean:
 	rm -rf .venv .cache .pytest_cache .ruff_cache bench/results/*.tmp

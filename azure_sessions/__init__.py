@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .client import SessionsClient
 from .dialects import DEFAULT_API_VERSION, SUPPORTED_API_VERSIONS
-from .errors import MAX_UPLOAD_BYTES, SessionsError
+from .errors import MAX_UPLOAD_BYTES, InterruptNotSupportedError, SessionsError
 from .models import (
     MAX_EXECUTION_SECONDS,
     SESSION_LOST_NOTICE,
     ExecutionImage,
+    ExecutionReport,
     ExecutionResult,
     FileInfo,
     SessionInfo,
@@ -38,8 +39,10 @@ __all__ = [
     "SUPPORTED_API_VERSIONS",
     "AzureDynamicSessionsExecutor",
     "ExecutionImage",
+    "ExecutionReport",
     "ExecutionResult",
     "FileInfo",
+    "InterruptNotSupportedError",
     "RetryPolicy",
     "SessionInfo",
     "SessionsClient",

@@ -27,7 +27,13 @@ from .dialects import (
     parse_session,
     parse_upload,
 )
-from .errors import ServiceRequestError, ServiceResponseError, SessionsError, error_from_response
+from .errors import (
+    InterruptNotSupportedError,
+    ServiceRequestError,
+    ServiceResponseError,
+    SessionsError,
+    error_from_response,
+)
 from .models import MAX_EXECUTION_SECONDS, ExecutionResult, FileInfo, SessionInfo
 from .names import normalize_name, quote_name
 from .retry import RETRY_STATUSES, RetryPolicy, is_connect_failure
@@ -39,6 +45,13 @@ UPLOAD_MIN_READ_TIMEOUT = 120.0
 _POLL_INTERVAL = 0.5
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _PENDING = frozenset({"Running", "NotStarted"})
+_AZURE_HOST_SUFFIX = ".dynamicsessions.io"
+_INTERRUPT = Operation("POST", ".emulator/interrupt")
+"""The local emulator's extension route; the service itself has no way to interrupt an execution."""
+_NO_INTERRUPT = (
+    "This session pool cannot interrupt a running execution: the code runs until it finishes or reaches its "
+    "timeout. Delete the session to end it now (its variables and files are lost)."
+)
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -99,6 +112,9 @@ class SessionsClient:
         self._timeout = (connect_timeout, read_timeout)
         self._retry = retry or RetryPolicy()
         self._closed = False
+        self._interruptible: bool | None = (
+            False if parts.hostname and parts.hostname.endswith(_AZURE_HOST_SUFFIX) else None
+        )
         self._http = requests.Session()
         # Read proxy and CA settings from the environment once, not on every call (requests' trust_env scans
         # os.environ per request); ~/.netrc is never consulted since every request carries our own auth.
@@ -183,6 +199,32 @@ class SessionsClient:
         if result.status in _PENDING and result.execution_id:
             result = self._poll(result, deadline=time.monotonic() + read)
         return result
+
+    @property
+    def supports_interrupt(self) -> bool | None:
+        """Whether :meth:`interrupt` works here: False for Azure pools (the service has no interrupt), True once the
+        local emulator accepted one, None while unknown (not tried yet on a non-Azure endpoint)."""
+        return self._interruptible
+
+    def interrupt(self) -> bool:
+        """Interrupt the session's running execution, where the service supports it (the local emulator does): the
+        execution ends with a ``KeyboardInterrupt`` and the session keeps its variables and files, as after a
+        timeout. Safe to call from another thread while :meth:`execute` waits.
+
+        :returns: True when an execution was interrupted, False when none was running.
+        :raises InterruptNotSupportedError: the service has no interrupt (every Azure pool); nothing was sent to Azure.
+        """
+        if self._interruptible is False:
+            raise InterruptNotSupportedError(_NO_INTERRUPT)
+        try:
+            response = self._send(_INTERRUPT, "interrupt", idempotent=True)
+        except SessionsError as exc:
+            if exc.status_code in (400, 404, 405, 501):
+                self._interruptible = False
+                raise InterruptNotSupportedError(_NO_INTERRUPT, status_code=exc.status_code) from None
+            raise
+        self._interruptible = True
+        return bool(self._json(response, "interrupt").get("interrupted"))
 
     def _poll(self, result: ExecutionResult, deadline: float) -> ExecutionResult:
         op = self._dialect.get_execution(result.execution_id or "")

@@ -75,6 +75,11 @@ class ServiceResponseError(SessionsError):
     """The request was sent but no usable reply came back (read timeout, dropped connection, truncated body)."""
 
 
+class InterruptNotSupportedError(SessionsError):
+    """The service cannot interrupt a running execution (Azure dynamic sessions have no such operation): the code
+    runs until it finishes or reaches its timeout. Deleting the session ends it at once, with its variables and files."""
+
+
 class CredentialUnavailableError(SessionsError):
     """No usable credential: azure-identity is missing, or no identity could produce a token."""
 

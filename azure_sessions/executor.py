@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -34,7 +35,9 @@ except ModuleNotFoundError as exc:  # installed without the extra
 from .client import SessionsClient
 from .dialects import DEFAULT_API_VERSION
 from .errors import SessionsError
-from .models import SESSION_LOST_NOTICE, ExecutionResult, FileInfo
+from .models import SESSION_LOST_NOTICE, ExecutionReport, ExecutionResult, FileInfo
+
+log = logging.getLogger(__name__)
 
 POOL_ENDPOINT_ENV = "AZURE_SESSIONS_POOL_ENDPOINT"
 TOOLS_FRESH_SECONDS = 120.0
@@ -145,6 +148,7 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         self.execution_timeout = execution_timeout
         self.last_result: ExecutionResult | None = None
         self.session_resets = 0
+        self._listeners: list[Callable[[ExecutionReport], None]] = []
         nonce = secrets.token_hex(8)
         self._nonce = nonce
         self._answer_global = f"_azs_final_answer_{nonce}"
@@ -172,8 +176,52 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         self.last_result = result
         if lost:
             self._replay_setup()
-        notice = SESSION_LOST_NOTICE + "\n" if self._take_notice() else ""
-        return self._to_code_output(result, notice)
+        lost_before = self._take_notice()
+        notice = SESSION_LOST_NOTICE + "\n" if lost_before else ""
+        try:
+            output = self._to_code_output(result, notice)
+        except AgentError:
+            self._report(code, result, lost_before, final_answer=False)
+            raise
+        self._report(code, result, lost_before, final_answer=output.is_final_answer)
+        return output
+
+    def add_listener(self, listener: Callable[[ExecutionReport], None]) -> Callable[[], None]:
+        """Call ``listener`` with an :class:`~azure_sessions.ExecutionReport` after each execution of agent code
+        (its output, images, traceback, and whether the session had been lost), in the executing thread.
+        Returns a function that removes the listener."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    def _report(self, code: str, result: ExecutionResult, session_lost: bool, *, final_answer: bool) -> None:
+        if not self._listeners:
+            return
+        stdout = result.stdout
+        start = stdout.find(self._frame_start)
+        if start != -1:
+            end = stdout.find(self._frame_end, start)
+            after = stdout[end + len(self._frame_end) :].removeprefix("\n") if end != -1 else ""
+            stdout = stdout[:start].removesuffix("\n") + ("\n" + after if after else "")
+        report = ExecutionReport(code, result, stdout, session_lost, final_answer)
+        for listener in list(self._listeners):
+            try:
+                listener(report)
+            except Exception:  # a listener's bug must not turn into the agent's error
+                log.exception("execution listener failed")
+
+    def interrupt(self) -> bool:
+        """Interrupt the running execution where the service supports it (see
+        :meth:`~azure_sessions.SessionsClient.interrupt`): True when one was interrupted, False when none was running.
+
+        :raises InterruptNotSupportedError: an Azure pool, which cannot interrupt; :meth:`cleanup` ends the code by
+            deleting the session.
+        """
+        return self.client.interrupt()
 
     def send_tools(self, tools: dict[str, Tool]) -> None:
         """Define the tools in the session (skipped when unchanged and the session was used recently)."""

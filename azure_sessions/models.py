@@ -73,6 +73,30 @@ class ExecutionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecutionReport:
+    """What one execution of an agent's code produced, as the executor reports it to its listeners
+    (see :meth:`~azure_sessions.AzureDynamicSessionsExecutor.add_listener`)."""
+
+    code: str
+    """The code that ran."""
+    result: ExecutionResult
+    """The service's result: ``stderr`` holds the traceback when the code raised, ``images`` the figures."""
+    stdout: str
+    """What the code printed, without the executor's own final-answer frame."""
+    session_lost: bool = False
+    """The service had recycled the session before this execution: earlier variables and files are gone."""
+    final_answer: bool = False
+    """The code called ``final_answer()``."""
+
+    @property
+    def failed(self) -> bool:
+        """True when the code raised (the traceback is in ``result.stderr``)."""
+        return not self.final_answer and (
+            not self.result.succeeded or "Traceback (most recent call last)" in self.result.stderr
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class FileInfo:
     """A file (or directory) in the session's ``/mnt/data``."""
 

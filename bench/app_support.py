@@ -4,6 +4,7 @@ per-process CPU accounting. See bench_app.py for what is measured."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -89,17 +90,19 @@ def serve(port: int, prestart: int | None = None) -> int:
     from tests.support.scripted_model import ScriptedModel
 
     stamps: dict[str, list[float]] = {}
-    original = handlers_module.run_message
+    original = handlers_module.Handlers.submit
 
-    def run_message(session: Any, text: str, *args: Any, **kwargs: Any) -> Any:
-        """The handler's run, with wall-clock stamps (entry, first update ready) keyed by the task text."""
+    @functools.wraps(original)  # Gradio reads the original's signature to pass the request
+    def submit(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
+        """The submit handler, with wall-clock stamps (entry, first update ready) keyed by the task text."""
         entry = time.time()
-        for index, update in enumerate(original(session, text, *args, **kwargs)):
+        text = str((message or {}).get("text") or "")
+        for index, update in enumerate(original(self, message, *args, **kwargs)):
             if index == 0:
                 stamps[text] = [entry, time.time()]
             yield update
 
-    handlers_module.run_message = run_message  # this process only: the split of Enter -> pending step
+    handlers_module.Handlers.submit = submit  # this process only: the split of Enter -> pending step
     settings = Settings(server_port=port) if prestart is None else Settings(server_port=port, warm_sandboxes=prestart)
     model = ScriptedModel(responder=responder, chunk_delay=CHUNK_DELAY)
     demo = build_app(settings, extra_models={MODEL_LABEL: lambda: model})

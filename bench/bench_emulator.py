@@ -6,6 +6,7 @@ the machine allows it):
 - warm `print(1)` on one session;
 - a pandas + matplotlib cell that draws a plot (the image comes back as the result);
 - throughput (executions/s) of `print(1)` with 1, 4 and 16 sessions running at once, one client thread each;
+- Stop: from `interrupt()` to the interrupted execution's reply, for a loop that would run for a minute;
 - per isolation tier (bubblewrap; Landlock and seccomp, the tier of hosts without user namespaces), each in an
   emulator of its own with no warm pool: a new session's first `print(1)` alone and in a burst of 16, warm
   `print(1)`, and the unique memory (USS) of idle sessions forked from the template;
@@ -51,6 +52,30 @@ def first_calls(emu: EmulatorProcess, samples: int, pause: float) -> tuple[list[
             assert result.stdout == "1\n", result
             client.delete_session()
     return latencies, waits
+
+
+LOOP_CELL = "import time\nfor i in range(60):\n    print(i)\n    time.sleep(1)"
+
+
+def interrupt_latencies(client: SessionsClient, samples: int) -> list[float]:
+    """Start a minute-long loop, let it run, interrupt it: milliseconds from the call to the execution's reply."""
+    latencies = []
+    for _ in range(samples):
+        replied: dict[str, float] = {}
+
+        def run(replied: dict[str, float] = replied) -> None:
+            result = client.execute(LOOP_CELL, timeout=120)
+            replied["at"] = time.perf_counter()
+            assert "KeyboardInterrupt" in result.stderr, result
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        time.sleep(1.5)  # the loop is running, as when a user clicks Stop
+        start = time.perf_counter()
+        assert client.interrupt(), "nothing was running"
+        thread.join(timeout=30)
+        latencies.append((replied["at"] - start) * 1000.0)
+    return latencies
 
 
 def throughput(clients: list[SessionsClient], seconds: float) -> tuple[float, list[float]]:
@@ -160,6 +185,7 @@ def tier_rows(tier: str, quick: bool, fresh_burst_ms: float) -> tuple[list[Row],
 
 def body(quick: bool) -> BenchReport:
     n_first, n_warm, n_plot = (1, 30, 2) if quick else (10, 300, 20)
+    n_stop = 2 if quick else 10
     levels, seconds = ((1, 2), 1.0) if quick else ((1, 4, 16), 6.0)
     pause = 0.5
     report = BenchReport("emulator", "3. Emulator latency and throughput")
@@ -172,6 +198,7 @@ def body(quick: bool) -> BenchReport:
         warm = time_calls(lambda: client.execute("print(1)"), n_warm, warmup=5)
         images = []
         plot = time_calls(lambda: images.append(len(client.execute(PLOT_CELL, timeout=120).images)), n_plot, 1)
+        stop = interrupt_latencies(client, n_stop)
         client.close()
         if not all(images):
             raise RuntimeError("the plot cell returned no image")
@@ -186,7 +213,7 @@ def body(quick: bool) -> BenchReport:
             c.close()
         info = emu.command("info")
 
-    f, w, p = Stats.of(first), Stats.of(warm), Stats.of(plot)
+    f, w, p, st = Stats.of(first), Stats.of(warm), Stats.of(plot), Stats.of(stop)
     report.rows += [
         Row("first call on a new identifier", f"pool refilled before each ({n_first} samples)", ms(f.median),
             ms(f.p95), "", "p50 ≤ 100 ms", f.median <= 100),
@@ -194,6 +221,8 @@ def body(quick: bool) -> BenchReport:
             w.median <= 5),
         Row("pandas + matplotlib cell that plots", f"warm session, {n_plot} runs, PNG returned", ms(p.median),
             ms(p.p95), times(p.median / w.median) + " warm print(1)"),
+        Row("Stop: interrupt a running loop", f"`interrupt()` to the execution's reply, {n_stop} samples",
+            ms(st.median), ms(st.p95), "the session keeps its state", "p95 ≤ 1 s", st.p95 <= 1000),
     ]  # fmt: skip
     n_fresh, n_fresh_burst = (2, 4) if quick else (5, 16)
     alone, together, fresh_uss = fresh_interpreter(n_fresh, n_fresh_burst)

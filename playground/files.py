@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +20,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["Name", "Size", "Modified (UTC)"]
+COLUMNS = ["", "Name", "Size", "Modified (UTC)"]
+NAME_COLUMN = 1
+SELECTED_MARK = "▶"
 Snapshot = dict[str, tuple[Any, Any]]
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
 
 def human_size(size: int | None) -> str:
@@ -42,14 +46,24 @@ def format_time(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def table(files: Iterable[Any]) -> pd.DataFrame:
-    """Name / size / modified rows, sorted by name; directories are left out."""
+def markdown_escape(text: str) -> str:
+    """A file name shown literally in markdown (names may contain `*`, `_`, `[`…)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def table(files: Iterable[Any], selected: str | None = None) -> pd.DataFrame:
+    """Mark / name / size / modified rows, sorted by name; directories are left out. The selected file's row is
+    marked by name, so the mark follows the file whatever the listing's order."""
     rows = [
-        [f.name, human_size(f.size), format_time(f.modified)]
+        [SELECTED_MARK if f.name == selected else "", f.name, human_size(f.size), format_time(f.modified)]
         for f in sorted(files, key=lambda f: f.name.lower())
         if getattr(f, "type", "file") != "directory"
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def file_names(files: Iterable[Any]) -> set[str]:
+    return {f.name for f in files if getattr(f, "type", "file") != "directory"}
 
 
 def empty_table() -> pd.DataFrame:

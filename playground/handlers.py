@@ -1,12 +1,15 @@
 """Gradio event handlers: small functions that find the caller's session and delegate to chat/files/sessions.
 
-Every handler keys the session on `request.session_hash` (made by Gradio, per tab); none accepts an identifier.
+Each handler returns (or yields) named updates: a dict from an output name ("chat", "files", "status", …) to the
+new value, holding only what changes; ui.py maps the names to its components. A page finds its session by the
+browser's key once, at load; afterwards by Gradio's per-tab session hash. No handler accepts an identifier.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,23 +20,29 @@ from playground.backend import Backend
 from playground.chat import run_message, user_messages
 from playground.examples import example_message
 from playground.models import NO_MODEL, ModelCatalog
-from playground.sessions import SessionRegistry, UserSession, user_token_from
+from playground.notebook import write_notebook, zip_files
+from playground.preview import Preview, preview
+from playground.sessions import SessionRegistry, Tab, UserSession, user_token_from
 from playground.settings import Settings
 from playground.steps import format_tokens
 
 log = logging.getLogger(__name__)
 
-IDLE_NOTICE = (
-    "⏱ Your previous session was closed after being idle; this is a fresh sandbox (files and variables are gone)."
-)
+Updates = dict[str, Any]
+
+NO_FILES_HINT = "Drop files on the chat box or use Upload; select a row to preview, download or delete it."
+FOLLOW_WAIT = 0.5  # how often a follower looks for a newer follower or a closed tab
+TIMER_TICK = 1.0
 
 
 def idle_box() -> gr.MultimodalTextbox:
     return gr.MultimodalTextbox(submit_btn=True, stop_btn=False, interactive=True)
 
 
-def busy_box() -> gr.MultimodalTextbox:
-    return gr.MultimodalTextbox(value=None, submit_btn=False, stop_btn=True)
+def busy_box(clear: bool) -> gr.MultimodalTextbox:
+    if clear:
+        return gr.MultimodalTextbox(value=None, submit_btn=False, stop_btn=True)
+    return gr.MultimodalTextbox(submit_btn=False, stop_btn=True)
 
 
 class Handlers:
@@ -45,7 +54,13 @@ class Handlers:
 
     # ---- helpers ------------------------------------------------------------------------------------------------
     def _session(self, request: gr.Request) -> UserSession:
-        return self.registry.get(request.session_hash)
+        return self.registry.session(request.session_hash)
+
+    def _tab(self, request: gr.Request) -> Tab:
+        self.registry.session(request.session_hash)  # binds the tab if it was not yet
+        tab = self.registry.tab(request.session_hash)
+        assert tab is not None
+        return tab
 
     def panel(self, session: UserSession | None, model_key: str | None = None) -> str:
         """The session panel: backend, short session id, API version, model and running totals (HTML)."""
@@ -65,136 +80,264 @@ class Handlers:
         note = f'<div class="kv-note">{html.escape(model.note)}</div>' if model.note else ""
         return f'<div class="kv">{body}</div>{note}'
 
-    def _table(self, session: UserSession) -> tuple[Any, str]:
-        files, error = fs.list_files(session)
-        return fs.table(files), error or ""
-
     # ---- page load / unload -------------------------------------------------------------------------------------
-    def load(self, model_key: str, request: gr.Request) -> tuple[str, Any]:
-        if self.backend.refusal:  # no sandbox: nothing to allocate
-            return self.panel(None, model_key), fs.empty_table()
-        session = self._session(request)
-        session.model_key = model_key or self.catalog.default_key
-        return self.panel(session), fs.empty_table()
+    def load(self, key: str | None, request: gr.Request) -> Iterator[Updates]:
+        """The page (re)loads: the browser's session, its conversation and files; then it follows a run in progress."""
+        if self.backend.refusal:  # no sandbox: nothing to attach to
+            yield {"panel": self.panel(None)}
+            return
+        attachment = self.registry.attach(request.session_hash, key)
+        session = attachment.session
+        tab = self.registry.tab(request.session_hash)
+        first: Updates = {"chat": session.view(), "panel": self.panel(session), "model": session.model_key}
+        if attachment.key is not None:
+            first["key"] = attachment.key
+        if session.conversation or session.files_version:
+            session.listing()
+        first["files"] = fs.table(session.files)
+        first["reset"] = gr.Button(visible=session.offers_reset())
+        if tab is not None:
+            first.update(self._file_updates(session, tab))
+        if session.active_run() is not None:
+            first["box"] = busy_box(clear=False)
+        yield first
+        if session.unsettled():
+            yield from self._follow(session, request.session_hash, clear_box=False)
 
     def unload(self, request: gr.Request) -> None:
-        self.registry.close(request.session_hash)
+        self.registry.detach(request.session_hash)
 
     # ---- chat ---------------------------------------------------------------------------------------------------
     def submit(
         self,
         message: dict | None,
-        history: list | None,
         model_key: str,
         request: gr.Request,
         oauth_token: gr.OAuthToken | None = None,
-    ) -> Iterator[tuple]:
-        """Generator: the chat, the chat box, the file table, the session panel."""
+    ) -> Iterator[Updates]:
+        """Start a run for the message (after the session's unsettled runs), then follow the conversation."""
         text = str((message or {}).get("text") or "")
         paths = [str(p) for p in (message or {}).get("files") or []]
         if self.backend.refusal:
             refusal = gr.ChatMessage(role="assistant", content=f"This server runs no code. {self.backend.refusal}")
-            yield [*(history or []), *user_messages(text, []), refusal], gr.skip(), gr.skip(), gr.skip()
+            yield {"chat": [*user_messages(text, []), refusal]}
             return
         session = self._session(request)
-        if (not text.strip() and not paths) or (session.run.alive() and not session.run.stop.is_set()):
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        active = session.active_run()
+        if (not text.strip() and not paths) or (active is not None and active.tab == request.session_hash):
+            yield {}  # nothing to send, or Enter pressed while this tab's own run goes on
             return
-        history = list(history or [])
-        if self.registry.pop_expired_notice(request.session_hash):
-            history.append(gr.ChatMessage(content=IDLE_NOTICE))
-        history += user_messages(text, paths)
         model_key = model_key or self.catalog.default_key
-        box: Any = busy_box()
-        updates = run_message(session, text, paths, model_key, user_token_from(oauth_token))
-        handle = None
-        for update in updates:
-            handle = handle or session.run
-            table = fs.table(update.files) if update.files is not None else gr.skip()
-            yield history + update.messages, box, table, self.panel(session, model_key)
-            box = gr.skip()
-        if handle is not None and handle.stop.is_set() and handle.reason != "user":
-            return  # the tab was closed or "New session" emptied the page: draw nothing over it
-        yield gr.skip(), idle_box(), gr.skip(), self.panel(session, model_key)
+        session.model_key = model_key
+        run_message(session, text, paths, model_key, user_token_from(oauth_token), request.session_hash)
+        yield from self._follow(session, request.session_hash, clear_box=True)
 
-    def stop(self, request: gr.Request) -> gr.MultimodalTextbox:
-        """Stop button: the run draws "Stopped" itself within a poll interval (one writer for the chat, so no
-        race with the running event); the agent ends at its next step boundary."""
+    def _follow(self, session: UserSession, tab_id: str, *, clear_box: bool) -> Iterator[Updates]:
+        """Redraw what changed (the chat, the chat box, the files, the panel, Reset sandbox) until every run of the
+        session has settled. A newer follower of the same tab, a closed tab or a replaced session ends it."""
+        tab = self.registry.tab(tab_id)
+        if tab is None:
+            return
+        token = tab.follower = object()
+        seen, seen_files, busy, offers = -1, session.files_version, None, None
+        tick = 0.0
+        while True:
+            if tab.follower is not token or self.registry.tab(tab_id) is not tab or session.closed:
+                return
+            with session.changed:
+                if session.changed.version == seen:
+                    session.changed.wait(TIMER_TICK if session.has_timer() else FOLLOW_WAIT)
+                version = session.changed.version
+            done = not session.unsettled()  # read before drawing: a settled run has posted everything
+            now = time.monotonic()
+            update: Updates = {}
+            if version != seen or done or (session.has_timer() and now - tick >= TIMER_TICK):
+                update["chat"], seen, tick = session.view(now), version, now
+                update["panel"] = self.panel(session)
+            if (active := session.active_run() is not None) != busy:
+                update["box"] = busy_box(clear_box) if active else idle_box()
+                busy, clear_box = active, False
+            if (offered := session.offers_reset()) != offers:
+                update["reset"], offers = gr.Button(visible=offered), offered
+            if session.files_version != seen_files:
+                seen_files = session.files_version
+                update.update(self._file_updates(session, tab))
+            if update:
+                session.touch()
+                yield update
+            if done:
+                return
+
+    def stop(self, request: gr.Request) -> Updates:
+        """Stop: the page is free at once; the run says how its code ended (interrupted, or running on)."""
         session = self.registry.peek(request.session_hash)
         if session is not None:
-            session.interrupt("user")
-        return idle_box()
+            session.stop_run()
+        return {"box": idle_box()}
 
-    def example(self, model_key: str, evt: gr.SelectData) -> dict:
-        return example_message(evt.index if isinstance(evt.index, int) else 0, model_key == NO_MODEL)
+    def reset_sandbox(self, request: gr.Request) -> Updates:
+        """Reset sandbox: ends code the sandbox cannot interrupt, by deleting the sandbox session."""
+        session = self._session(request)
+        session.reset_sandbox()
+        for tab in self.registry.tabs_of(session):
+            tab.selected = tab.pending_delete = None
+        return {
+            "reset": gr.Button(visible=False),
+            "panel": self.panel(session),
+            "files": fs.empty_table(),
+            **self._no_selection(
+                "The sandbox was reset: a new, empty one took its place (variables and files are gone)."
+            ),
+        }
 
-    def new_session(self, model_key: str, request: gr.Request) -> tuple:
+    def example(self, model_key: str, evt: gr.SelectData) -> Updates:
+        index = evt.index if isinstance(evt.index, int) else 0
+        return {"box": example_message(index, model_key == NO_MODEL)}
+
+    def new_session(self, model_key: str, request: gr.Request) -> Updates:
         session = self.registry.reset(request.session_hash)
         session.model_key = model_key or self.catalog.default_key
-        return (
-            [],
-            idle_box(),
-            fs.empty_table(),
-            self.panel(session),
-            "New session: a fresh agent and an empty sandbox.",
-            None,
-            gr.DownloadButton(value=None, interactive=False, label="Download"),
-            gr.Button(interactive=False),
-        )
+        return {
+            "chat": [],
+            "box": idle_box(),
+            "files": fs.empty_table(),
+            "panel": self.panel(session),
+            "reset": gr.Button(visible=False),
+            **self._no_selection("New session: a fresh agent and an empty sandbox."),
+        }
 
-    def model_changed(self, model_key: str, request: gr.Request) -> str:
+    def model_changed(self, model_key: str, request: gr.Request) -> Updates:
         session = self._session(request)
         session.model_key = model_key
-        return self.panel(session, model_key)
+        return {"panel": self.panel(session, model_key)}
 
     # ---- file browser -------------------------------------------------------------------------------------------
-    def refresh_files(self, request: gr.Request) -> tuple[Any, str]:
-        return self._table(self._session(request))
+    def _no_selection(self, status: str) -> Updates:
+        """The file browser with nothing selected: buttons off, preview and delete question gone."""
+        return {
+            "status": status,
+            "download": gr.DownloadButton(value=None, label="Download", interactive=False),
+            "delete": gr.Button(value="Delete", interactive=False),
+            "confirm": gr.Column(visible=False),
+            **_preview_updates(None),
+        }
 
-    def upload(self, paths: list[str] | None, request: gr.Request) -> tuple[Any, str]:
+    def _file_updates(self, session: UserSession, tab: Tab) -> Updates:
+        """The listing with the tab's selection marked by name; a selected file that is gone is unselected, saying so."""
+        files = session.files
+        gone = tab.selected is not None and tab.selected not in fs.file_names(files)
+        update: Updates = {}
+        if gone:
+            update = self._no_selection(
+                f"“{fs.markdown_escape(tab.selected or '')}” is no longer in /mnt/data; the selection was cleared."
+            )
+            tab.selected = tab.pending_delete = None
+        update["files"] = fs.table(files, tab.selected)
+        return update
+
+    def _listing(self, session: UserSession, tab: Tab, status: str = "") -> Updates:
+        files, error = fs.list_files(session)
+        if error:
+            return {"status": error}
+        with session.changed:
+            session.files, session.files_version = files, session.files_version + 1
+        update = self._file_updates(session, tab)
+        if status and "status" not in update:
+            update["status"] = status
+        return update
+
+    def refresh_files(self, request: gr.Request) -> Updates:
+        return self._listing(self._session(request), self._tab(request))
+
+    def upload(self, paths: list[str] | None, request: gr.Request) -> Updates:
         if self.backend.refusal:
-            return fs.empty_table(), "This server runs no code, so it keeps no files."
+            return {"status": "This server runs no code, so it keeps no files."}
         session = self._session(request)
         uploaded, refused = fs.upload(session, [str(p) for p in paths or []])
-        table, error = self._table(session)
-        return table, error or fs.upload_report(uploaded, refused)
+        return self._listing(session, self._tab(request), fs.upload_report(uploaded, refused))
 
-    def select_file(self, evt: gr.SelectData, request: gr.Request) -> tuple:
-        session = self._session(request)
+    def select_file(self, evt: gr.SelectData, request: gr.Request) -> Updates:
+        session, tab = self._session(request), self._tab(request)
         row = evt.row_value or []
-        name = str(row[0]) if row else ""
+        name = str(row[fs.NAME_COLUMN]) if len(row) > fs.NAME_COLUMN else ""
         if not name:
-            return None, gr.skip(), gr.skip(), ""
+            return {}
         try:
             local = fs.fetch(session, name)
         except Exception as exc:
-            return (
-                None,
-                gr.DownloadButton(value=None, interactive=False),
-                gr.Button(interactive=False),
-                fs.describe_error(exc, name),
-            )
-        return (
-            name,
-            gr.DownloadButton(value=str(local), label=f"Download {name}", interactive=True),
-            gr.Button(interactive=True),
-            f"Selected `{name}`.",
-        )
+            tab.selected = tab.pending_delete = None
+            return {**self._no_selection(fs.describe_error(exc, name)), "files": fs.table(session.files)}
+        tab.selected, tab.pending_delete = name, None
+        label = fs.markdown_escape(name)
+        return {
+            "files": fs.table(session.files, name),
+            "status": f"Selected `{name}`." if "`" not in name else f"Selected {label}.",
+            "download": gr.DownloadButton(value=str(local), label=f"Download {name}", interactive=True),
+            "delete": gr.Button(value=f"Delete {name}…", interactive=True),
+            "confirm": gr.Column(visible=False),
+            **_preview_updates(preview(local, name)),
+        }
 
-    def delete_file(self, name: str | None, request: gr.Request) -> tuple:
+    def ask_delete(self, request: gr.Request) -> Updates:
+        """Delete asks first, naming the file; the answer deletes exactly the file it named."""
+        tab = self._tab(request)
+        if tab.selected is None:
+            return self._no_selection("Select a file first.")
+        tab.pending_delete = tab.selected
+        name = fs.markdown_escape(tab.selected)
+        return {
+            "confirm": gr.Column(visible=True),
+            "confirm_text": f"Delete **{name}** from /mnt/data? This cannot be undone.",
+            "confirm_yes": gr.Button(value=f"Delete {tab.selected}"),
+        }
+
+    def confirm_delete(self, request: gr.Request) -> Updates:
+        session, tab = self._session(request), self._tab(request)
+        name, tab.pending_delete = tab.pending_delete, None
+        if name is None:
+            return {"confirm": gr.Column(visible=False)}
+        try:
+            fs.delete(session, name)
+            message = f"Deleted `{name}`." if "`" not in name else f"Deleted {fs.markdown_escape(name)}."
+        except Exception as exc:
+            message = fs.describe_error(exc, name)
+        tab.selected = None
+        return {**self._no_selection(message), **self._listing(session, tab)}
+
+    def cancel_delete(self, request: gr.Request) -> Updates:
+        self._tab(request).pending_delete = None
+        return {"confirm": gr.Column(visible=False)}
+
+    # ---- exports ------------------------------------------------------------------------------------------------
+    def export_notebook(self, request: gr.Request) -> Updates:
         session = self._session(request)
-        message = ""
-        if name:
-            try:
-                fs.delete(session, name)
-                message = f"Deleted `{name}`."
-            except Exception as exc:
-                message = fs.describe_error(exc, name)
-        table, error = self._table(session)
-        return (
-            table,
-            error or message,
-            None,
-            gr.DownloadButton(value=None, interactive=False, label="Download"),
-            gr.Button(interactive=False),
-        )
+        path = write_notebook(session)
+        cells = len(session.notebook)
+        return {
+            "export": str(path),
+            "status": f"Downloaded {path.name}: the conversation and {session.notebook.code_cells} executed "
+            f"cell{'s' if session.notebook.code_cells != 1 else ''} ({cells} cells in all).",
+        }
+
+    def export_zip(self, request: gr.Request) -> Updates:
+        session = self._session(request)
+        files = session.listing()
+        names = fs.file_names(files)
+        if not names:
+            return {"export": None, "status": "There are no files in /mnt/data to download yet."}
+        try:
+            path = zip_files(session, files)
+        except Exception as exc:
+            return {"export": None, "status": "Could not zip /mnt/data: " + fs.describe_error(exc)}
+        count = len(names)
+        return {"export": str(path), "status": f"Downloaded {path.name}: {count} file{'s' if count != 1 else ''}."}
+
+
+def _preview_updates(shown: Preview | None) -> Updates:
+    shown = shown or Preview("")
+    return {
+        "preview_note": shown.caption,
+        "preview_table": gr.Dataframe(value=shown.table, visible=shown.table is not None),
+        "preview_image": gr.Image(value=shown.image, visible=shown.image is not None),
+        "preview_text": gr.Textbox(value=shown.text, visible=shown.text is not None),
+    }

@@ -18,6 +18,7 @@ from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep, ToolCal
 from smolagents.models import ChatMessageStreamDelta
 
 LOGS_MARKER = "Execution logs:\n"
+TITLE_ERROR_CHARS = 80
 OUTPUT_MARKER = "Last output from code snippet:\n"
 MAX_SHOWN_CHARS = 20_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg")
@@ -116,6 +117,26 @@ def step_body(thought: str, code: str | None, logs: str = "", output: str | None
     return "\n\n".join(parts) or "…"
 
 
+_EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w]*\.)*([A-Z]\w*(?:Error|Exception|Interrupt|Exit|Lost|Warning))\b(?::[ \t]*(.*))?$", re.MULTILINE
+)
+
+
+def exception_label(error: str) -> str | None:
+    """ "ZeroDivisionError: division by zero" from a traceback or an agent error (the last exception line), cut to
+    fit a step title; None when the text names no exception."""
+    matches = _EXCEPTION_LINE.findall(error or "")
+    if not matches:
+        return None
+    name, message = matches[-1]
+    label = f"{name}: {message.strip()}" if message and message.strip() else name
+    return label if len(label) <= TITLE_ERROR_CHARS else label[: TITLE_ERROR_CHARS - 1] + "…"
+
+
+def is_interrupt(error: str) -> bool:
+    return (exception_label(error) or "").startswith("KeyboardInterrupt")
+
+
 def file_content(path: str) -> dict:
     """A chat file message's content (with its MIME type, so the chat labels it properly)."""
     mime, _ = mimetypes.guess_type(path)
@@ -159,7 +180,9 @@ class RunRenderer:
         self.streamed = ""
         self.code: str | None = None
         self._seen: list[ActionStep] = []
-        self.is_stopped = False  # kept alive, so identity checks are sound
+        self.is_stopped = False
+        self.answered = False
+        self.last_error: tuple[int, str] | None = None  # (step, error) when the latest step failed
 
     # ---- agent runs ---------------------------------------------------------------------------------------------
     def begin_step(self, step_number: int | None = None) -> ChatMessage:
@@ -219,11 +242,15 @@ class RunRenderer:
         if step.is_final_answer or is_image(step.action_output):
             output = None  # the answer gets its own message; an image is shown inline, not as its repr
         message.content = step_body(thought, code, logs, output, error)
-        title = f"Step {step.step_number or self.step_number}"
-        if error:
-            title += " · error"
+        number = step.step_number or self.step_number
+        title = f"Step {number}"
+        if error and is_interrupt(error):
+            title += " · interrupted"
+        elif error:
+            title += " · " + (exception_label(error) or "error")
         elif step.is_final_answer:
             title += " · final answer"
+        self.last_error = (number, error) if error else None
         message.metadata = {"title": title, "status": "done"}
         if step.timing and step.timing.duration is not None:
             message.metadata["duration"] = round(step.timing.duration, 2)
@@ -247,6 +274,7 @@ class RunRenderer:
 
     def _on_final_answer(self, step: FinalAnswerStep, extras: StepExtras | None) -> None:
         self._drop_empty_pending()
+        self.answered = True
         if extras and extras.images and not isinstance(step.output, str):
             self.messages.append(ChatMessage(content="**Final answer**"))
             self.messages.extend(attachment_messages(extras))
@@ -270,23 +298,28 @@ class RunRenderer:
             self.current.metadata = {"title": f"Step {self.step_number} · {suffix}", "status": "done"}
         self.current = None
 
-    def stopped(self) -> None:
+    def stopped(self, detail: str = "The agent stopped; the session keeps its variables and files.") -> None:
         if self.is_stopped:
             return
         self.is_stopped = True
         self._close_pending("stopped")
-        self.messages.append(
-            ChatMessage(
-                content="**Stopped.** The agent ends at the current step boundary; variables and files are kept."
-            )
-        )
+        self.messages.append(ChatMessage(content=f"**Stopped.** {detail}"))
 
     def failed(self, error: BaseException | str) -> None:
         self._close_pending("failed")
         self.messages.append(ChatMessage(content="⚠️ **The run failed.**\n\n" + fence(clip(str(error)), "text")))
 
-    def note(self, text: str) -> None:
-        self.messages.append(ChatMessage(content=text))
+    def finish(self) -> None:
+        """The run is over: a last step that failed, with no answer after it, stays readable outside its block."""
+        self._close_pending("ended")
+        if self.answered or self.is_stopped or self.last_error is None:
+            return
+        number, error = self.last_error
+        label = exception_label(error) or "an error"
+        tail = "\n".join(error.strip().splitlines()[-12:])
+        self.messages.append(
+            ChatMessage(content=f"⚠️ **The run ended on {label}** (step {number}).\n\n" + fence(clip(tail), "text"))
+        )
 
     # ---- "No model": the message itself is the code -------------------------------------------------------------
     def direct_start(self, code: str) -> None:
@@ -305,17 +338,30 @@ class RunRenderer:
         duration: float | None,
         extras: StepExtras | None = None,
     ) -> None:
-        message = self.current or ChatMessage(content="")
-        if message not in self.messages:
-            self.messages.append(message)
-        message.content = step_body("", code, logs, result, error)
-        message.metadata = {"title": "Python · error" if error else "Python", "status": "done"}
-        if duration is not None:
-            message.metadata["duration"] = round(duration, 2)
+        """The message's output, result and error are the answer: a plain message, readable without a click."""
+        if self.current is not None and self.current in self.messages:
+            self.messages.remove(self.current)
         self.current = None
+        self.messages.append(ChatMessage(content=python_answer(logs, result, error, duration)))
         self.messages.extend(attachment_messages(extras))
-        if not error and result is not None and result.strip() and result.strip() != "None":
-            self.messages.append(ChatMessage(content=fence(clip(result), "text")))
+
+
+def python_answer(logs: str, result: str | None, error: str, duration: float | None) -> str:
+    """What a "No model" message produced, as markdown: its printed output, its value, its error with traceback."""
+    parts = []
+    if logs.strip():
+        parts.append(fence(clip(logs), "text"))
+    if result is not None and result.strip() and result.strip() != "None":
+        parts.append("**Result**\n" + fence(clip(result), "text"))
+    if error:
+        label = exception_label(error) or "Error"
+        name, _, message = label.partition(": ")
+        parts.append(f"⚠️ **{name}**" + (f": {message}" if message else "") + "\n" + fence(clip(error), "text"))
+    if not parts:
+        parts.append("✓ Done, no output.")
+    if duration is not None:
+        parts.append(f"*Python · {duration:.2f} s*")
+    return "\n\n".join(parts)
 
 
 def strip_code_fences(text: str) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import html
-from collections.abc import Mapping
+import inspect
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import gradio as gr
@@ -12,12 +14,11 @@ from playground.backend import Backend, start_backend
 from playground.compat import make_ast_parse_thread_safe
 from playground.examples import ASSETS, chatbot_examples
 from playground.files import COLUMNS, empty_table
-from playground.handlers import Handlers
+from playground.handlers import NO_FILES_HINT, Handlers
 from playground.models import ModelCatalog, ModelFactory
 from playground.settings import Settings
 
 TITLE = "Sessions Playground"
-NO_FILES_HINT = "Drop files on the chat box or use Upload; select a row to download or delete it."
 PRIVATE = {"api_visibility": "private"}
 LOGO = (
     '<svg class="pg-logo" viewBox="0 0 64 64" aria-hidden="true"><rect width="64" height="64" rx="14" fill="#4f46e5"/>'
@@ -30,8 +31,8 @@ def header_html(backend: Backend) -> str:
     tone = "ok" if backend.isolated else "warn"
     badges = [
         f'<span class="badge badge-{tone}" id="backend-badge">{html.escape(backend.badge)}</span>',
-        f'<span class="badge">API {html.escape(backend.effective_api_version)}</span>',
-        '<span class="badge">smolagents CodeAgent</span>',
+        f'<span class="badge badge-minor">API {html.escape(backend.effective_api_version)}</span>',
+        '<span class="badge badge-minor">smolagents CodeAgent</span>',
     ]
     warning = ""
     if backend.refusal:
@@ -50,6 +51,25 @@ def header_html(backend: Backend) -> str:
     )
 
 
+DOWNLOAD_JS = """(file) => {
+    if (!file || !file.url) return;
+    const link = document.createElement('a');
+    link.href = file.url;
+    link.download = file.orig_name || '';
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+}"""
+"""Starts the browser's download of the file an export just made: one click on an export button is enough."""
+
+
+SHOW_CHAT_JS = """(...inputs) => {
+    document.querySelector('#chat-input')?.scrollIntoView({block: 'end', behavior: 'instant'});
+    return inputs;
+}"""
+"""On a phone the side panel is below the chat: sending a message brings the chat (and so the answer) into view."""
+
+
 def build_app(
     settings: Settings,
     *,
@@ -65,106 +85,180 @@ def build_app(
 
     # delete_cache: Gradio keeps copies of uploads and served files; drop them after an hour, and all at shutdown
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
-        gr.HTML(header_html(backend))
-        if settings.space_oauth:
-            gr.LoginButton()
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=7, min_width=420):
-                chatbot = gr.Chatbot(
-                    elem_id="chatbot",
-                    show_label=False,
-                    height="calc(100vh - 300px)",
-                    min_height=460,
-                    examples=chatbot_examples(),
-                    placeholder="**Ask for an analysis, or drop a CSV on the box below.**\n\n"
-                    "Or start from an example with the bundled sample dataset:",
-                    group_consecutive_messages=False,
-                    layout="panel",
-                    feedback_options=None,
-                    buttons=["copy"],
-                    allow_file_downloads=True,
-                )
-                chat_input = gr.MultimodalTextbox(
-                    elem_id="chat-input",
-                    show_label=False,
-                    file_count="multiple",
-                    sources=["upload"],
-                    placeholder=(
-                        "This server runs no code (see above)."
-                        if backend.refusal
-                        else "Ask the agent… (drop files here or use the paperclip; Enter sends)"
-                    ),
-                    max_plain_text_length=100_000,
-                    autofocus=True,
-                    interactive=not backend.refusal,
-                )
-            with gr.Column(scale=4, min_width=320):
-                with gr.Group():
-                    model = gr.Dropdown(
-                        choices=catalog.choices,
-                        value=catalog.default_key,
-                        label="Model",
-                        elem_id="model-picker",
-                        interactive=True,
-                    )
-                    new_session = gr.Button("↺ New session", elem_id="new-session", size="sm")
-                panel = gr.HTML(h.panel(None, catalog.default_key), elem_id="session-panel")
-                gr.Markdown("### Files in `/mnt/data`", elem_classes=["section-title"])
-                file_list = gr.Dataframe(
-                    value=empty_table(),
-                    headers=COLUMNS,
-                    interactive=False,
-                    elem_id="file-list",
-                    show_label=False,
-                    wrap=True,
-                    max_height=320,
-                )
-                file_status = gr.Markdown(NO_FILES_HINT, elem_id="file-status")
-                selected = gr.State(None)
-                with gr.Row():
-                    upload_btn = gr.UploadButton(
-                        "⬆ Upload",
-                        file_count="multiple",
-                        elem_id="upload-btn",
-                        size="sm",
-                        variant="primary",
-                        interactive=not backend.refusal,
-                    )
-                    refresh_btn = gr.Button("⟳ Refresh", elem_id="refresh-btn", size="sm")
-                with gr.Row():
-                    download_btn = gr.DownloadButton("Download", elem_id="download-btn", size="sm", interactive=False)
-                    delete_btn = gr.Button(
-                        "Delete", elem_id="delete-btn", size="sm", variant="stop", interactive=False
-                    )
-
-        run_outputs = [chatbot, chat_input, file_list, panel]
-        run_kwargs: dict[str, Any] = {"show_progress": "hidden", "trigger_mode": "once", **PRIVATE}
-        chat_input.submit(h.submit, [chat_input, chatbot, model], run_outputs, **run_kwargs)
-        chatbot.example_select(h.example, [model], [chat_input], queue=False, **PRIVATE).then(
-            h.submit, [chat_input, chatbot, model], run_outputs, **run_kwargs
+        c = _layout(backend, catalog, settings, h)
+        wire = _Wiring(c)
+        # "multiple": a message sent while a stopped run's code still runs must reach the server (which queues it
+        # behind that run, saying so); the server itself ignores Enter pressed while the tab's own run goes on.
+        run_kwargs: dict[str, Any] = {"show_progress": "hidden", "trigger_mode": "multiple", **PRIVATE}
+        follow_outputs = ("chat", "box", "panel", "reset", "files", *FILE_SELECTION)
+        wire(c["box"].submit, h.submit, [c["box"], c["model"]], follow_outputs, js=SHOW_CHAT_JS, **run_kwargs)
+        wire(c["chat"].example_select, h.example, [c["model"]], ("box",), queue=False, **PRIVATE).then(
+            _named(h.submit, c), [c["box"], c["model"]], [c[n] for n in follow_outputs], **run_kwargs
         )
         # No `cancels=`: a cancelled generator's completion can land after our output and redraw the old chat.
-        # Stop and New session set the run's stop flag instead; the run's generator notices within 0.1 s.
-        chat_input.stop(h.stop, None, [chat_input], queue=False, **PRIVATE)
-        new_session.click(
-            h.new_session,
-            [model],
-            [chatbot, chat_input, file_list, panel, file_status, selected, download_btn, delete_btn],
-            **PRIVATE,
-        )
-        model.change(h.model_changed, [model], [panel], **PRIVATE)
-        upload_btn.upload(h.upload, [upload_btn], [file_list, file_status], **PRIVATE)
-        refresh_btn.click(h.refresh_files, None, [file_list, file_status], **PRIVATE)
-        file_list.select(h.select_file, None, [selected, download_btn, delete_btn, file_status], **PRIVATE)
-        delete_btn.click(
-            h.delete_file, [selected], [file_list, file_status, selected, download_btn, delete_btn], **PRIVATE
-        )
-        demo.load(h.load, [model], [panel, file_list], **PRIVATE)
+        # Stop asks the run to stop; the page's follower draws how it ends.
+        wire(c["box"].stop, h.stop, None, ("box",), queue=False, **PRIVATE)
+        wire(c["reset"].click, h.reset_sandbox, None, ("reset", "panel", "files", *FILE_SELECTION), **PRIVATE)
+        wire(c["new_session"].click, h.new_session, [c["model"]], ("chat", "box", "files", "panel", "reset",
+             *FILE_SELECTION), **PRIVATE)  # fmt: skip
+        wire(c["model"].change, h.model_changed, [c["model"]], ("panel",), **PRIVATE)
+        wire(c["upload"].upload, h.upload, [c["upload"]], ("files", *FILE_SELECTION), **PRIVATE)
+        wire(c["refresh"].click, h.refresh_files, None, ("files", *FILE_SELECTION), **PRIVATE)
+        wire(c["files"].select, h.select_file, None, ("files", *FILE_SELECTION), **PRIVATE)
+        wire(c["delete"].click, h.ask_delete, None, ("confirm_yes", "confirm_text", *FILE_SELECTION), **PRIVATE)
+        wire(c["confirm_yes"].click, h.confirm_delete, None, ("files", *FILE_SELECTION), **PRIVATE)
+        wire(c["confirm_no"].click, h.cancel_delete, None, ("confirm",), **PRIVATE)
+        for button, handler in ((c["export_notebook"], h.export_notebook), (c["export_zip"], h.export_zip)):
+            wire(button.click, handler, None, ("export", "status"), **PRIVATE).then(
+                None, [c["export"]], None, js=DOWNLOAD_JS, **PRIVATE
+            )
+        wire(demo.load, h.load, [c["key"]], ("chat", "box", "panel", "model", "key", "reset", "files",
+             *FILE_SELECTION), **PRIVATE)  # fmt: skip
         demo.unload(h.unload)
     demo.queue(default_concurrency_limit=settings.concurrency)
     h.registry.start_reaper()
     demo.playground = h  # tests and app.py reach the registry and backend through this
     return demo
+
+
+FILE_SELECTION = ("status", "download", "delete", "confirm", "preview_note", "preview_table", "preview_image",
+                  "preview_text")  # fmt: skip
+"""What a change of the file selection may update (see Handlers._no_selection)."""
+
+
+def _layout(backend: Backend, catalog: ModelCatalog, settings: Settings, h: Handlers) -> dict[str, Any]:
+    """The components, by the names the handlers' updates use."""
+    c: dict[str, Any] = {}
+    gr.HTML(header_html(backend))
+    if settings.space_oauth:
+        gr.LoginButton()
+    c["key"] = gr.BrowserState(None, storage_key="sessions-playground-key")
+    with gr.Row(equal_height=False, elem_id="main-row"):
+        with gr.Column(scale=7, min_width=320, elem_id="chat-column"):
+            c["chat"] = gr.Chatbot(
+                elem_id="chatbot",
+                show_label=False,
+                height="calc(100vh - 300px)",
+                min_height=460,
+                examples=chatbot_examples(),
+                placeholder="**Ask for an analysis, or drop a CSV on the box below.**\n\n"
+                "Or start from an example with the bundled sample dataset:",
+                group_consecutive_messages=False,
+                layout="panel",
+                feedback_options=None,
+                buttons=["copy"],
+                allow_file_downloads=True,
+            )
+            c["box"] = gr.MultimodalTextbox(
+                elem_id="chat-input",
+                show_label=False,
+                file_count="multiple",
+                sources=["upload"],
+                placeholder=(
+                    "This server runs no code (see above)."
+                    if backend.refusal
+                    else "Ask the agent… (drop files here or use the paperclip; Enter sends)"
+                ),
+                max_plain_text_length=100_000,
+                autofocus=True,
+                interactive=not backend.refusal,
+            )
+            c["reset"] = gr.Button(
+                "⟲ Reset sandbox: end the running code now (variables and files are lost)",
+                elem_id="reset-sandbox",
+                variant="stop",
+                size="sm",
+                visible=False,
+            )
+        with gr.Column(scale=4, min_width=300, elem_id="side-column"):
+            with gr.Group():
+                c["model"] = gr.Dropdown(
+                    choices=catalog.choices,
+                    value=catalog.default_key,
+                    label="Model",
+                    elem_id="model-picker",
+                    interactive=True,
+                )
+                c["new_session"] = gr.Button("↺ New session", elem_id="new-session", size="sm")
+            c["panel"] = gr.HTML(h.panel(None, catalog.default_key), elem_id="session-panel")
+            with gr.Row(elem_id="export-row"):
+                c["export_notebook"] = gr.Button("⬇ Notebook (.ipynb)", elem_id="export-notebook", size="sm")
+                c["export_zip"] = gr.Button("⬇ All files (.zip)", elem_id="export-zip", size="sm")
+            c["export"] = gr.File(visible=False, elem_id="export-file")
+            gr.Markdown("### Files in `/mnt/data`", elem_classes=["section-title"])
+            c["files"] = gr.Dataframe(
+                value=empty_table(),
+                headers=COLUMNS,
+                interactive=False,
+                elem_id="file-list",
+                show_label=False,
+                wrap=True,
+                max_height=320,
+                column_widths=["24px", "44%", "16%", "32%"],
+            )
+            c["status"] = gr.Markdown(NO_FILES_HINT, elem_id="file-status")
+            with gr.Row():
+                c["upload"] = gr.UploadButton(
+                    "⬆ Upload",
+                    file_count="multiple",
+                    elem_id="upload-btn",
+                    size="sm",
+                    variant="primary",
+                    interactive=not backend.refusal,
+                )
+                c["refresh"] = gr.Button("⟳ Refresh", elem_id="refresh-btn", size="sm")
+            with gr.Row():
+                c["download"] = gr.DownloadButton("Download", elem_id="download-btn", size="sm", interactive=False)
+                c["delete"] = gr.Button("Delete", elem_id="delete-btn", size="sm", variant="stop", interactive=False)
+            with gr.Column(visible=False, elem_id="delete-confirm") as confirm:
+                c["confirm_text"] = gr.Markdown(elem_id="delete-question")
+                with gr.Row():
+                    c["confirm_yes"] = gr.Button("Delete", elem_id="delete-yes", size="sm", variant="stop")
+                    c["confirm_no"] = gr.Button("Cancel", elem_id="delete-no", size="sm")
+            c["confirm"] = confirm
+            c["preview_note"] = gr.Markdown(elem_id="preview-caption")
+            c["preview_table"] = gr.Dataframe(
+                visible=False, interactive=False, elem_id="preview-table", show_label=False, max_height=360
+            )
+            c["preview_image"] = gr.Image(
+                visible=False, interactive=False, elem_id="preview-image", show_label=False, type="filepath"
+            )
+            c["preview_text"] = gr.Textbox(
+                visible=False, interactive=False, elem_id="preview-text", show_label=False, lines=8, max_lines=20
+            )
+    return c
+
+
+class _Wiring:
+    """Connects an event to a handler that returns named updates, with the outputs listed by name."""
+
+    def __init__(self, components: dict[str, Any]) -> None:
+        self.c = components
+
+    def __call__(self, event: Any, handler: Any, inputs: Any, names: tuple[str, ...], **kwargs: Any) -> Any:
+        return event(_named(handler, self.c), inputs, [self.c[name] for name in names], **kwargs)
+
+
+def _named(handler: Any, components: dict[str, Any]) -> Any:
+    """`handler` with its {name: value} updates turned into Gradio's {component: value} (generators too)."""
+
+    def convert(update: dict[str, Any]) -> dict[Any, Any]:
+        return {components[name]: value for name, value in update.items()}
+
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def streaming(*args: Any, **kwargs: Any) -> Iterator[dict[Any, Any]]:
+            for update in handler(*args, **kwargs):
+                yield convert(update)
+
+        return streaming
+
+    @functools.wraps(handler)
+    def single(*args: Any, **kwargs: Any) -> dict[Any, Any]:
+        return convert(handler(*args, **kwargs))
+
+    return single
 
 
 def launch_kwargs(settings: Settings) -> dict[str, Any]:

@@ -297,6 +297,14 @@ def create_app(state: AppState) -> Any:
         expired = await blocking(registry.expire, identifier or None)
         return JSONResponse({"expired": expired}, 200)
 
+    @router.post("/.emulator/interrupt")
+    async def admin_interrupt(request: Request) -> Response:
+        _, identifier = context(request)
+        if not registry.interruptible:
+            raise errors.not_found(f"No operation matches {request.method} {request.url.path}.")
+        interrupted = await blocking(registry.interrupt, identifier)
+        return JSONResponse({"interrupted": interrupted}, 200)
+
     @router.get("/.emulator/executions")
     async def admin_executions(request: Request) -> Response:
         authorize(request)

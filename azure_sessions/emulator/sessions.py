@@ -42,6 +42,8 @@ class WorkerLike(Protocol):
 
     def execute(self, code: str, timeout: float, grace: float = ...) -> CellResult: ...
 
+    def interrupt(self, grace: float = ...) -> bool: ...
+
     def cleanup(self) -> None: ...
 
 
@@ -124,8 +126,10 @@ class SessionRegistry:
         clock: Callable[[], float] = time.monotonic,
         interrupt_grace: float = 3.0,
         executions_kept: int = 500,
+        interruptible: bool = True,
     ) -> None:
         self.pool = pool
+        self.interruptible = interruptible  # False: answer the interrupt route like the service (no such operation)
         self.cooldown = float(cooldown)
         self.max_sessions = int(max_sessions)
         self.interrupt_grace = interrupt_grace
@@ -343,6 +347,18 @@ class SessionRegistry:
                 session.touch()
                 self._cond.notify_all()
             record.done.set()
+
+    def interrupt(self, identifier: str) -> bool:
+        """Interrupt the session's running execution, as its timeout would (an emulator extension: the service has
+        no such operation). The execution ends with a KeyboardInterrupt and the session keeps its state; code that
+        ignores the interrupt for ``interrupt_grace`` seconds loses its worker. False when nothing was running."""
+        validate_identifier(identifier)
+        with self._cond:
+            session = self._sessions.get(identifier)
+        worker = session.worker if session is not None else None
+        if worker is None:
+            return False
+        return worker.interrupt(self.interrupt_grace)
 
     def _lost(self, session: Session, worker: WorkerLike, why: str) -> CellResult:
         with session.alloc_lock:

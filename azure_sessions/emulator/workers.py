@@ -25,6 +25,7 @@ log = logging.getLogger("azure_sessions.emulator")
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
 READY_TIMEOUT = 60.0
+_INTERRUPT_REPEAT = 0.1
 
 
 class WorkerLost(Exception):
@@ -61,6 +62,12 @@ class Worker:
         self._poll.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
         self._kill_lock = threading.Lock()
         self._killed = False
+        self._send_lock = threading.Lock()  # execute() and interrupt() write to the pipe from different threads
+        self._running: str | None = None  # the id of the cell being executed
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stopped_because: str | None = None  # why this side killed the worker, for the WorkerLost message
+        self._interrupted = False  # interrupt() was asked for the running cell
 
     @property
     def alive(self) -> bool:
@@ -75,8 +82,9 @@ class Worker:
         data = json.dumps(message).encode("utf-8")
         view = memoryview(_HEADER.pack(len(data)) + data)
         try:
-            while view:
-                view = view[os.write(self._wfd, view) :]
+            with self._send_lock:
+                while view:
+                    view = view[os.write(self._wfd, view) :]
         except OSError as exc:
             raise WorkerLost(self.describe_exit()) from exc
 
@@ -105,7 +113,7 @@ class Worker:
             except OSError:
                 data = b""
             if not data:
-                raise WorkerLost(self.describe_exit())
+                raise WorkerLost(self._stopped_because or self.describe_exit())
             self._buf += data
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict:
@@ -128,7 +136,21 @@ class Worker:
         """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed."""
         exec_id = uuid.uuid4().hex
         started_ticks = strays.boot_ticks()
-        self._send({"op": "exec", "id": exec_id, "code": code})
+        self._idle.clear()
+        self._running = exec_id
+        self._interrupted = False
+        try:
+            self._send({"op": "exec", "id": exec_id, "code": code})
+            cell = self._await_result(exec_id, timeout, grace)
+        finally:
+            self._running = None
+            self._idle.set()
+        if cell.interrupted and (cell.timed_out or self._interrupted) and self.tracks_session:
+            # the worker cannot see /proc here: the host ends what the cell left running
+            cell.ended_processes += self._end_session_processes(lambda pid, start: start >= started_ticks)
+        return cell
+
+    def _await_result(self, exec_id: str, timeout: float, grace: float) -> CellResult:
         deadline = time.monotonic() + timeout
         timed_out = False
         while True:
@@ -148,9 +170,6 @@ class Worker:
                 continue
             if message.get("op") == "result" and message.get("id") == exec_id:
                 break
-        ended = int(message.get("ended_processes", 0) or 0)
-        if timed_out and self.tracks_session:  # the worker cannot see /proc here: end what the cell left running
-            ended += self._end_session_processes(lambda pid, start: start >= started_ticks)
         return CellResult(
             ok=bool(message.get("ok")),
             stdout=str(message.get("stdout", "")),
@@ -159,8 +178,30 @@ class Worker:
             duration_ms=int(message.get("duration_ms", 0)),
             interrupted=bool(message.get("interrupted")),
             timed_out=timed_out and bool(message.get("interrupted")),
-            ended_processes=ended,
+            ended_processes=int(message.get("ended_processes", 0) or 0),
         )
+
+    def interrupt(self, grace: float = 3.0) -> bool:
+        """Interrupt the running cell (KeyboardInterrupt, as at a timeout; the worker also ends processes the cell
+        left running). A cell still running ``grace`` seconds later gets the worker killed, so the session is lost.
+        Returns False when no cell was running."""
+        exec_id = self._running
+        if exec_id is None or not self.alive:
+            return False
+        deadline = time.monotonic() + grace
+        self._interrupted = True
+        # The worker drops an interrupt that arrives before the cell's code has started: repeat until it ends.
+        while self._running == exec_id:
+            with contextlib.suppress(WorkerLost):
+                self._send({"op": "interrupt", "id": exec_id})
+            remaining = deadline - time.monotonic()
+            if self._idle.wait(min(_INTERRUPT_REPEAT, max(remaining, 0))):
+                break
+            if remaining <= 0:
+                self._stopped_because = f"the execution did not stop within {grace:g} s of being interrupted, so the sandbox was terminated"
+                self.kill()
+                break
+        return True
 
     @property
     def tracks_session(self) -> bool:

@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
 from tests.e2e.script import responder
 from tests.support.harness import CHROMIUM_ARGS, SYSTEM_CHROMIUM, free_port, running_playground
 from tests.support.scripted_model import ScriptedModel
 
+SCREENS = {
+    "desktop": {"viewport": {"width": 1400, "height": 1000}},
+    "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
+}
 UPLOAD_LIMIT_BYTES = 1024 * 1024  # small, so the over-limit case is cheap; the app's default is 128 MB
 SCRIPTED_LABEL = "Scripted test model"
 
@@ -40,6 +44,18 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict) -> dict:
     return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}, "accept_downloads": True}
+
+
+@pytest.fixture(params=list(SCREENS))
+def screen(request, browser) -> Iterator[Page]:
+    """A page in a fresh browser (its own storage, so its own session), at desktop size and at 390×844."""
+    context = browser.new_context(**SCREENS[request.param], accept_downloads=True)
+    page = context.new_page()
+    page.screen_name = request.param  # type: ignore[attr-defined]
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 @dataclass

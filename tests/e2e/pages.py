@@ -55,3 +55,26 @@ def select_model(page: Page, label: str) -> None:
     page.locator("#model-picker input").click()
     page.get_by_role("option", name=label).click()
     expect(page.locator('#session-panel [data-key="Model"]')).to_have_text(label)
+
+
+def select_row(page: Page, name: str) -> None:
+    """Click a file's name in the browser and wait until the page says it is selected."""
+    file_rows(page).filter(has_text=name).locator("[role=gridcell]").nth(1).click()
+    expect(page.locator("#file-status")).to_contain_text(f"Selected {name}")
+
+
+def marked_row(page: Page):
+    """The row the page marks as selected (▶ in the first column)."""
+    return file_rows(page).filter(has=page.locator("[data-col='0']", has_text="▶"))
+
+
+def upload_via_button(page: Page, files: list[dict]) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.locator("#upload-btn").click()
+    chooser.value.set_files(files)
+
+
+def session_of(playground, page: Page):
+    """The server-side session the page shows."""
+    short = session_id(page)
+    return next(s for s in playground.handlers.registry.sessions() if s.short_id == short)

@@ -64,6 +64,14 @@ def script_for(task: str) -> list[str]:
     if "slow loop" in task:
         loop = "import time\nfor i in range(20):\n    print('tick', i)\n    time.sleep(0.1)"
         return [code_reply(loop, "A slow step.")] * 6 + [code_reply("final_answer('slow done')")]
+    if "count slowly" in task:
+        loop = "import time\nfor i in range(60):\n    print('count', i)\n    time.sleep(1)"
+        return [
+            code_reply("survivor = 'still here'\n" + loop, "I count to 60, one number a second."),
+            code_reply("final_answer('counted to 60')"),
+        ]
+    if "recall the survivor" in task:
+        return [code_reply("final_answer('survivor is ' + survivor)", "I read the variable.")]
     if match := re.search(r"\bremember (\w+)", task):
         return [
             code_reply(f"marker = '{match.group(1)}'\nprint('remembered', marker)", "I store the marker."),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.pages import file_table, final_answer, open_app, select_model, send, thought, wait_idle
+from tests.e2e.pages import file_table, final_answer, open_app, send, thought, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +37,7 @@ def test_a_run_streams_pending_steps_code_logs_plot_and_final_answer(page: Page,
     expect(page.locator('#session-panel [data-key="Steps"]')).to_have_text("2")
 
 
-def test_example_prompt_runs_with_one_click_and_makes_the_screenshot(page: Page, playground, tmp_path) -> None:
+def test_example_prompt_runs_with_one_click(page: Page, playground) -> None:
     open_app(page, playground.url)
     page.locator("#chatbot").get_by_text("Plot monthly revenue by region").click()
     expect(final_answer(page, "grew most")).to_be_visible()
@@ -49,51 +48,14 @@ def test_example_prompt_runs_with_one_click_and_makes_the_screenshot(page: Page,
     step.locator(".title").click()
     expect(step.locator("pre code").first).to_be_visible()
     expect(step).to_contain_text("Monthly revenue by region")
-    page.set_viewport_size({"width": 1440, "height": 1200})
-    step.scroll_into_view_if_needed()
-    # The README's picture: refreshed only on request, so a test run leaves the tracked file alone.
-    target = ASSETS / "screenshot.png" if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "screenshot.png"
-    page.screenshot(path=str(target))
-    assert target.stat().st_size > 10_000
 
 
 def test_an_error_step_is_shown_readably_and_the_agent_recovers(page: Page, playground) -> None:
     open_app(page, playground.url)
     send(page, "please divide by zero")
     expect(final_answer(page, "recovered after the error")).to_be_visible()
-    error_step = thought(page, "Step 1 · error")
+    error_step = thought(page, "Step 1 · ZeroDivisionError: division by zero")  # the title names the exception
     error_step.locator(".title").click()
     expect(error_step).to_contain_text("ZeroDivisionError")
     expect(error_step).to_contain_text("about to fail")
     expect(thought(page, "Step 2")).to_be_visible()
-
-
-def test_stop_frees_the_page_at_once_and_the_next_message_works(page: Page, playground) -> None:
-    open_app(page, playground.url)
-    send(page, "run a slow loop")
-    expect(thought(page, "running code")).to_be_visible()
-    page.locator("#chat-input button[aria-label='Stop']").click()
-    expect(page.locator("#chat-input button[aria-label='Stop']")).to_have_count(0, timeout=3_000)
-    expect(page.locator("#chatbot")).to_contain_text("Stopped.", timeout=3_000)
-    expect(page.locator("#chatbot .loading-spinner")).to_have_count(0)
-    expect(thought(page, "stopped")).to_be_visible()
-    # the stopped run ends at its step boundary in the background; the next task runs after it
-    send(page, "hello again")
-    expect(final_answer(page, "ECHO: hello again")).to_be_visible()
-    wait_idle(page)
-    expect(page.locator("#chatbot")).not_to_contain_text("slow done")
-
-
-def test_no_model_mode_runs_the_message_as_python(page: Page, playground) -> None:
-    open_app(page, playground.url)
-    select_model(page, "No model: run my message as Python")
-    send(page, "value = 6 * 7\nprint('the answer is', value)\nvalue + 0.5")
-    expect(page.locator("#chatbot")).to_contain_text("42.5")
-    wait_idle(page)
-    step = thought(page, "Python")
-    step.locator(".title").click()
-    expect(step).to_contain_text("the answer is 42")
-    send(page, "value / 0")
-    expect(thought(page, "Python · error")).to_be_visible()
-    thought(page, "Python · error").locator(".title").click()
-    expect(thought(page, "Python · error")).to_contain_text("ZeroDivisionError")

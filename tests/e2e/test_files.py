@@ -9,7 +9,16 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import UPLOAD_LIMIT_BYTES
-from tests.e2e.pages import file_rows, file_table, final_answer, open_app, send, wait_idle
+from tests.e2e.pages import (
+    file_rows,
+    file_table,
+    final_answer,
+    open_app,
+    select_row,
+    send,
+    upload_via_button,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -20,19 +29,8 @@ DROP_JS = """([name, text]) => {
 }"""
 
 
-def upload_via_button(page: Page, files: list[dict]) -> None:
-    with page.expect_file_chooser() as chooser:
-        page.locator("#upload-btn").click()
-    chooser.value.set_files(files)
-
-
-def select_row(page: Page, name: str) -> None:
-    file_rows(page).filter(has_text=name).locator("[role=gridcell]").first.click()
-    expect(page.locator("#file-status")).to_contain_text(f"Selected {name}")
-
-
-def test_a_file_dropped_on_the_chat_box_is_uploaded_listed_and_read_by_the_agent(page: Page, playground) -> None:
-    open_app(page, playground.url)
+def test_a_file_dropped_on_the_chat_box_is_uploaded_listed_and_read_by_the_agent(screen: Page, playground) -> None:
+    page = open_app(screen, playground.url)
     data = page.evaluate_handle(DROP_JS, ["dropped.csv", "x,y\n3,4\n"])
     target = page.locator("#chat-input [role='group']")
     for event in ("dragenter", "dragover", "drop"):
@@ -42,8 +40,10 @@ def test_a_file_dropped_on_the_chat_box_is_uploaded_listed_and_read_by_the_agent
     expect(final_answer(page, "File says: x,y | 3,4")).to_be_visible()
     wait_idle(page)
     expect(file_table(page)).to_contain_text("dropped.csv")
-    attached = page.locator("#chatbot [data-testid='user'][aria-label^=\"user's message: file\"]")
-    expect(attached).to_contain_text("dropped.csv")
+    # the attachment shows its name and size
+    attached = page.locator("#chatbot [data-testid='user']").filter(has_text="📎")
+    expect(attached).to_contain_text("dropped.csv · 8 B")
+    expect(attached).to_be_visible()
 
 
 def test_download_returns_identical_bytes_and_delete_removes_the_file(page: Page, playground, tmp_path: Path) -> None:
@@ -65,6 +65,8 @@ def test_download_returns_identical_bytes_and_delete_removes_the_file(page: Page
     assert Path(download.value.path()).read_bytes() == payload
 
     page.locator("#delete-btn").click()
+    expect(page.locator("#delete-question")).to_contain_text("Delete blob.bin from /mnt/data?")
+    page.locator("#delete-yes").click()
     expect(page.locator("#file-status")).to_contain_text("Deleted blob.bin")
     expect(file_rows(page)).to_have_count(1)
     expect(file_table(page)).not_to_contain_text("blob.bin")

@@ -71,7 +71,9 @@ def test_two_browser_contexts_are_isolated(browser: Browser, playground) -> None
             context.close()
 
 
-def test_closing_the_tab_deletes_its_sandbox_session(browser: Browser, playground, emulator) -> None:
+def test_a_closed_tab_keeps_its_session_for_a_return_until_the_idle_timeout(
+    browser: Browser, playground, emulator
+) -> None:
     context = browser.new_context()
     page = open_app(context.new_page(), playground.url)
     send(page, "remember cherry")
@@ -79,11 +81,14 @@ def test_closing_the_tab_deletes_its_sandbox_session(browser: Browser, playgroun
     wait_idle(page)
     short = session_id(page)
     registry = playground.handlers.registry
-    (session,) = [s for s in list(registry._sessions.values()) if s.short_id == short]
-    tmpdir = session.tmpdir
-    assert tmpdir.exists()
-    assert session.session_id in {s.identifier for s in emulator.backend.list_sessions()}
+    (session,) = [s for s in registry.sessions() if s.short_id == short]
+    page.close()  # the tab goes; the browser (its stored key) stays
+    back = open_app(context.new_page(), playground.url)
+    assert session_id(back) == short
+    expect(final_answer(back, "stored cherry")).to_be_visible()
     context.close()
-    wait_for(lambda: session.closed and registry.peek(session.key) is None and not tmpdir.exists())
-    # the sandbox session itself was deleted in the emulator
+    assert session.session_id in {s.identifier for s in emulator.backend.list_sessions()}
+    # idle past the timeout: the agent, the sandbox session and the temp dir are deleted
+    registry.reap_idle(now=time.monotonic() + playground.handlers.settings.idle_timeout + 1)
+    wait_for(lambda: session.closed and not session.tmpdir.exists())
     assert session.session_id not in {s.identifier for s in emulator.backend.list_sessions()}

@@ -42,6 +42,8 @@ def test_missing_and_wrong_bearer_are_401(api, shared_id):
         assert "nope" not in error["message"]
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert requests.get(f"{api.endpoint}/.emulator/faults", timeout=10).status_code == 401
+    interrupt = f"{api.endpoint}/.emulator/interrupt?api-version=2024-10-02-preview&identifier={shared_id}"
+    assert requests.post(interrupt, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
 
 
 def test_any_bearer_is_accepted_without_a_token(unisolated_api):

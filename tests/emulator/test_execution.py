@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.emulator.conftest import new_id
+from tests.support.harness import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,41 @@ def test_unstoppable_code_is_killed_and_session_restarts(api, emulator, monkeypa
     assert result["status"] == "Failed" and "terminated" in result["stderr"] and "new session id" in result["stderr"]
     fresh = api.run(identifier, "'x' in dir()")
     assert fresh["executionResult"] is False and fresh["guid"] != guid
+
+
+def test_interrupt_route_stops_the_running_cell_and_the_session_survives(api, shared_id):
+    api.run(shared_id, "kept = 'yes'")
+    guid = api.run(shared_id, "1")["guid"]
+    idle = api.request("POST", ".emulator/interrupt", shared_id)
+    assert idle.status_code == 200 and idle.json() == {"interrupted": False}
+    replies: dict = {}
+    loop = "import time\nfor i in range(60):\n    print(i)\n    time.sleep(0.5)"
+    runner = threading.Thread(target=lambda: replies.update(run=api.run(shared_id, loop, timeout=100)))
+    runner.start()
+    wait_until(lambda: api.request("POST", ".emulator/interrupt", shared_id).json()["interrupted"], what="running")
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    result = replies["run"]
+    assert result["status"] == "Failed" and "KeyboardInterrupt" in result["stderr"]
+    assert len(result["stdout"].split()) < 10  # stopped long before the loop's end
+    after = api.run(shared_id, "kept")
+    assert after["executionResult"] == "yes" and after["guid"] == guid
+
+
+def test_interrupt_route_ends_code_that_ignores_it_by_ending_the_worker(api, emulator, monkeypatch):
+    monkeypatch.setattr(emulator.backend, "interrupt_grace", 0.5)
+    identifier = new_id()
+    guid = api.run(identifier, "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)")["guid"]
+    replies: dict = {}
+    runner = threading.Thread(
+        target=lambda: replies.update(run=api.run(identifier, "while True:\n    time.sleep(0.05)", timeout=100))
+    )
+    runner.start()
+    wait_until(lambda: api.request("POST", ".emulator/interrupt", identifier).json()["interrupted"], what="running")
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert replies["run"]["status"] == "Failed" and "did not stop within 0.5 s" in replies["run"]["stderr"]
+    assert api.run(identifier, "1")["guid"] != guid
 
 
 def test_worker_crash_fails_then_fresh_session(api):

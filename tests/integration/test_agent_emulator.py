@@ -64,6 +64,26 @@ def test_session_loss_is_reported(make_executor, make_client, api_version):
     assert executor("final_answer('ok')").output == "ok"
 
 
+def test_listeners_get_a_report_of_each_execution(make_executor, make_client, api_version):
+    executor = make_executor(api_version)
+    executor.send_tools({"final_answer": _final_answer_tool()})
+    reports = []
+    remove = executor.add_listener(reports.append)
+    executor("import matplotlib.pyplot as plt\nprint('drawn')\nplt.plot([1, 2])\nplt.show()")
+    with pytest.raises(AgentError):
+        executor("1/0")
+    make_client(api_version, identifier=executor.session_id).delete_session()
+    executor("print('after the loss')")
+    executor("print('x' * 3)\nfinal_answer('done')")
+    remove()
+    executor("print('unheard')")
+    drawn, failed, after, final = reports
+    assert drawn.stdout == "drawn\n" and len(drawn.result.images) == 1 and not drawn.failed
+    assert failed.failed and "ZeroDivisionError" in failed.result.stderr and not failed.session_lost
+    assert after.session_lost and not final.session_lost
+    assert final.final_answer and not final.failed and final.stdout == "xxx\n" and "azs" not in final.stdout
+
+
 def test_cleanup_deletes_the_session(make_executor, make_client, api_version):
     executor = make_executor(api_version)
     executor("kept = 'x'")

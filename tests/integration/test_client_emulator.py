@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import pytest
 
-from azure_sessions.errors import ClientAuthenticationError, InvalidFileNameError, NotFoundError
+from azure_sessions import SessionsClient
+from azure_sessions.errors import (
+    ClientAuthenticationError,
+    InterruptNotSupportedError,
+    InvalidFileNameError,
+    NotFoundError,
+)
+from tests.support.harness import wait_until
 
 
 def test_execute_output_value_and_state(client):
@@ -106,3 +114,39 @@ def test_wrong_token_is_authentication_error(make_client, api_version, emulator)
         pytest.skip("emulator accepts any token")
     with pytest.raises(ClientAuthenticationError):
         make_client(api_version, credential="wrong-token").execute("1")
+
+
+def test_interrupt_ends_a_running_execution_and_keeps_the_session(client):
+    client.execute("kept = 41")
+    assert client.interrupt() is False  # nothing running
+    assert client.supports_interrupt is True
+    results: list = []
+    runner = threading.Thread(
+        target=lambda: results.append(client.execute("import time\nfor i in range(60):\n    time.sleep(0.5)"))
+    )
+    runner.start()
+    wait_until(client.interrupt, what="the loop was interrupted")
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert results[0].status == "Failed" and "KeyboardInterrupt" in results[0].stderr
+    assert client.execute("kept + 1").result == 42
+
+
+def test_an_azure_pool_says_it_cannot_interrupt_without_sending_anything():
+    azure = SessionsClient(
+        "https://eastus.dynamicsessions.io/subscriptions/s/resourceGroups/g/sessionPools/p", credential="unused"
+    )
+    assert azure.supports_interrupt is False
+    with pytest.raises(InterruptNotSupportedError, match="cannot interrupt"):
+        azure.interrupt()  # no request: the credential would fail, and nothing listens there
+
+
+def test_a_service_without_the_interrupt_route_is_detected(emulator, make_client, monkeypatch):
+    monkeypatch.setattr(emulator.backend, "interruptible", False)  # answers like the service: no such operation
+    client = make_client("2024-10-02-preview")
+    with pytest.raises(InterruptNotSupportedError):
+        client.interrupt()
+    assert client.supports_interrupt is False
+    monkeypatch.setattr(emulator.backend, "interruptible", True)
+    with pytest.raises(InterruptNotSupportedError):
+        client.interrupt()  # remembered: not asked again

@@ -12,7 +12,9 @@ from playground.files import changed_names, describe_error, human_size, snapshot
 def test_table_rows_are_sorted_and_readable():
     moment = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
     df = table([FileInfo("b.csv", 2048, moment), FileInfo("A.txt", 5, None)])
-    assert df.values.tolist() == [["A.txt", "5 B", ""], ["b.csv", "2.0 KB", "2024-05-01 12:30:00"]]
+    assert df.values.tolist() == [["", "A.txt", "5 B", ""], ["", "b.csv", "2.0 KB", "2024-05-01 12:30:00"]]
+    marked = table([FileInfo("b.csv", 2048, moment), FileInfo("A.txt", 5, None)], selected="b.csv")
+    assert marked.values.tolist()[1][:2] == ["▶", "b.csv"] and marked.values.tolist()[0][0] == ""
     assert human_size(None) == "?" and human_size(3 * 1024**3) == "3.0 GB"
 
 

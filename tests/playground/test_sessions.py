@@ -1,9 +1,8 @@
-"""Per-tab sessions against the real emulator, without a browser: lifecycle, cleanup, idle expiry, runs."""
+"""Per-browser sessions against the real emulator, without a browser: keys, lifecycle, cleanup, idle expiry, runs."""
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,8 @@ import pytest
 from playground.backend import Backend
 from playground.chat import run_message
 from playground.models import NO_MODEL, ModelCatalog
-from playground.sessions import SessionRegistry
+from playground.runs import CANNOT_INTERRUPT, INTERRUPTED
+from playground.sessions import IDLE_NOTICE, SessionRegistry
 from playground.settings import Settings
 from tests.support.scripted_model import ScriptedModel, code_reply
 
@@ -39,87 +39,149 @@ def sandbox_ids(emulator) -> set[str]:
     return {s.identifier for s in emulator.backend.list_sessions()}
 
 
-def last(updates):
-    return deque(updates, maxlen=1)[0]
+def finished(run):
+    assert run.settled.wait(60), "the run did not settle"
+    run.thread.join(10)
+    return run.snapshot(time.monotonic())
 
 
-def test_sessions_are_per_tab_with_server_made_identifiers(registry):
-    a, b = registry.get("tab-a"), registry.get("tab-b")
-    assert a is registry.get("tab-a") and a is not b
-    assert a.session_id != b.session_id and "tab-a" not in a.session_id
-    assert a.executor.client is not b.executor.client
+def test_a_browser_key_finds_its_session_and_the_server_keeps_only_its_digest(registry):
+    first = registry.attach("tab-1", None)
+    assert first.key and len(first.key) >= 43
+    again = registry.attach("tab-2", first.key)  # a reload, or a second tab of the same browser
+    assert again.session is first.session and again.key is None
+    other = registry.attach("tab-3", None)
+    assert other.session is not first.session and other.key != first.key
+    assert first.session.session_id != other.session.session_id and first.key not in first.session.session_id
+    stored = repr(vars(registry)) + repr(vars(first.session))
+    assert first.key not in stored  # only its SHA-256
+    forged = registry.attach("tab-4", "A" * 43)  # well-formed, but never issued here
+    assert forged.session is not first.session and forged.key != "A" * 43
     with pytest.raises(ValueError):
-        registry.get("")
+        registry.attach("", None)
 
 
-def test_reset_and_close_delete_the_sandbox_and_temp_dir(registry, emulator):
-    session = registry.get("tab")
+def test_an_event_before_the_page_load_gets_the_session_the_load_then_keeps(registry):
+    early = registry.session("tab")
+    attached = registry.attach("tab", None)
+    assert attached.session is early and attached.key
+
+
+def test_new_session_and_close_delete_the_sandbox_and_temp_dir(registry, emulator):
+    key = registry.attach("tab", None).key
+    session = registry.session("tab")
     session.executor.run_code_raise_errors("x = 1")
     assert session.session_id in sandbox_ids(emulator)
     fresh = registry.reset("tab")
     assert fresh is not session and fresh.session_id != session.session_id
+    assert registry.attach("tab-2", key).session is fresh  # the same key now finds the fresh session
     wait_for(lambda: session.closed and not session.tmpdir.exists())
     assert session.session_id not in sandbox_ids(emulator)
 
 
-def test_idle_sessions_are_reaped_and_the_tab_is_told(registry):
-    session = registry.get("sleepy")
+def test_a_page_that_goes_away_leaves_the_session_until_it_is_idle(registry):
+    key = registry.attach("tab", None).key
+    session = registry.session("tab")
+    registry.detach("tab")
+    assert registry.attach("tab-after-reload", key).session is session
     assert registry.reap_idle(now=time.monotonic() + 30) == 0
     assert registry.reap_idle(now=time.monotonic() + 61) == 1
     wait_for(lambda: session.closed)
-    assert registry.pop_expired_notice("sleepy") and not registry.pop_expired_notice("sleepy")
-    assert registry.get("sleepy") is not session
+    back = registry.attach("tab-next-day", key)
+    assert back.session is not session and back.key is None
+    assert [m.content for m in back.session.view()] == [IDLE_NOTICE]  # the page says why it is empty
+    registry.reap_idle(now=time.monotonic() + 61)  # idle again, with the page still open
+    wait_for(lambda: back.session.closed)
+    fresh = registry.session("tab-next-day")  # the open page's next event
+    assert fresh is not back.session and [m.content for m in fresh.view()] == [IDLE_NOTICE]
 
 
 def test_a_run_streams_steps_with_the_plot_and_the_answer(registry):
-    session = registry.get("run")
-    updates = run_message(session, "draw", [], "extra:Scripted")
-    first = next(updates)  # at once, before any slow call: the first step, pending
-    assert first.messages[0].metadata == {"title": "Step 1 · thinking…", "status": "pending"}
-    final = last(updates)
-    assert final.finished
-    contents = [m.content for m in final.messages]
+    session = registry.session("run")
+    run = run_message(session, "draw", [], "extra:Scripted")
+    first = run.snapshot(time.monotonic())  # at once, before any slow call
+    assert first[0].content == "draw"
+    messages = finished(run)
+    contents = [m.content for m in messages]
     assert any(isinstance(c, list) and c[0]["mime_type"] == "image/png" for c in contents)
     assert contents[-1] == "**Final answer**\n\n7"
     assert session.totals.steps == 2 and session.totals.output_tokens > 0
+    assert session.view()[-1].content == contents[-1]
 
 
 def test_no_model_mode_uploads_then_runs_python_and_refuses_big_files(registry, tmp_path: Path):
-    session = registry.get("python")
+    session = registry.session("python")
     small, big = tmp_path / "small.txt", tmp_path / "big.bin"
     small.write_text("hello")
     big.write_bytes(b"0" * 2000)
-    final = last(run_message(session, "print(open('/mnt/data/small.txt').read())", [str(small), str(big)], NO_MODEL))
-    texts = [m.content for m in final.messages if isinstance(m.content, str)]
-    assert any("Uploaded `small.txt`" in t and "big.bin" in t and "too large" in t for t in texts)
-    step = next(m for m in final.messages if m.metadata.get("title") == "Python")
-    assert "hello" in step.content
-    assert [f.name for f in final.files] == ["small.txt"]
-
-
-def test_stop_ends_the_generator_at_once_and_the_agent_at_its_step_boundary(registry):
-    session = registry.get("stop")
-    session.catalog = ModelCatalog.from_settings(
-        Settings(), {"Slow": lambda: ScriptedModel([code_reply("import time\ntime.sleep(1.5)")] * 5)}
+    messages = finished(
+        run_message(session, "print(open('/mnt/data/small.txt').read())", [str(small), str(big)], NO_MODEL)
     )
-    updates = run_message(session, "go", [], "extra:Slow")
-    next(updates)
-    wait_for(lambda: session.agent is not None and session.agent.step_number >= 1)
-    session.interrupt("user")
-    started = time.monotonic()
-    rest = list(updates)  # returns without waiting for the agent: one last update saying it stopped
-    assert time.monotonic() - started < 1.0
-    assert len(rest) == 1 and rest[0].finished
-    assert "Stopped." in rest[0].messages[-1].content
-    assert all(m.metadata.get("status") != "pending" for m in rest[0].messages)  # no spinner left
-    wait_for(lambda: not session.run.alive(), timeout=10)
+    texts = [m.content for m in messages if isinstance(m.content, str)]
+    assert any("small.txt** · 5 B" in t and "big.bin** · 2.0 KB" in t for t in texts)  # names and sizes
+    assert any("Uploaded `small.txt`" in t and "big.bin" in t and "too large" in t for t in texts)
+    assert "hello" in texts[-1] and not messages[-1].metadata  # the answer is a plain message
+    assert [f.name for f in session.files] == ["small.txt"]
+
+
+def test_stop_interrupts_the_running_code_and_the_agent_ends(registry):
+    session = registry.session("stop")
+    session.catalog = ModelCatalog.from_settings(
+        Settings(), {"Slow": lambda: ScriptedModel([code_reply("kept = 1\nimport time\ntime.sleep(60)")] * 5)}
+    )
+    run = run_message(session, "go", [], "extra:Slow")
+    wait_for(lambda: run.started and _running(session))
+    stopped = session.stop_run()
+    assert stopped is run and session.stop_run() is None  # asked once
+    messages = finished(run)
+    assert run.interrupt == INTERRUPTED
+    assert "The running code was interrupted" in messages[-1].content
+    assert all(m.metadata.get("status") != "pending" for m in messages)  # no spinner left
     assert session.agent.step_number <= 2
+    assert session.executor.run_code_raise_errors("kept").output == 1  # the session survived
 
 
-def test_a_closed_tab_run_draws_nothing_more(registry):
-    session = registry.get("closed")
-    updates = run_message(session, "draw", [], "extra:Scripted")
-    next(updates)
-    session.interrupt()  # unload / New session
-    assert list(updates) == []
-    wait_for(lambda: not session.run.alive(), timeout=10)
+def _running(session) -> bool:
+    return any("time.sleep(60)" in e["code"] for e in _executions(session))
+
+
+def _executions(session) -> list:
+    reply = session.executor.client._http.get(
+        session.executor.client.endpoint + "/.emulator/executions",
+        params={"identifier": session.session_id},
+        auth=session.executor.client._auth,
+        timeout=10,
+    )
+    return reply.json()["executions"]
+
+
+def test_stop_without_interrupt_says_so_and_reset_sandbox_ends_the_code(registry, emulator, monkeypatch):
+    monkeypatch.setattr(emulator.backend, "interruptible", False)
+    session = registry.session("azure-like")
+    session.catalog = ModelCatalog.from_settings(
+        Settings(), {"Slow": lambda: ScriptedModel([code_reply("import time\ntime.sleep(60)")] * 5)}
+    )
+    run = run_message(session, "go", [], "extra:Slow")
+    wait_for(lambda: run.started and _running(session))
+    session.stop_run()
+    wait_for(lambda: run.interrupt == CANNOT_INTERRUPT)
+    assert session.offers_reset() and run.has_timer()
+    note = run.snapshot(time.monotonic())[-1]
+    assert note.metadata["title"].startswith("Stopping · ") and "cannot interrupt" in note.content
+    queued = run_message(session, "print('next')", [], NO_MODEL)
+    waiting = queued.snapshot(time.monotonic())[-1]
+    assert waiting.metadata["title"].startswith("Waiting · ") and "Reset sandbox" in waiting.content
+    old_id = session.session_id
+    session.reset_sandbox()
+    assert session.session_id != old_id and run.settled.is_set() and not session.offers_reset()
+    messages = finished(queued)
+    assert "next" in messages[-1].content
+    wait_for(lambda: old_id not in sandbox_ids(emulator))
+
+
+def test_a_closed_session_freezes_its_run(registry):
+    session = registry.session("closed")
+    run = run_message(session, "draw", [], "extra:Scripted")
+    session.close(wait=10)
+    assert run.settled.is_set() and run.reason == "closed"
+    wait_for(lambda: not run.thread.is_alive(), timeout=10)

@@ -11,6 +11,7 @@ from playground.steps import (
     RunRenderer,
     StepExtras,
     Totals,
+    exception_label,
     fence,
     split_model_output,
     split_observations,
@@ -92,7 +93,7 @@ def test_error_step_is_readable_with_traceback():
         action_step(1, code="1/0", error="Traceback (most recent call last):\nZeroDivisionError: division by zero")
     )
     message = r.messages[0]
-    assert message.metadata["title"] == "Step 1 · error"
+    assert message.metadata["title"] == "Step 1 · ZeroDivisionError: division by zero"
     assert "**Error**\n```text\nTraceback (most recent call last):\nZeroDivisionError" in message.content
 
 
@@ -142,17 +143,40 @@ def test_stopped_and_failed_close_the_pending_step():
     assert len(r.messages) == 1 and "model down" in r.messages[0].content  # the empty pending step is removed
 
 
-def test_direct_python_run():
+def test_direct_python_run_answers_in_a_plain_message():
     r = RunRenderer()
     r.direct_start("print(1)\n2")
     assert r.messages[0].metadata["status"] == "pending"
     r.direct_done("print(1)\n2", "1\n", "2", "", 0.25, StepExtras(images=["/tmp/p.png"]))
-    assert r.messages[0].metadata == {"title": "Python", "status": "done", "duration": 0.25}
+    answer = r.messages[0]
+    assert not answer.metadata  # not a collapsible block: readable without a click
+    assert "```text\n1\n```" in answer.content and "**Result**\n```text\n2\n```" in answer.content
+    assert "0.25 s" in answer.content
     assert r.messages[1].content == [{"path": "/tmp/p.png", "mime_type": "image/png"}]
-    assert r.messages[-1].content == "```text\n2\n```"
     r = RunRenderer()
-    r.direct_done("1/0", "", None, "ZeroDivisionError", 0.1)
-    assert r.messages[0].metadata["title"] == "Python · error" and len(r.messages) == 1
+    r.direct_done("1/0", "", None, "Traceback (most recent call last):\nZeroDivisionError: division by zero", 0.1)
+    assert len(r.messages) == 1 and "⚠️ **ZeroDivisionError**: division by zero" in r.messages[0].content
+    r = RunRenderer()
+    r.direct_done("x = 1", "", None, "", 0.1)
+    assert "no output" in r.messages[0].content
+
+
+def test_exception_labels_and_the_last_error_of_a_run_without_answer():
+    assert exception_label("Traceback:\n  ...\nKeyError: 'a'") == "KeyError: 'a'"
+    assert exception_label("pandas.errors.ParserError: bad") == "ParserError: bad"
+    assert exception_label("no exception here") is None
+    r = RunRenderer()
+    r.begin_step(1)
+    r.on_event(
+        action_step(1, code="x", error="Traceback (most recent call last):\nNameError: name 'x' is not defined")
+    )
+    assert r.messages[0].metadata["title"] == "Step 1 · NameError: name 'x' is not defined"
+    r.finish()
+    assert "The run ended on NameError" in r.messages[-1].content and not r.messages[-1].metadata
+    r = RunRenderer()
+    r.begin_step(1)
+    r.on_event(action_step(1, error="Traceback (most recent call last):\nKeyboardInterrupt"))
+    assert r.messages[0].metadata["title"] == "Step 1 · interrupted"
 
 
 def test_strip_code_fences():

@@ -439,8 +439,9 @@ def test_ui_upload_handler_with_hostile_names(hostile, tmp_path: Path) -> None:
     (tmp_path / "big" / "big.bin").write_bytes(b"0" * 20_000)
     paths.append(str(tmp_path / "big" / "big.bin"))
     try:
-        table, message = handlers.upload(paths, request)
-        session = handlers.registry.get("hostile-tab")
+        update = handlers.upload(paths, request)
+        table, message = update["files"], update["status"]
+        session = handlers.registry.session("hostile-tab")
         home = hostile.emu.backend.session_dir(session.session_id)[1]
         stored = {p.name for p in home.iterdir()}
         listed = set(table["Name"])

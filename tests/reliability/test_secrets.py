@@ -189,7 +189,7 @@ def test_no_secret_in_logs_output_errors_or_the_page(start_emulator_checked, deb
         page.locator("#chat-input textarea").press("Enter")
         page.get_by_text("page done").first.wait_for(timeout=30_000)
         dom = page.content()
-        (session,) = demo.playground.registry._sessions.values()
+        (session,) = demo.playground.registry.sessions()
         # the sandbox identifier is a secret: the page shows its first 8 characters, never the whole of it
         assert session.short_id in dom and session.session_id not in dom + served
         page.context.close()

@@ -5,7 +5,7 @@ session. The expiry goes through the emulator's token-protected admin route, as 
 
 from __future__ import annotations
 
-from collections import deque
+import time
 from typing import Any
 
 import pytest
@@ -91,11 +91,13 @@ def test_the_page_says_variables_and_files_were_lost(loss_emulator) -> None:
         Backend.for_emulator(emu, TOKEN), ModelCatalog.from_settings(settings, {"Expiring": lambda: model}), settings
     )
     try:
-        session = holder["session"] = registry.get("tab-loss")
-        final = deque(run_message(session, "store data, then reuse it", [], "extra:Expiring"), maxlen=1)[0]
+        session = holder["session"] = registry.session("tab-loss")
+        run = run_message(session, "store data, then reuse it", [], "extra:Expiring")
+        assert run.settled.wait(120)
+        messages = run.snapshot(time.monotonic())
     finally:
         registry.close_all()
-    texts = [m.content for m in final.messages if isinstance(m.content, str)]
+    texts = [m.content for m in messages if isinstance(m.content, str)]
     notices = [t for t in texts if t.startswith("⚠️") and SESSION_LOST_NOTICE in t]
     assert len(notices) == 1
     assert "variables, imports and files in /mnt/data" in notices[0]
