@@ -22,7 +22,7 @@ from smolagents.utils import AgentError
 
 from azure_sessions import SESSION_LOST_NOTICE, ExecutionReport
 from playground import files as fs
-from playground.models import NO_MODEL, ModelUnavailableError
+from playground.model_catalog import NO_MODEL, ModelUnavailableError
 from playground.runs import (
     CANNOT_INTERRUPT,
     INTERRUPTED,

@@ -19,10 +19,10 @@ from playground import files as fs
 from playground.backend import Backend
 from playground.chat import run_message, user_messages
 from playground.examples import example_message
-from playground.models import NO_MODEL, ModelCatalog
+from playground.model_catalog import NO_MODEL, ModelCatalog
 from playground.notebook import write_notebook, zip_files
 from playground.preview import Preview, preview
-from playground.sessions import SessionRegistry, Tab, UserSession, user_token_from
+from playground.sessions import BrowserSessions, Tab, UserSession, user_token_from
 from playground.settings import Settings
 from playground.steps import format_tokens
 
@@ -50,7 +50,7 @@ class Handlers:
 
     def __init__(self, settings: Settings, backend: Backend, catalog: ModelCatalog) -> None:
         self.settings, self.backend, self.catalog = settings, backend, catalog
-        self.registry = SessionRegistry(backend, catalog, settings)
+        self.registry = BrowserSessions(backend, catalog, settings)
 
     # ---- helpers ------------------------------------------------------------------------------------------------
     def _session(self, request: gr.Request) -> UserSession:

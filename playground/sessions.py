@@ -1,5 +1,5 @@
 """One browser = one session: an agent, an executor (one sandbox session), a temp dir, the conversation and its
-notebook. The registry finds a session by the browser's secret key and keeps it across reloads until it is idle.
+notebook. `BrowserSessions` finds a session by the browser's secret key and keeps it across reloads until it is idle.
 
 The browser keeps a random key (256 bits, made here) in its local storage; the server keeps only the key's SHA-256,
 mapped to the session, so neither the key nor the sandbox identifier (a separate uuid4, made here too) is ever
@@ -27,7 +27,7 @@ from gradio import ChatMessage
 from azure_sessions import InterruptNotSupportedError, SessionsError
 from playground import files as fs
 from playground.backend import Backend
-from playground.models import ModelCatalog
+from playground.model_catalog import ModelCatalog
 from playground.notebook import NotebookLog
 from playground.runs import CANNOT_INTERRUPT, INTERRUPTED, Changes, Run
 from playground.settings import Settings
@@ -292,14 +292,15 @@ class Tab:
 
 @dataclass
 class Attachment:
-    """What `SessionRegistry.attach` found for a page load."""
+    """What `BrowserSessions.attach` found for a page load."""
 
     session: UserSession
     key: str | None  # a key the browser must store (new, or replacing an unknown one); None: keep its own
 
 
-class SessionRegistry:
-    """Sessions by browser key (its digest), tabs by Gradio session hash. Closing never blocks a handler."""
+class BrowserSessions:
+    """The playground's sessions, one per browser: by browser key (its digest), and tabs by Gradio session hash.
+    Closing never blocks a handler."""
 
     def __init__(self, backend: Backend, catalog: ModelCatalog, settings: Settings) -> None:
         self.backend, self.catalog, self.settings = backend, catalog, settings

@@ -15,7 +15,7 @@ from playground.compat import make_ast_parse_thread_safe
 from playground.examples import ASSETS, chatbot_examples
 from playground.files import COLUMNS, empty_table
 from playground.handlers import NO_FILES_HINT, Handlers
-from playground.models import ModelCatalog, ModelFactory
+from playground.model_catalog import ModelCatalog, ModelFactory
 from playground.settings import Settings
 
 TITLE = "Sessions Playground"

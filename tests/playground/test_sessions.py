@@ -9,9 +9,9 @@ import pytest
 
 from playground.backend import Backend
 from playground.chat import run_message
-from playground.models import NO_MODEL, ModelCatalog
+from playground.model_catalog import NO_MODEL, ModelCatalog
 from playground.runs import CANNOT_INTERRUPT, INTERRUPTED
-from playground.sessions import IDLE_NOTICE, SessionRegistry
+from playground.sessions import IDLE_NOTICE, BrowserSessions
 from playground.settings import Settings
 from tests.support.scripted_model import ScriptedModel, code_reply
 
@@ -30,7 +30,7 @@ def registry(emulator, emulator_token):
     )
     settings = Settings(idle_timeout=60.0, max_upload_bytes=1000)
     catalog = ModelCatalog.from_settings(settings, {"Scripted": lambda: model})
-    reg = SessionRegistry(Backend.for_emulator(emulator, emulator_token), catalog, settings)
+    reg = BrowserSessions(Backend.for_emulator(emulator, emulator_token), catalog, settings)
     yield reg
     reg.close_all()
 

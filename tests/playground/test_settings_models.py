@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from playground.backend import pool_name_from_endpoint
-from playground.models import NO_MODEL, ModelCatalog, ModelUnavailableError, detect_options
+from playground.model_catalog import NO_MODEL, ModelCatalog, ModelUnavailableError, detect_options
 from playground.settings import Settings, SettingsError, load_settings
 
 
@@ -76,13 +76,13 @@ def test_detected_options_follow_the_environment():
 
 
 def test_local_gguf_is_labelled_weak_and_never_default_unless_asked(tmp_path, monkeypatch):
-    monkeypatch.setattr("playground.models._has_module", lambda name: True)
+    monkeypatch.setattr("playground.model_catalog._has_module", lambda name: True)
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF")
     options = {o.key: o for o in detect_options(Settings(local_gguf_path=str(gguf)))}
     assert "weak offline model" in options["local-gguf"].label
     assert ModelCatalog.from_settings(Settings(local_gguf_path=str(gguf))).default_key == "local-gguf"
-    monkeypatch.setattr("playground.models.bundled_gguf_path", lambda: gguf)
+    monkeypatch.setattr("playground.model_catalog.bundled_gguf_path", lambda: gguf)
     assert ModelCatalog.from_settings(Settings()).default_key == NO_MODEL
 
 

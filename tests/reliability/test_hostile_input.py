@@ -422,7 +422,7 @@ UI_NAMES = [
 def test_ui_upload_handler_with_hostile_names(hostile, tmp_path: Path) -> None:
     from playground.backend import Backend
     from playground.handlers import Handlers
-    from playground.models import ModelCatalog
+    from playground.model_catalog import ModelCatalog
     from playground.settings import Settings
 
     settings = Settings(max_upload_bytes=10_000)

@@ -79,15 +79,15 @@ def test_agent_sees_the_loss_and_finishes_on_the_new_session(loss_emulator) -> N
 def test_the_page_says_variables_and_files_were_lost(loss_emulator) -> None:
     from playground.backend import Backend
     from playground.chat import run_message
-    from playground.models import ModelCatalog
-    from playground.sessions import SessionRegistry
+    from playground.model_catalog import ModelCatalog
+    from playground.sessions import BrowserSessions
     from playground.settings import Settings
 
     emu = loss_emulator
     holder: dict[str, Any] = {}
     model = ExpiringModel(emu, lambda: holder["session"].session_id)
     settings = Settings()
-    registry = SessionRegistry(
+    registry = BrowserSessions(
         Backend.for_emulator(emu, TOKEN), ModelCatalog.from_settings(settings, {"Expiring": lambda: model}), settings
     )
     try:
