@@ -210,9 +210,6 @@ class ModelCatalog:
     def resolve(self, key: str | None) -> ModelOption:
         return self.options.get(key or "", self.options[self.default_key])
 
-    def label(self, key: str | None) -> str:
-        return self.resolve(key).label
-
     def model(self, key: str | None, user_token: str | None = None) -> Model | None:
         """The shared client for `key` (built on first use), a per-user one, or None for "No model"."""
         option = self.resolve(key)

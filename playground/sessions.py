@@ -312,9 +312,6 @@ class BrowserSessions:
         self._stopping = threading.Event()
         self._reaper: threading.Thread | None = None
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
     def sessions(self) -> list[UserSession]:
         with self._lock:
             return list(self._sessions.values())

@@ -194,11 +194,6 @@ class RunRenderer:
         self.messages.append(self.current)
         return self.current
 
-    def waiting(self, text: str) -> None:
-        """A pending note (e.g. waiting for a stopped run to reach its step boundary)."""
-        self.current = ChatMessage(content=text, metadata={"title": "Waiting…", "status": "pending"})
-        self.messages.append(self.current)
-
     def on_event(self, event: Any, extras: StepExtras | None = None) -> None:
         if isinstance(event, ChatMessageStreamDelta):
             self._on_delta(event)
