@@ -192,7 +192,7 @@ class _Worker:
         reports = self._take_reports()
         extras = self._step_extras(output, reports)
         self._record(lambda book: [book.cell(report) for report in reports])
-        self.run.post(PythonDone(code, logs, result, error, duration, extras))
+        self.run.post(PythonDone(logs, result, error, duration, extras))
         if self.run.stop.is_set():
             self.run.post(Stopped(self._stop_detail()))
 

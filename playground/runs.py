@@ -28,24 +28,31 @@ class Started:
 
 @dataclass(frozen=True)
 class Uploaded:
+    """The message's files: those now in /mnt/data, and one sentence for each that was refused."""
+
     names: Sequence[str]
     refused: Sequence[str]
 
 
 @dataclass(frozen=True)
 class AgentEvent:
+    """One event of the agent's stream, with the images, files and notice its step produced."""
+
     event: Any  # a smolagents stream event
     extras: StepExtras | None = None
 
 
 @dataclass(frozen=True)
 class PythonStarted:
+    """ "No model": the message, as code, is sent to the sandbox."""
+
     code: str
 
 
 @dataclass(frozen=True)
 class PythonDone:
-    code: str
+    """ "No model": what the code printed, its value, its error (with the traceback) and how long it took."""
+
     logs: str
     result: str | None
     error: str
@@ -55,11 +62,15 @@ class PythonDone:
 
 @dataclass(frozen=True)
 class Stopped:
+    """The run stopped, or was stopped before it started; `detail` says how its code ended."""
+
     detail: str
 
 
 @dataclass(frozen=True)
 class Failed:
+    """The run could not go on (the model could not start, the service failed); `error` says why."""
+
     error: str
 
 
@@ -237,8 +248,8 @@ def _apply(renderer: RunRenderer, message: RunMessage, agent_mode: bool) -> None
             renderer.on_event(event, extras)
         case PythonStarted(code=code):
             renderer.direct_start(code)
-        case PythonDone(code=code, logs=logs, result=result, error=error, duration=duration, extras=extras):
-            renderer.direct_done(code, logs, result, error, duration, extras)
+        case PythonDone(logs=logs, result=result, error=error, duration=duration, extras=extras):
+            renderer.direct_done(logs, result, error, duration, extras)
         case Stopped(detail=detail):
             renderer.stopped(detail)
         case Failed(error=error):

@@ -325,13 +325,7 @@ class RunRenderer:
         self.messages.append(self.current)
 
     def direct_done(
-        self,
-        code: str,
-        logs: str,
-        result: str | None,
-        error: str,
-        duration: float | None,
-        extras: StepExtras | None = None,
+        self, logs: str, result: str | None, error: str, duration: float | None, extras: StepExtras | None = None
     ) -> None:
         """The message's output, result and error are the answer: a plain message, readable without a click."""
         if self.current is not None and self.current in self.messages:

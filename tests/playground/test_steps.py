@@ -147,17 +147,17 @@ def test_direct_python_run_answers_in_a_plain_message():
     r = RunRenderer()
     r.direct_start("print(1)\n2")
     assert r.messages[0].metadata["status"] == "pending"
-    r.direct_done("print(1)\n2", "1\n", "2", "", 0.25, StepExtras(images=["/tmp/p.png"]))
+    r.direct_done("1\n", "2", "", 0.25, StepExtras(images=["/tmp/p.png"]))
     answer = r.messages[0]
     assert not answer.metadata  # not a collapsible block: readable without a click
     assert "```text\n1\n```" in answer.content and "**Result**\n```text\n2\n```" in answer.content
     assert "0.25 s" in answer.content
     assert r.messages[1].content == [{"path": "/tmp/p.png", "mime_type": "image/png"}]
     r = RunRenderer()
-    r.direct_done("1/0", "", None, "Traceback (most recent call last):\nZeroDivisionError: division by zero", 0.1)
+    r.direct_done("", None, "Traceback (most recent call last):\nZeroDivisionError: division by zero", 0.1)
     assert len(r.messages) == 1 and "⚠️ **ZeroDivisionError**: division by zero" in r.messages[0].content
     r = RunRenderer()
-    r.direct_done("x = 1", "", None, "", 0.1)
+    r.direct_done("", None, "", 0.1)
     assert "no output" in r.messages[0].content
 
 
