@@ -11,6 +11,7 @@ import html
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -185,9 +186,7 @@ class Handlers:
             "reset": gr.Button(visible=False),
             "panel": self.panel(session),
             "files": fs.empty_table(),
-            **self._no_selection(
-                "The sandbox was reset: a new, empty one took its place (variables and files are gone)."
-            ),
+            **_no_selection("The sandbox was reset: a new, empty one took its place (variables and files are gone)."),
         }
 
     def example(self, model_key: str, evt: gr.SelectData) -> Updates:
@@ -203,7 +202,7 @@ class Handlers:
             "files": fs.empty_table(),
             "panel": self.panel(session),
             "reset": gr.Button(visible=False),
-            **self._no_selection("New session: a fresh agent and an empty sandbox."),
+            **_no_selection("New session: a fresh agent and an empty sandbox."),
         }
 
     def model_changed(self, model_key: str, request: gr.Request) -> Updates:
@@ -212,23 +211,13 @@ class Handlers:
         return {"panel": self.panel(session, model_key)}
 
     # ---- file browser -------------------------------------------------------------------------------------------
-    def _no_selection(self, status: str) -> Updates:
-        """The file browser with nothing selected: buttons off, preview and delete question gone."""
-        return {
-            "status": status,
-            "download": gr.DownloadButton(value=None, label="Download", interactive=False),
-            "delete": gr.Button(value="Delete", interactive=False),
-            "confirm": gr.Column(visible=False),
-            **_preview_updates(None),
-        }
-
     def _file_updates(self, session: UserSession, tab: Tab) -> Updates:
         """The listing with the tab's selection marked by name; a selected file that is gone is unselected, saying so."""
         files = session.files
         gone = tab.selected is not None and tab.selected not in fs.file_names(files)
         update: Updates = {}
         if gone:
-            update = self._no_selection(
+            update = _no_selection(
                 f"“{fs.markdown_escape(tab.selected or '')}” is no longer in /mnt/data; the selection was cleared."
             )
             tab.selected = tab.pending_delete = None
@@ -266,23 +255,19 @@ class Handlers:
             local = fs.fetch(session, name)
         except Exception as exc:
             tab.selected = tab.pending_delete = None
-            return {**self._no_selection(fs.describe_error(exc, name)), "files": fs.table(session.files)}
+            return {**_no_selection(fs.describe_error(exc, name)), "files": fs.table(session.files)}
         tab.selected, tab.pending_delete = name, None
-        label = fs.markdown_escape(name)
         return {
             "files": fs.table(session.files, name),
-            "status": f"Selected `{name}`." if "`" not in name else f"Selected {label}.",
-            "download": gr.DownloadButton(value=str(local), label=f"Download {name}", interactive=True),
-            "delete": gr.Button(value=f"Delete {name}…", interactive=True),
-            "confirm": gr.Column(visible=False),
-            **_preview_updates(preview(local, name)),
+            "status": f"Selected {_shown_name(name)}.",
+            **_selection_updates(name, local),
         }
 
     def ask_delete(self, request: gr.Request) -> Updates:
         """Delete asks first, naming the file; the answer deletes exactly the file it named."""
         tab = self._tab(request)
         if tab.selected is None:
-            return self._no_selection("Select a file first.")
+            return _no_selection("Select a file first.")
         tab.pending_delete = tab.selected
         name = fs.markdown_escape(tab.selected)
         return {
@@ -298,11 +283,11 @@ class Handlers:
             return {"confirm": gr.Column(visible=False)}
         try:
             fs.delete(session, name)
-            message = f"Deleted `{name}`." if "`" not in name else f"Deleted {fs.markdown_escape(name)}."
+            message = f"Deleted {_shown_name(name)}."
         except Exception as exc:
             message = fs.describe_error(exc, name)
         tab.selected = None
-        return {**self._no_selection(message), **self._listing(session, tab)}
+        return {**_no_selection(message), **self._listing(session, tab)}
 
     def cancel_delete(self, request: gr.Request) -> Updates:
         self._tab(request).pending_delete = None
@@ -331,6 +316,30 @@ class Handlers:
             return {"export": None, "status": "Could not zip /mnt/data: " + fs.describe_error(exc)}
         count = len(names)
         return {"export": str(path), "status": f"Downloaded {path.name}: {count} file{'s' if count != 1 else ''}."}
+
+
+def _shown_name(name: str) -> str:
+    """A file name in a status line: as code, or escaped where a backtick would end the code span."""
+    return f"`{name}`" if "`" not in name else fs.markdown_escape(name)
+
+
+def _no_selection(status: str) -> Updates:
+    """The file browser with nothing selected, saying `status`."""
+    return {"status": status, **_selection_updates(None, None)}
+
+
+def _selection_updates(name: str | None, local: Path | None) -> Updates:
+    """What the file browser shows for the selected file (`local`: its downloaded copy): its actions and its preview.
+    With none selected: buttons off, preview and delete question gone."""
+    if name is None or local is None:
+        download = gr.DownloadButton(value=None, label="Download", interactive=False)
+        delete = gr.Button(value="Delete", interactive=False)
+        shown = None
+    else:
+        download = gr.DownloadButton(value=str(local), label=f"Download {name}", interactive=True)
+        delete = gr.Button(value=f"Delete {name}…", interactive=True)
+        shown = preview(local, name)
+    return {"download": download, "delete": delete, "confirm": gr.Column(visible=False), **_preview_updates(shown)}
 
 
 def _preview_updates(shown: Preview | None) -> Updates:

@@ -123,7 +123,7 @@ def build_app(
 
 FILE_SELECTION = ("status", "download", "delete", "confirm", "preview_note", "preview_table", "preview_image",
                   "preview_text")  # fmt: skip
-"""What a change of the file selection may update (see Handlers._no_selection)."""
+"""What a change of the file selection may update (see handlers._selection_updates)."""
 
 
 def _layout(backend: Backend, catalog: ModelCatalog, settings: Settings, h: Handlers) -> dict[str, Any]:
