@@ -3,10 +3,6 @@ otherwise). Importing this module starts nothing; `app.demo` builds the page (an
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
 import logging
 import signal
 import sys

@@ -83,7 +83,6 @@ def serve(port: int, prestart: int | None = None) -> int:
 
     `prestart` overrides the embedded emulator's warm pool (PLAYGROUND_WARM_SANDBOXES) in this process only.
     """
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import playground.handlers as handlers_module
     from playground.settings import Settings
     from playground.ui import build_app, launch_kwargs

@@ -2,5 +2,6 @@
 
 import os
 
-# Gradio reads this when a Blocks is created; without it, start-up contacts huggingface.co and api.gradio.app.
+# The one place analytics are turned off (unless the environment asks for them): Gradio reads this variable when a
+# Blocks is created and before each report; without it, start-up contacts huggingface.co and api.gradio.app.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -84,7 +84,7 @@ def build_app(
     h = Handlers(settings, backend, catalog)
 
     # delete_cache: Gradio keeps copies of uploads and served files; drop them after an hour, and all at shutdown
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as demo:
         c = _layout(backend, catalog, settings, h)
         wire = _Wiring(c)
         # "multiple": a message sent while a stopped run's code still runs must reach the server (which queues it
