@@ -13,9 +13,8 @@ import time
 from typing import Any
 
 from bench.common import ROOT
-from tests.support.harness import SYSTEM_CHROMIUM, free_port
+from tests.support.harness import free_port
 
-CHROMIUM = str(SYSTEM_CHROMIUM)
 MODEL_LABEL = "Scripted benchmark model"
 CHUNK_DELAY = 0.1
 TASK = "Summarise a random sample and plot it (benchmark {tag})"

@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 from bench.app_support import (
-    CHROMIUM,
     TARGET_LOAD_RATIO,
     TARGET_PENDING_MS,
     AppProcess,
@@ -33,7 +32,7 @@ from bench.app_support import (
 )
 from bench.common import BenchReport, Row, Stats, bar_chart, cli, latency_chart, ms, run_and_save, times
 from playground.settings import Settings
-from tests.support.harness import CHROMIUM_ARGS
+from tests.support.harness import chromium_launch_options
 
 
 def single_user(browser: Any, app: AppProcess, tag: str, messages: int) -> list[dict]:
@@ -99,7 +98,7 @@ def body(quick: bool) -> BenchReport:
     app = AppProcess()
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(**chromium_launch_options())
             open_tab(browser, app.url)[0].close()  # the first page load warms the server's caches
             for round_index in range(rounds):
                 for tab in range(tabs):

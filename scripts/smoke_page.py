@@ -13,7 +13,7 @@ from playwright.sync_api import expect, sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.pages import open_app, select_model, send
-from tests.support.harness import CHROMIUM_ARGS, SYSTEM_CHROMIUM, wait_until
+from tests.support.harness import chromium_launch_options, wait_until
 
 NO_MODEL = "No model: run my message as Python"
 
@@ -28,8 +28,7 @@ def main(url: str) -> int:
     wait_until(serving, timeout=120, interval=0.5, what=f"{url} serves the page")
     started = time.monotonic()
     with sync_playwright() as playwright:
-        executable = str(SYSTEM_CHROMIUM) if SYSTEM_CHROMIUM.exists() else None
-        browser = playwright.chromium.launch(headless=True, args=CHROMIUM_ARGS, executable_path=executable)
+        browser = playwright.chromium.launch(**chromium_launch_options())
         page = open_app(browser.new_page(), url)
         badge = page.locator("#backend-badge").inner_text()
         print(f"smoke: the page says {badge!r}")

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.harness import chromium_launch_options
+
 TEST_TOKEN = "test-token-not-a-secret"
 
 
@@ -33,3 +35,9 @@ def emulator_endpoint(emulator) -> str:
 @pytest.fixture(scope="session")
 def emulator_token(emulator) -> str:
     return TEST_TOKEN
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """The browser of pytest-playwright's fixtures (the browser tests of every suite)."""
+    return {**browser_type_launch_args, **chromium_launch_options()}

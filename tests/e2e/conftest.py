@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.script import responder
-from tests.support.harness import CHROMIUM_ARGS, SYSTEM_CHROMIUM, free_port, running_playground
+from tests.support.harness import free_port, running_playground
 from tests.support.scripted_model import ScriptedModel
 
 SCREENS = {
@@ -29,18 +29,6 @@ expect.set_options(timeout=20_000)
 # ---------------------------------------------------------------------------------------------------------------
 # Browser and app fixtures
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
-    args = {
-        **browser_type_launch_args,
-        "headless": True,
-        "args": CHROMIUM_ARGS,
-    }
-    if SYSTEM_CHROMIUM.exists():
-        args["executable_path"] = str(SYSTEM_CHROMIUM)
-    return args
-
-
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict) -> dict:
     return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}, "accept_downloads": True}

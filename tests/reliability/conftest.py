@@ -66,20 +66,3 @@ def bwrap_required() -> None:
     problem = bubblewrap_problem()
     if problem:
         pytest.skip(f"bubblewrap is not usable here, so the sandbox cannot be tested: {problem}")
-
-
-# Browser tests (tests/reliability/test_ui_abuse.py): the system Chromium, headless; `playwright install` is never run
-SYSTEM_CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
-    args = {
-        **browser_type_launch_args,
-        "headless": True,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"],
-    }  # fmt: skip
-    if SYSTEM_CHROMIUM.exists():
-        args["executable_path"] = str(SYSTEM_CHROMIUM)
-    return args

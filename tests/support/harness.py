@@ -24,6 +24,15 @@ CHROMIUM_ARGS = [
 """Headless Chromium as root on a machine with no outside network (no background connections, no sandbox)."""
 
 
+def chromium_launch_options() -> dict[str, Any]:
+    """Playwright's launch options for every browser of the suites, benchmarks and scripts: headless, with
+    CHROMIUM_ARGS, the system Chromium when there is one (`playwright install` is never run)."""
+    options: dict[str, Any] = {"headless": True, "args": CHROMIUM_ARGS}
+    if SYSTEM_CHROMIUM.exists():
+        options["executable_path"] = str(SYSTEM_CHROMIUM)
+    return options
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
