@@ -127,106 +127,128 @@ FILE_SELECTION = ("status", "download", "delete", "confirm", "preview_note", "pr
 
 
 def _layout(backend: Backend, catalog: ModelCatalog, settings: Settings, h: Handlers) -> dict[str, Any]:
-    """The components, by the names the handlers' updates use."""
-    c: dict[str, Any] = {}
+    """The components, by the names the handlers' updates use: the chat beside (on a phone, above) the side panel."""
     gr.HTML(header_html(backend))
     if settings.space_oauth:
         gr.LoginButton()
-    c["key"] = gr.BrowserState(None, storage_key="sessions-playground-key")
+    c: dict[str, Any] = {"key": gr.BrowserState(None, storage_key="sessions-playground-key")}
     with gr.Row(equal_height=False, elem_id="main-row"):
         with gr.Column(scale=7, min_width=320, elem_id="chat-column"):
-            c["chat"] = gr.Chatbot(
-                elem_id="chatbot",
-                show_label=False,
-                height="calc(100vh - 300px)",
-                min_height=460,
-                examples=chatbot_examples(),
-                placeholder="**Ask for an analysis, or drop a CSV on the box below.**\n\n"
-                "Or start from an example with the bundled sample dataset:",
-                group_consecutive_messages=False,
-                layout="panel",
-                feedback_options=None,
-                buttons=["copy"],
-                allow_file_downloads=True,
-            )
-            c["box"] = gr.MultimodalTextbox(
-                elem_id="chat-input",
-                show_label=False,
-                file_count="multiple",
-                sources=["upload"],
-                placeholder=(
-                    "This server runs no code (see above)."
-                    if backend.refusal
-                    else "Ask the agent… (drop files here or use the paperclip; Enter sends)"
-                ),
-                max_plain_text_length=100_000,
-                autofocus=True,
-                interactive=not backend.refusal,
-            )
-            c["reset"] = gr.Button(
-                "⟲ Reset sandbox: end the running code now (variables and files are lost)",
-                elem_id="reset-sandbox",
-                variant="stop",
-                size="sm",
-                visible=False,
-            )
+            c.update(_chat(backend))
         with gr.Column(scale=4, min_width=300, elem_id="side-column"):
-            with gr.Group():
-                c["model"] = gr.Dropdown(
-                    choices=catalog.choices,
-                    value=catalog.default_key,
-                    label="Model",
-                    elem_id="model-picker",
-                    interactive=True,
-                )
-                c["new_session"] = gr.Button("↺ New session", elem_id="new-session", size="sm")
-            c["panel"] = gr.HTML(h.panel(None, catalog.default_key), elem_id="session-panel")
-            with gr.Row(elem_id="export-row"):
-                c["export_notebook"] = gr.Button("⬇ Notebook (.ipynb)", elem_id="export-notebook", size="sm")
-                c["export_zip"] = gr.Button("⬇ All files (.zip)", elem_id="export-zip", size="sm")
-            c["export"] = gr.File(visible=False, elem_id="export-file")
-            gr.Markdown("### Files in `/mnt/data`", elem_classes=["section-title"])
-            c["files"] = gr.Dataframe(
-                value=empty_table(),
-                headers=COLUMNS,
-                interactive=False,
-                elem_id="file-list",
-                show_label=False,
-                wrap=True,
-                max_height=320,
-                column_widths=["24px", "44%", "16%", "32%"],
-            )
-            c["status"] = gr.Markdown(NO_FILES_HINT, elem_id="file-status")
-            with gr.Row():
-                c["upload"] = gr.UploadButton(
-                    "⬆ Upload",
-                    file_count="multiple",
-                    elem_id="upload-btn",
-                    size="sm",
-                    variant="primary",
-                    interactive=not backend.refusal,
-                )
-                c["refresh"] = gr.Button("⟳ Refresh", elem_id="refresh-btn", size="sm")
-            with gr.Row():
-                c["download"] = gr.DownloadButton("Download", elem_id="download-btn", size="sm", interactive=False)
-                c["delete"] = gr.Button("Delete", elem_id="delete-btn", size="sm", variant="stop", interactive=False)
-            with gr.Column(visible=False, elem_id="delete-confirm") as confirm:
-                c["confirm_text"] = gr.Markdown(elem_id="delete-question")
-                with gr.Row():
-                    c["confirm_yes"] = gr.Button("Delete", elem_id="delete-yes", size="sm", variant="stop")
-                    c["confirm_no"] = gr.Button("Cancel", elem_id="delete-no", size="sm")
-            c["confirm"] = confirm
-            c["preview_note"] = gr.Markdown(elem_id="preview-caption")
-            c["preview_table"] = gr.Dataframe(
-                visible=False, interactive=False, elem_id="preview-table", show_label=False, max_height=360
-            )
-            c["preview_image"] = gr.Image(
-                visible=False, interactive=False, elem_id="preview-image", show_label=False, type="filepath"
-            )
-            c["preview_text"] = gr.Textbox(
-                visible=False, interactive=False, elem_id="preview-text", show_label=False, lines=8, max_lines=20
-            )
+            c.update(_session_controls(catalog, h))
+            c.update(_file_browser(backend))
+            c.update(_file_preview())
     return c
+
+
+def _chat(backend: Backend) -> dict[str, Any]:
+    """The conversation, the chat box, and Reset sandbox (shown while code that cannot be interrupted runs)."""
+    chat = gr.Chatbot(
+        elem_id="chatbot",
+        show_label=False,
+        height="calc(100vh - 300px)",
+        min_height=460,
+        examples=chatbot_examples(),
+        placeholder="**Ask for an analysis, or drop a CSV on the box below.**\n\n"
+        "Or start from an example with the bundled sample dataset:",
+        group_consecutive_messages=False,
+        layout="panel",
+        feedback_options=None,
+        buttons=["copy"],
+        allow_file_downloads=True,
+    )
+    box = gr.MultimodalTextbox(
+        elem_id="chat-input",
+        show_label=False,
+        file_count="multiple",
+        sources=["upload"],
+        placeholder=(
+            "This server runs no code (see above)."
+            if backend.refusal
+            else "Ask the agent… (drop files here or use the paperclip; Enter sends)"
+        ),
+        max_plain_text_length=100_000,
+        autofocus=True,
+        interactive=not backend.refusal,
+    )
+    reset = gr.Button(
+        "⟲ Reset sandbox: end the running code now (variables and files are lost)",
+        elem_id="reset-sandbox",
+        variant="stop",
+        size="sm",
+        visible=False,
+    )
+    return {"chat": chat, "box": box, "reset": reset}
+
+
+def _session_controls(catalog: ModelCatalog, h: Handlers) -> dict[str, Any]:
+    """The model picker, New session, the session panel and the two exports."""
+    c: dict[str, Any] = {}
+    with gr.Group():
+        c["model"] = gr.Dropdown(
+            choices=catalog.choices, value=catalog.default_key, label="Model", elem_id="model-picker", interactive=True
+        )
+        c["new_session"] = gr.Button("↺ New session", elem_id="new-session", size="sm")
+    c["panel"] = gr.HTML(h.panel(None, catalog.default_key), elem_id="session-panel")
+    with gr.Row(elem_id="export-row"):
+        c["export_notebook"] = gr.Button("⬇ Notebook (.ipynb)", elem_id="export-notebook", size="sm")
+        c["export_zip"] = gr.Button("⬇ All files (.zip)", elem_id="export-zip", size="sm")
+    c["export"] = gr.File(visible=False, elem_id="export-file")
+    return c
+
+
+def _file_browser(backend: Backend) -> dict[str, Any]:
+    """The listing of /mnt/data, its status line, the file actions and the delete question."""
+    c: dict[str, Any] = {}
+    gr.Markdown("### Files in `/mnt/data`", elem_classes=["section-title"])
+    c["files"] = gr.Dataframe(
+        value=empty_table(),
+        headers=COLUMNS,
+        interactive=False,
+        elem_id="file-list",
+        show_label=False,
+        wrap=True,
+        max_height=320,
+        column_widths=["24px", "44%", "16%", "32%"],
+    )
+    c["status"] = gr.Markdown(NO_FILES_HINT, elem_id="file-status")
+    with gr.Row():
+        c["upload"] = gr.UploadButton(
+            "⬆ Upload",
+            file_count="multiple",
+            elem_id="upload-btn",
+            size="sm",
+            variant="primary",
+            interactive=not backend.refusal,
+        )
+        c["refresh"] = gr.Button("⟳ Refresh", elem_id="refresh-btn", size="sm")
+    with gr.Row():
+        c["download"] = gr.DownloadButton("Download", elem_id="download-btn", size="sm", interactive=False)
+        c["delete"] = gr.Button("Delete", elem_id="delete-btn", size="sm", variant="stop", interactive=False)
+    with gr.Column(visible=False, elem_id="delete-confirm") as confirm:
+        c["confirm_text"] = gr.Markdown(elem_id="delete-question")
+        with gr.Row():
+            c["confirm_yes"] = gr.Button("Delete", elem_id="delete-yes", size="sm", variant="stop")
+            c["confirm_no"] = gr.Button("Cancel", elem_id="delete-no", size="sm")
+    c["confirm"] = confirm
+    return c
+
+
+def _file_preview() -> dict[str, Any]:
+    """The selected file's preview: a caption, and a table, an image or a text (at most one is shown)."""
+    return {
+        "preview_note": gr.Markdown(elem_id="preview-caption"),
+        "preview_table": gr.Dataframe(
+            visible=False, interactive=False, elem_id="preview-table", show_label=False, max_height=360
+        ),
+        "preview_image": gr.Image(
+            visible=False, interactive=False, elem_id="preview-image", show_label=False, type="filepath"
+        ),
+        "preview_text": gr.Textbox(
+            visible=False, interactive=False, elem_id="preview-text", show_label=False, lines=8, max_lines=20
+        ),
+    }
 
 
 class _Wiring:
