@@ -14,7 +14,7 @@ def make_ast_parse_thread_safe() -> bool:
     """Serialize `ast.parse` across threads (idempotent; returns whether a patch is in place).
 
     CPython before 3.13 keeps the AST constructor's recursion depth in interpreter-wide state, so two threads
-    parsing at once can fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
+    parsing at once can fail with "SystemError: AST constructor recursion depth mismatch".
     smolagents parses source code on every agent run and step (tool definitions, code blobs), so with ten users
     at once an occasional run failed. Parsing is short; a lock costs nothing noticeable.
     """

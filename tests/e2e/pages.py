@@ -1,4 +1,4 @@
-"""Page helpers for the browser tests (selectors from the Gradio 6.31 notes: elem_ids, data-testid, roles)."""
+"""Page helpers for the browser tests (selectors: our elem_ids, then Gradio's data-testid attributes and roles)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 6 item 8 (and the UI half of item 6): uploads over the limit, 50 rapid submits, a tab closed mid-run.
+"""The page under abuse: uploads over the limit, 50 rapid submits, a tab closed mid-run.
 Another user stays served throughout, the closed tab's sandbox session is deleted, and nothing is left behind.
 """
 
