@@ -8,16 +8,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.pages import file_rows, file_table, final_answer, open_app, send, session_id, wait_idle
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(condition, timeout: float = 20.0, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
 
 
 def test_new_session_empties_the_chat_and_the_files(page: Page, playground) -> None:
@@ -90,5 +83,5 @@ def test_a_closed_tab_keeps_its_session_for_a_return_until_the_idle_timeout(
     assert session.session_id in {s.identifier for s in emulator.backend.list_sessions()}
     # idle past the timeout: the agent, the sandbox session and the temp dir are deleted
     registry.reap_idle(now=time.monotonic() + playground.handlers.settings.idle_timeout + 1)
-    wait_for(lambda: session.closed and not session.tmpdir.exists())
+    wait_until(lambda: session.closed and not session.tmpdir.exists(), what="the closed tab's session is cleaned up")
     assert session.session_id not in {s.identifier for s in emulator.backend.list_sessions()}

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from playground.backend import Backend
 from playground.chat import run_message
@@ -13,14 +14,8 @@ from playground.model_catalog import NO_MODEL, ModelCatalog
 from playground.runs import CANNOT_INTERRUPT, INTERRUPTED
 from playground.sessions import IDLE_NOTICE, BrowserSessions
 from playground.settings import Settings
+from tests.support.harness import wait_until
 from tests.support.scripted_model import ScriptedModel, code_reply
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -75,7 +70,7 @@ def test_new_session_and_close_delete_the_sandbox_and_temp_dir(registry, emulato
     fresh = registry.reset("tab")
     assert fresh is not session and fresh.session_id != session.session_id
     assert registry.attach("tab-2", key).session is fresh  # the same key now finds the fresh session
-    wait_for(lambda: session.closed and not session.tmpdir.exists())
+    wait_until(lambda: session.closed and not session.tmpdir.exists())
     assert session.session_id not in sandbox_ids(emulator)
 
 
@@ -86,12 +81,12 @@ def test_a_page_that_goes_away_leaves_the_session_until_it_is_idle(registry):
     assert registry.attach("tab-after-reload", key).session is session
     assert registry.reap_idle(now=time.monotonic() + 30) == 0
     assert registry.reap_idle(now=time.monotonic() + 61) == 1
-    wait_for(lambda: session.closed)
+    wait_until(lambda: session.closed)
     back = registry.attach("tab-next-day", key)
     assert back.session is not session and back.key is None
     assert [m.content for m in back.session.view()] == [IDLE_NOTICE]  # the page says why it is empty
     registry.reap_idle(now=time.monotonic() + 61)  # idle again, with the page still open
-    wait_for(lambda: back.session.closed)
+    wait_until(lambda: back.session.closed)
     fresh = registry.session("tab-next-day")  # the open page's next event
     assert fresh is not back.session and [m.content for m in fresh.view()] == [IDLE_NOTICE]
 
@@ -124,13 +119,30 @@ def test_no_model_mode_uploads_then_runs_python_and_refuses_big_files(registry, 
     assert [f.name for f in session.files] == ["small.txt"]
 
 
-def test_stop_interrupts_the_running_code_and_the_agent_ends(registry):
+@pytest.fixture
+def sleeping(emulator, emulator_token):
+    """Whether a session's sandbox has received the `time.sleep(60)` cell (the emulator's admin route)."""
+
+    def check(session) -> bool:
+        reply = requests.get(
+            f"{emulator.endpoint}/.emulator/executions",
+            params={"identifier": session.session_id},
+            headers={"Authorization": f"Bearer {emulator_token}"},
+            timeout=10,
+        )
+        reply.raise_for_status()
+        return any("time.sleep(60)" in execution["code"] for execution in reply.json()["executions"])
+
+    return check
+
+
+def test_stop_interrupts_the_running_code_and_the_agent_ends(registry, sleeping):
     session = registry.session("stop")
     session.catalog = ModelCatalog.from_settings(
         Settings(), {"Slow": lambda: ScriptedModel([code_reply("kept = 1\nimport time\ntime.sleep(60)")] * 5)}
     )
     run = run_message(session, "go", [], "extra:Slow")
-    wait_for(lambda: run.started and _running(session))
+    wait_until(lambda: run.started and sleeping(session), interval=0.1)
     stopped = session.stop_run()
     assert stopped is run and session.stop_run() is None  # asked once
     messages = finished(run)
@@ -141,30 +153,16 @@ def test_stop_interrupts_the_running_code_and_the_agent_ends(registry):
     assert session.executor.run_code_raise_errors("kept").output == 1  # the session survived
 
 
-def _running(session) -> bool:
-    return any("time.sleep(60)" in e["code"] for e in _executions(session))
-
-
-def _executions(session) -> list:
-    reply = session.executor.client._http.get(
-        session.executor.client.endpoint + "/.emulator/executions",
-        params={"identifier": session.session_id},
-        auth=session.executor.client._auth,
-        timeout=10,
-    )
-    return reply.json()["executions"]
-
-
-def test_stop_without_interrupt_says_so_and_reset_sandbox_ends_the_code(registry, emulator, monkeypatch):
+def test_stop_without_interrupt_says_so_and_reset_sandbox_ends_the_code(registry, emulator, monkeypatch, sleeping):
     monkeypatch.setattr(emulator.backend, "interruptible", False)
     session = registry.session("azure-like")
     session.catalog = ModelCatalog.from_settings(
         Settings(), {"Slow": lambda: ScriptedModel([code_reply("import time\ntime.sleep(60)")] * 5)}
     )
     run = run_message(session, "go", [], "extra:Slow")
-    wait_for(lambda: run.started and _running(session))
+    wait_until(lambda: run.started and sleeping(session), interval=0.1)
     session.stop_run()
-    wait_for(lambda: run.interrupt == CANNOT_INTERRUPT)
+    wait_until(lambda: run.interrupt == CANNOT_INTERRUPT)
     assert session.offers_reset() and run.has_timer()
     note = run.snapshot(time.monotonic())[-1]
     assert note.metadata["title"].startswith("Stopping · ") and "cannot interrupt" in note.content
@@ -176,7 +174,7 @@ def test_stop_without_interrupt_says_so_and_reset_sandbox_ends_the_code(registry
     assert session.session_id != old_id and run.settled.is_set() and not session.offers_reset()
     messages = finished(queued)
     assert "next" in messages[-1].content
-    wait_for(lambda: old_id not in sandbox_ids(emulator))
+    wait_until(lambda: old_id not in sandbox_ids(emulator))
 
 
 def test_a_closed_session_freezes_its_run(registry):
@@ -184,4 +182,4 @@ def test_a_closed_session_freezes_its_run(registry):
     run = run_message(session, "draw", [], "extra:Scripted")
     session.close(wait=10)
     assert run.settled.is_set() and run.reason == "closed"
-    wait_for(lambda: not run.thread.is_alive(), timeout=10)
+    wait_until(lambda: not run.thread.is_alive(), timeout=10)
