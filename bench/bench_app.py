@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.app_support import (
@@ -79,22 +80,35 @@ def with_split(results: list[dict], stamps: dict[str, list[float]]) -> list[dict
     return results
 
 
-def body(quick: bool) -> BenchReport:
+FRESH_TAB, SAME_TAB = "first message on a fresh tab", "later message, same tab"
+
+
+@dataclass
+class Measured:
+    """Everything one benchmark run measured; `load_key` names the under-load series of `pending` and `splits`."""
+
+    users: int
+    rounds: int
+    load_key: str
+    pending: dict[str, list[float]]  # Enter -> first pending step (ms), by series
+    splits: dict[str, list] = field(default_factory=dict)  # the three legs of each Enter -> pending step, by series
+    single: list[float] = field(default_factory=list)  # a single user's task (ms)
+    single_cpu: list[dict[str, float]] = field(default_factory=list)  # CPU seconds of a single user's task, by group
+    loaded: list[float] = field(default_factory=list)  # tasks under load (ms)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of the load rounds, by group
+    wall: float = 0.0  # wall seconds of the load rounds
+    everything: list[dict] = field(default_factory=list)  # every result, failed or not
+    diagnostic: list[dict] = field(default_factory=list)  # the load again with a worker pre-started per user
+    sandbox: str = ""
+
+
+def measure(quick: bool) -> Measured:
     from playwright.sync_api import sync_playwright
 
     tabs, per_tab = (1, 2) if quick else (3, 3)
     users, rounds = (2, 1) if quick else (10, 2)
-    report = BenchReport("app", "6. The app under load")
     load_key = f"under load ({users} users at once)"
-    pending: dict[str, list[float]] = {"first message on a fresh tab": [], "later message, same tab": [], load_key: []}
-    single: list[float] = []
-    loaded: list[float] = []
-    cpu: dict[str, float] = {}
-    wall = 0.0
-    everything: list[dict] = []
-    diagnostic: list[dict] = []
-    splits: dict[str, list] = {}
-    single_cpu: list[dict[str, float]] = []
+    m = Measured(users, rounds, load_key, {FRESH_TAB: [], SAME_TAB: [], load_key: []})
     app = AppProcess()
     try:
         with sync_playwright() as playwright:
@@ -102,40 +116,60 @@ def body(quick: bool) -> BenchReport:
             open_tab(browser, app.url)[0].close()  # the first page load warms the server's caches
             for round_index in range(rounds):
                 for tab in range(tabs):
-                    results = single_user(browser, app, f"r{round_index}t{tab}", per_tab)
-                    everything += results
-                    for index, result in enumerate(results):
-                        if not result["failed"]:
-                            key = "first message on a fresh tab" if index == 0 else "later message, same tab"
-                            pending[key].append(result["pending"])
-                            splits.setdefault("one user", []).append(result.get("split"))
-                    if not results[0]["failed"]:
-                        single.append(results[0]["done"])
-                        single_cpu.append(results[0]["cpu"])
-                results, round_cpu, round_wall = load_round(browser, app, users, f"r{round_index}")
-                everything += results
-                wall += round_wall
-                for group, seconds in round_cpu.items():
-                    cpu[group] = cpu.get(group, 0.0) + seconds
-                loaded += [r["done"] for r in results if not r["failed"]]
-                pending[load_key] += [r["pending"] for r in results if not r["failed"]]
-                splits.setdefault(load_key, []).extend(r.get("split") for r in results)
+                    add_single_user(m, single_user(browser, app, f"r{round_index}t{tab}", per_tab))
+                add_load_round(m, *load_round(browser, app, users, f"r{round_index}"))
             app.close()
             if not quick:  # diagnostic: the same load with as many pre-started workers as users
                 app = AppProcess(prestart=users)
                 open_tab(browser, app.url)[0].close()
-                diagnostic, _, _ = load_round(browser, app, users, "diag")
+                m.diagnostic, _, _ = load_round(browser, app, users, "diag")
             browser.close()
     finally:
         app.close()
+    m.sandbox = app.sandbox
+    return m
 
-    failures = sum(bool(r["failed"]) for r in everything)
-    for key, values in pending.items():
+
+def add_single_user(m: Measured, results: list[dict]) -> None:
+    m.everything += results
+    for index, result in enumerate(results):
+        if not result["failed"]:
+            m.pending[FRESH_TAB if index == 0 else SAME_TAB].append(result["pending"])
+            m.splits.setdefault("one user", []).append(result.get("split"))
+    if not results[0]["failed"]:
+        m.single.append(results[0]["done"])
+        m.single_cpu.append(results[0]["cpu"])
+
+
+def add_load_round(m: Measured, results: list[dict], cpu: dict[str, float], wall: float) -> None:
+    m.everything += results
+    m.wall += wall
+    for group, seconds in cpu.items():
+        m.cpu[group] = m.cpu.get(group, 0.0) + seconds
+    m.loaded += [r["done"] for r in results if not r["failed"]]
+    m.pending[m.load_key] += [r["pending"] for r in results if not r["failed"]]
+    m.splits.setdefault(m.load_key, []).extend(r.get("split") for r in results)
+
+
+def body(quick: bool) -> BenchReport:
+    m = measure(quick)
+    report = BenchReport("app", "6. The app under load")
+    report.rows += pending_rows(m)
+    report.rows += task_rows(m)
+    report.notes += notes(m)
+    report.charts += charts(m)
+    return report
+
+
+def pending_rows(m: Measured) -> list[Row]:
+    """Enter -> first pending step by series, then the three legs of it."""
+    rows = []
+    for key, values in m.pending.items():
         if not values:
             continue
         s = Stats.of(values)
-        alone = key != load_key
-        report.rows.append(
+        alone = key != m.load_key
+        rows.append(
             Row(
                 f"Enter → first pending step visible, {key}",
                 f"{len(values)} messages",
@@ -146,13 +180,13 @@ def body(quick: bool) -> BenchReport:
                 s.median <= TARGET_PENDING_MS if alone else None,
             ),
         )
-    for key, values in splits.items():
+    for key, values in m.splits.items():
         parts = [v for v in values if v]
         if not parts:
             continue
         medians = [statistics.median(v[i] for v in parts) for i in range(3)]
         p95s = [Stats.of(v[i] for v in parts).p95 for i in range(3)]
-        report.rows.append(
+        rows.append(
             Row(
                 f"  ↳ split, {key}: Enter → handler · handler → first update · update → on screen",
                 f"{len(parts)} messages; browser and app wall clocks",
@@ -160,23 +194,28 @@ def body(quick: bool) -> BenchReport:
                 " · ".join(ms(v) for v in p95s),
             )
         )
-    s_single = Stats.of(single)
-    report.rows.append(
+    return rows
+
+
+def task_rows(m: Measured) -> list[Row]:
+    """The 3-step task alone, under load, under load with pre-started workers; the failed runs."""
+    users, s_single = m.users, Stats.of(m.single)
+    rows = [
         Row(
             "3-step task, single user (fresh tab)",
-            f"{len(single)} runs, pool refilled before each",
+            f"{len(m.single)} runs, pool refilled before each",
             ms(s_single.median),
             ms(s_single.p95),
             "1× (baseline)",
         ),
-    )
-    if loaded:
-        s_loaded = Stats.of(loaded)
+    ]
+    if m.loaded:
+        s_loaded = Stats.of(m.loaded)
         ratio = s_loaded.p95 / s_single.median
-        report.rows.append(
+        rows.append(
             Row(
                 f"3-step task, {users} users at once (fresh tabs)",
-                f"{rounds} round(s), {len(loaded)} runs",
+                f"{m.rounds} round(s), {len(m.loaded)} runs",
                 ms(s_loaded.median),
                 ms(s_loaded.p95),
                 times(ratio) + " (p95 vs single median)",
@@ -184,11 +223,11 @@ def body(quick: bool) -> BenchReport:
                 ratio <= TARGET_LOAD_RATIO,
             ),
         )
-    ok_diag = [r for r in diagnostic if not r["failed"]]
+    ok_diag = [r for r in m.diagnostic if not r["failed"]]
     if ok_diag:
         s_diag = Stats.of(r["done"] for r in ok_diag)
         s_diag_pending = Stats.of(r["pending"] for r in ok_diag)
-        report.rows.append(
+        rows.append(
             Row(
                 f"diagnostic: {users} users at once, {users} pre-started workers",
                 "1 round; PLAYGROUND_WARM_SANDBOXES raised "
@@ -198,25 +237,32 @@ def body(quick: bool) -> BenchReport:
                 times(s_diag.p95 / s_single.median) + " (p95 vs single median)",
             ),
         )
-    report.rows.append(
+    failures = sum(bool(r["failed"]) for r in m.everything)
+    rows.append(
         Row(
             "failed runs",
             "no final answer in 120 s, or a failed step",
-            str(failures + sum(r["failed"] for r in diagnostic)),
+            str(failures + sum(r["failed"] for r in m.diagnostic)),
             "",
-            f"of {len(everything) + len(diagnostic)} runs",
+            f"of {len(m.everything) + len(m.diagnostic)} runs",
             "0",
-            failures == 0 and not any(r["failed"] for r in diagnostic),
+            failures == 0 and not any(r["failed"] for r in m.diagnostic),
         ),
     )
+    return rows
+
+
+def notes(m: Measured) -> list[str]:
+    """The set-up, where the CPU went, and the CPU floor a single user's task sets for the load."""
+    users, wall, cpu, single_cpu, s_single = m.users, m.wall, m.cpu, m.single_cpu, Stats.of(m.single)
     total_cpu = sum(cpu.values()) or 1.0
     per_task = (
         {group: statistics.median(c[group] for c in single_cpu) for group in single_cpu[0]} if single_cpu else {}
     )
     floor = users * sum(per_task.values()) / 2 * 1000  # ms: the single-user work of every user, on 2 cores
     server_floor = users * sum(v for k, v in per_task.items() if k != "browser") / 2 * 1000
-    report.notes += [
-        f"Sandbox: {app.sandbox}; the embedded emulator keeps the default {Settings().warm_sandboxes} pre-started "
+    lines = [
+        f"Sandbox: {m.sandbox}; the embedded emulator keeps the default {Settings().warm_sandboxes} pre-started "
         f"workers (PLAYGROUND_WARM_SANDBOXES), so at {users} users at once the "
         "others cold-start a worker (without the pandas/numpy/matplotlib preload). The scripted model streams each "
         "step's reply in ~5 chunks 0.1 s apart (≈0.5 s per step, ≈1.5 s per task): only the app's own work is "
@@ -230,15 +276,21 @@ def body(quick: bool) -> BenchReport:
         f"perfect sharing, i.e. {floor / s_single.median:.1f}× a single user's run before any cold start; without "
         f"the browser (which runs on the users' machines in a deployment) {server_floor / s_single.median:.1f}×.",
     ]
-    if loaded and Stats.of(loaded).p95 / s_single.median > TARGET_LOAD_RATIO:
-        report.notes.append(
+    if m.loaded and Stats.of(m.loaded).p95 / s_single.median > TARGET_LOAD_RATIO:
+        lines.append(
             "What would close the gap: pre-started workers for the expected concurrency (the diagnostic row: cold "
             "starts sit on the users' critical path), cheaper worker start-up (each new session costs about 1 "
             "CPU-second, mostly the pandas/numpy/matplotlib preload of its replacement), and more cores: with "
             f"{users} headless browsers on the same 2 cores, ≤ {TARGET_LOAD_RATIO:g}× is below the CPU floor above."
         )
-    report.charts += [
-        latency_chart("app_pending", "Enter → first pending step", pending),
+    return lines
+
+
+def charts(m: Measured) -> list:
+    users, loaded, s_single = m.users, m.loaded, Stats.of(m.single)
+    ok_diag = [r for r in m.diagnostic if not r["failed"]]
+    return [
+        latency_chart("app_pending", "Enter → first pending step", m.pending),
         bar_chart(
             "app_load",
             "3-step task completion (s)",
@@ -257,7 +309,6 @@ def body(quick: bool) -> BenchReport:
             target=TARGET_LOAD_RATIO * s_single.median / 1000,
         ),
     ]
-    return report
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from bench.common import BenchReport, Row, Stats, bar_chart, cli, latency_chart,
 from bench.visitor import Visitor
 
 TARGET_RATIO = 2.0
+Round = tuple[list[dict], dict[str, float], float]  # results, CPU seconds by group, wall seconds
 
 
 def visit(url: str, config: dict, tag: str, start: threading.Barrier | None = None) -> dict:
@@ -43,7 +44,7 @@ def visit(url: str, config: dict, tag: str, start: threading.Barrier | None = No
         visitor.close()
 
 
-def cpu_round(app: AppProcess, run: callable) -> tuple[list[dict], dict[str, float], float]:
+def cpu_round(app: AppProcess, run: callable) -> Round:
     """Run ``run()``; returns its results, CPU seconds by part of the system, and the wall time."""
     before, mine = cpu_snapshot(), resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()
@@ -71,16 +72,15 @@ def cpu_round(app: AppProcess, run: callable) -> tuple[list[dict], dict[str, flo
     return results, groups, wall
 
 
-def body(quick: bool) -> BenchReport:
-    singles, levels = (2, (1, 3)) if quick else (8, (1, 5, 10, 20))
-    report = BenchReport("load", "7. Visitors at the protocol level")
+def measure(singles: int, levels: tuple[int, ...]) -> tuple[list[dict], dict[int, Round], str]:
+    """`singles` visits one after the other, then a round of N visitors at once for each N of `levels`; returns the
+    lone visits, the rounds by N, and the sandbox tier."""
     app = AppProcess()
     try:
         config = requests.get(app.url + "config", timeout=30).json()
         app.wait_pool()
         alone = [visit(app.url, config, f"single{i}") for i in range(singles)]
-        base = Stats.of([r["done"] for r in alone if not r["failed"]])
-        rounds: dict[int, tuple[list[dict], dict[str, float], float]] = {}
+        rounds: dict[int, Round] = {}
         for n in levels:
             app.wait_pool()
             start = threading.Barrier(n)
@@ -93,6 +93,14 @@ def body(quick: bool) -> BenchReport:
                 )
     finally:
         app.close()
+    return alone, rounds, app.sandbox
+
+
+def body(quick: bool) -> BenchReport:
+    singles, levels = (2, (1, 3)) if quick else (8, (1, 5, 10, 20))
+    report = BenchReport("load", "7. Visitors at the protocol level")
+    alone, rounds, sandbox = measure(singles, levels)
+    base = Stats.of([r["done"] for r in alone if not r["failed"]])
     report.rows.append(
         Row(
             "3-step task, one visitor alone (new session)",
@@ -130,7 +138,7 @@ def body(quick: bool) -> BenchReport:
         "Each visitor is a new tab (heartbeat stream, load events) and so a new sandbox session from the app's "
         "embedded emulator, with its default pool of pre-started sandboxes; beyond the pool a session is forked "
         "from the template. The browser benchmark (section 6) runs the same task in real tabs.",
-        f"Sandbox tier: {app.sandbox}. {os.cpu_count()} cores shared by the app, its sandboxes and the visitors.",
+        f"Sandbox tier: {sandbox}. {os.cpu_count()} cores shared by the app, its sandboxes and the visitors.",
     ]
     report.charts += [
         latency_chart("load_latency", "send → final answer, by visitors at once",
