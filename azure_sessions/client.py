@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -27,6 +27,7 @@ from .dialects import (
     parse_session,
     parse_upload,
 )
+from .endpoint import PoolEndpoint
 from .errors import (
     InterruptNotSupportedError,
     ServiceRequestError,
@@ -45,7 +46,6 @@ UPLOAD_MIN_READ_TIMEOUT = 120.0
 _POLL_INTERVAL = 0.5
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _PENDING = frozenset({"Running", "NotStarted"})
-_AZURE_HOST_SUFFIX = ".dynamicsessions.io"
 _INTERRUPT = Operation("POST", ".emulator/interrupt")
 """The local emulator's extension route; the service itself has no way to interrupt an execution."""
 _NO_INTERRUPT = (
@@ -99,11 +99,8 @@ class SessionsClient:
         scope: str = DEFAULT_SCOPE,
     ) -> None:
         self._dialect = get_dialect(api_version)
-        parts = urlsplit(endpoint or "")
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"endpoint must be an http(s) URL (the pool management endpoint), got {endpoint!r}")
-        self._endpoint = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
-        self._extra_query = parts.query
+        self._pool = PoolEndpoint.parse(endpoint)
+        self._endpoint = self._pool.url
         self._identifier = identifier or str(uuid.uuid4())
         self._query = self._build_query(api_version)
         self._tokens = TokenProvider(credential, scope=scope, managed_identity_client_id=managed_identity_client_id)
@@ -112,9 +109,7 @@ class SessionsClient:
         self._timeout = (connect_timeout, read_timeout)
         self._retry = retry or RetryPolicy()
         self._closed = False
-        self._interruptible: bool | None = (
-            False if parts.hostname and parts.hostname.endswith(_AZURE_HOST_SUFFIX) else None
-        )
+        self._interruptible: bool | None = False if self._pool.is_azure else None
         self._http = requests.Session()
         # Read proxy and CA settings from the environment once, not on every call (requests' trust_env scans
         # os.environ per request); ~/.netrc is never consulted since every request carries our own auth.
@@ -131,7 +126,7 @@ class SessionsClient:
 
     def _build_query(self, api_version: str) -> str:
         query = urlencode({"api-version": api_version, "identifier": self._identifier})
-        return f"{self._extra_query}&{query}" if self._extra_query else query
+        return f"{self._pool.query}&{query}" if self._pool.query else query
 
     # ------------------------------------------------------------------ lifecycle and properties
 
@@ -171,10 +166,7 @@ class SessionsClient:
     @property
     def pool_name(self) -> str:
         """The pool's name: the path segment after ``sessionPools/``, else the endpoint's last segment."""
-        path = urlsplit(self._endpoint).path
-        marker = "/sessionPools/"
-        tail = path.split(marker, 1)[1] if marker in path else path
-        return tail.strip("/").split("/")[0] if tail.strip("/") else urlsplit(self._endpoint).netloc
+        return self._pool.pool_name
 
     # ------------------------------------------------------------------ code execution
 
@@ -393,7 +385,7 @@ class SessionsClient:
                 )
             except requests.exceptions.SSLError as exc:
                 raise ServiceRequestError(
-                    f"{operation}: the TLS handshake with {urlsplit(self._endpoint).netloc} failed ({exc}). Check the "
+                    f"{operation}: the TLS handshake with {self._pool.host} failed ({exc}). Check the "
                     "endpoint's certificate, or set REQUESTS_CA_BUNDLE for a private CA."
                 ) from exc
             except requests.RequestException as exc:
@@ -424,7 +416,7 @@ class SessionsClient:
     def _transport_error(
         self, exc: requests.RequestException, operation: str, connect: bool, idempotent: bool
     ) -> SessionsError:
-        host = urlsplit(self._endpoint).netloc
+        host = self._pool.host
         if connect:
             return ServiceRequestError(
                 f"{operation}: could not connect to {host} ({type(exc).__name__}). Check the pool endpoint, "

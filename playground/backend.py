@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from azure_sessions.emulator.sandbox import TIER_LABELS
+from azure_sessions.endpoint import pool_name_from_endpoint
 from playground.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,15 +29,6 @@ TIER_DESCRIPTIONS = {
 
 class SandboxRefused(RuntimeError):
     """This deployment runs no code: no isolation tier works and strangers can reach the page."""
-
-
-def pool_name_from_endpoint(endpoint: str) -> str:
-    """The `<name>` of ".../sessionPools/<name>" (the last path segment otherwise)."""
-    parts = [part for part in endpoint.rstrip("/").split("/") if part]
-    for index, part in enumerate(parts[:-1]):
-        if part.lower() == "sessionpools":
-            return parts[index + 1]
-    return parts[-1] if parts else endpoint
 
 
 @dataclass
