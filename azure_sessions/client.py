@@ -16,7 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ._version import __version__
-from .auth import DEFAULT_SCOPE, TokenProvider
+from .auth import DEFAULT_SCOPE, BearerAuth, TokenProvider
 from .dialects import (
     DEFAULT_API_VERSION,
     Operation,
@@ -52,17 +52,6 @@ _NO_INTERRUPT = (
     "This session pool cannot interrupt a running execution: the code runs until it finishes or reaches its "
     "timeout. Delete the session to end it now (its variables and files are lost)."
 )
-
-
-class _BearerAuth(requests.auth.AuthBase):
-    """Sets the Authorization header from the token provider (also keeps requests from reading ~/.netrc)."""
-
-    def __init__(self, tokens: TokenProvider) -> None:
-        self._tokens = tokens
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = "Bearer " + self._tokens.get_token()
-        return request
 
 
 class SessionsClient:
@@ -104,7 +93,7 @@ class SessionsClient:
         self._identifier = identifier or str(uuid.uuid4())
         self._query = self._build_query(api_version)
         self._tokens = TokenProvider(credential, scope=scope, managed_identity_client_id=managed_identity_client_id)
-        self._auth = _BearerAuth(self._tokens)
+        self._auth = BearerAuth(self._tokens)
         self._connect_timeout = connect_timeout
         self._timeout = (connect_timeout, read_timeout)
         self._retry = retry or RetryPolicy()
@@ -398,9 +387,7 @@ class SessionsClient:
             if status in ok or (status == 404 and ok_404_on_retry and attempt > 1):
                 return response
             if status == 401 and not auth_retried and (body_factory is None or idempotent):
-                used = (response.request.headers.get("Authorization") or "")[len("Bearer ") :]
-                response.close()
-                if self._tokens.invalidate(used):
+                if self._auth.renew(response):
                     auth_retried = True
                     attempt -= 1  # the refresh retry is not a policy attempt
                     continue

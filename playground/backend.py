@@ -38,7 +38,7 @@ class Backend:
     kind: str  # "azure" | "local" | "refused" (no code is run; `refusal` says why)
     endpoint: str
     api_version: str | None  # None: the library's default
-    # passed to the library: None = its Azure credential chain; a str = the emulator's token (a secret: never in repr)
+    # handed to every client: one DefaultCredential (Azure) or the emulator's token (a secret: never in repr)
     credential: Any = field(repr=False)
     isolated: bool
     warning: str | None = None
@@ -122,16 +122,16 @@ class Backend:
 def start_backend(settings: Settings) -> Backend:
     """The configured Azure pool, or a freshly started embedded emulator on a random loopback port."""
     if settings.pool_endpoint:
-        from azure_sessions.auth import TokenProvider
+        from azure_sessions.auth import DefaultCredential
 
-        # One credential chain (managed identity, service principal env vars, az login…) and one token cache for
-        # every session's client, built lazily on the first request: a zero-argument callable returning a token.
-        shared = TokenProvider(None)
+        # One credential object for every session's client: the library gives clients of the same credential one
+        # token cache, and the credential chain (managed identity, service principal variables, az login…) is built
+        # on the first request.
         return Backend(
             kind="azure",
             endpoint=settings.pool_endpoint,
             api_version=settings.api_version,
-            credential=shared.get_token,
+            credential=DefaultCredential(),
             isolated=True,
         )
     from azure_sessions.emulator import SandboxUnavailable, start_emulator
