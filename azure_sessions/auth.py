@@ -256,10 +256,9 @@ class BearerAuth(requests.auth.AuthBase):
         return request
 
     def renew(self, rejected: requests.Response) -> bool:
-        """Forget the token that ``rejected`` (a 401 reply, closed here) was sent with.
+        """Forget the token that ``rejected`` (a 401 reply) was sent with.
 
         :returns: whether sending the request again can carry a different token (False for a static token).
         """
         sent = rejected.request.headers.get("Authorization") or ""
-        rejected.close()
         return self.tokens.invalidate(sent.removeprefix("Bearer "))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
@@ -37,8 +39,10 @@ from .errors import (
 )
 from .models import MAX_EXECUTION_SECONDS, ExecutionResult, FileInfo, SessionInfo
 from .names import normalize_name, quote_name
-from .retry import RETRY_STATUSES, RetryPolicy, is_connect_failure
-from .uploads import UploadSource
+from .retry import RetryPolicy, is_connect_failure
+from .uploads import MultipartBody, UploadSource
+
+_log = logging.getLogger(__name__)
 
 EXECUTE_READ_MARGIN_SECONDS = 30.0
 """Added to an execution's own timeout to get the HTTP read timeout."""
@@ -52,6 +56,33 @@ _NO_INTERRUPT = (
     "This session pool cannot interrupt a running execution: the code runs until it finishes or reaches its "
     "timeout. Delete the session to end it now (its variables and files are lost)."
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call to the service: its request, how to send it again, and which replies mean success."""
+
+    op: Operation
+    name: str
+    """What the call does, for messages: ``"execute"``, ``"download"``..."""
+    target: str | None = None
+    """The file name or execution id concerned, for messages."""
+    idempotent: bool = True
+    """Sending it twice does no harm: it may be sent again even when it may have reached the service."""
+    ok: tuple[int, ...] = (200,)
+    ok_404_on_retry: bool = False
+    """A 404 after an attempt that may have worked counts as success (deleting a file)."""
+    timeout: tuple[float, float] | None = None
+    """(connect, read) seconds; None for the client's own."""
+    stream: bool = False
+    body: Callable[[], MultipartBody] | None = None
+    """Builds a fresh multipart body for each attempt (uploads); None to send ``op.body`` as JSON."""
+    headers: Mapping[str, str] | None = None
+
+    @property
+    def resendable(self) -> bool:
+        """Its request can be sent again after a 401 (which the service refused without acting on)."""
+        return self.body is None or self.idempotent
 
 
 class SessionsClient:
@@ -173,9 +204,10 @@ class SessionsClient:
         # One operation-id per logical execution, the same on every attempt: a service that already ran it
         # answers with that execution instead of running the code again.
         headers = {**_JSON_HEADERS, "operation-id": str(uuid.uuid4())}
-        response = self._send(
+        call = _Call(
             op, "execute", idempotent=False, timeout=(self._connect_timeout, read), ok=(200, 202), headers=headers
         )
+        response = self._send(call)
         result = parse_execution(self._json(response, "execute"), response.headers.get("x-ms-session-guid"))
         if result.status in _PENDING and result.execution_id:
             result = self._poll(result, deadline=time.monotonic() + read)
@@ -198,7 +230,7 @@ class SessionsClient:
         if self._interruptible is False:
             raise InterruptNotSupportedError(_NO_INTERRUPT)
         try:
-            response = self._send(_INTERRUPT, "interrupt", idempotent=True)
+            response = self._send(_Call(_INTERRUPT, "interrupt"))
         except SessionsError as exc:
             if exc.status_code in (400, 404, 405, 501):
                 self._interruptible = False
@@ -211,7 +243,7 @@ class SessionsClient:
         op = self._dialect.get_execution(result.execution_id or "")
         while op is not None and result.status in _PENDING and time.monotonic() < deadline:
             self._retry.sleep(_POLL_INTERVAL)
-            response = self._send(op, "get execution", target=result.execution_id)
+            response = self._send(_Call(op, "get execution", target=result.execution_id))
             result = parse_execution(self._json(response, "get execution"), result.session_guid)
         return result
 
@@ -233,15 +265,16 @@ class SessionsClient:
             relative = normalize_name(name if name is not None else src.default_name or "")
             op, filename = self._dialect.upload(relative)
             read = max(self._timeout[1], UPLOAD_MIN_READ_TIMEOUT)
-            response = self._send(
+            call = _Call(
                 op,
                 "upload",
                 target=relative,
                 idempotent=src.rewindable,
                 timeout=(self._connect_timeout, read),
-                body_factory=lambda: src.body(filename),
+                body=lambda: src.body(filename),
                 ok=(200, 201, 202),
             )
+            response = self._send(call)
         finally:
             src.close()
         info = parse_upload(self._json(response, "upload", allow_empty=True), relative)
@@ -256,7 +289,7 @@ class SessionsClient:
 
     def _stream_content(self, quoted: str, relative: str, chunk_size: int) -> Iterator[bytes]:
         op = self._dialect.download(quoted)
-        with self._send(op, "download", target=relative, stream=True) as response:
+        with self._send(_Call(op, "download", target=relative, stream=True)) as response:
             expected = response.headers.get("Content-Length")
             encoded = response.headers.get("Content-Encoding")
             received = 0
@@ -292,7 +325,7 @@ class SessionsClient:
 
     def list_files(self) -> list[FileInfo]:
         """The files in the session's ``/mnt/data``."""
-        response = self._send(self._dialect.list_files(), "list files")
+        response = self._send(_Call(self._dialect.list_files(), "list files"))
         return parse_file_list(self._json(response, "list files"))
 
     def file_info(self, name: str) -> FileInfo:
@@ -305,25 +338,26 @@ class SessionsClient:
                 if info.name == relative:
                     return info
             raise error_from_response(404, {}, None, operation="file info", target=relative)
-        response = self._send(op, "file info", target=relative)
+        response = self._send(_Call(op, "file info", target=relative))
         return parse_file_info(self._json(response, "file info"), relative)
 
     def delete_file(self, name: str) -> None:
         """Delete a file. :class:`NotFoundError` when it does not exist (tolerated after a retried attempt)."""
         quoted = quote_name(name)
         op = self._dialect.delete_file(quoted)
-        self._send(op, "delete file", target=normalize_name(name), ok=(200, 202, 204), ok_404_on_retry=True).close()
+        call = _Call(op, "delete file", target=normalize_name(name), ok=(200, 202, 204), ok_404_on_retry=True)
+        self._send(call).close()
 
     # ------------------------------------------------------------------ session
 
     def get_session(self) -> SessionInfo:
         """The session's metadata (uses the 2025-02-02-preview ``session`` route on older api-versions)."""
-        response = self._send(self._dialect.get_session(), "get session")
+        response = self._send(_Call(self._dialect.get_session(), "get session"))
         return parse_session(self._json(response, "get session"), self._identifier)
 
     def delete_session(self) -> None:
         """Delete the session (its variables and files). A session that does not exist counts as deleted."""
-        self._send(self._dialect.delete_session(), "delete session", ok=(200, 202, 204, 404)).close()
+        self._send(_Call(self._dialect.delete_session(), "delete session", ok=(200, 202, 204, 404))).close()
 
     # ------------------------------------------------------------------ transport
 
@@ -333,89 +367,89 @@ class SessionsClient:
             query = f"{query}&{urlencode(op.params)}"
         return f"{self._endpoint}/{op.path}?{query}"
 
-    def _send(
-        self,
-        op: Operation,
-        operation: str,
-        *,
-        target: str | None = None,
-        idempotent: bool = True,
-        timeout: tuple[float, float] | None = None,
-        stream: bool = False,
-        body_factory: Callable[[], Any] | None = None,
-        ok: tuple[int, ...] = (200,),
-        ok_404_on_retry: bool = False,
-        headers: dict[str, str] | None = None,
-    ) -> requests.Response:
+    def _send(self, call: _Call) -> requests.Response:
+        """Send ``call`` until a reply it accepts, or until the retry policy gives up: then raise its error."""
         if self._closed:
             raise SessionsError("this SessionsClient is closed; create a new one")
-        url = self._url(op)
-        payload = json.dumps(op.body).encode() if op.body is not None else None
-        if headers is None and payload is not None:
-            headers = _JSON_HEADERS
-        policy = self._retry
-        attempt = 0
-        auth_retried = False
+        url = self._url(call.op)
+        payload = json.dumps(call.op.body).encode() if call.op.body is not None else None
+        attempt, renewed = 1, False
         while True:
-            attempt += 1
-            data = payload
-            if body_factory is not None:
-                data = body_factory()
-                headers = {"Content-Type": data.content_type}
             try:
-                response = self._http.request(
-                    op.method,
-                    url,
-                    data=data,
-                    headers=headers,
-                    auth=self._auth,
-                    timeout=timeout or self._timeout,
-                    stream=stream,
-                )
-            except requests.exceptions.SSLError as exc:
-                raise ServiceRequestError(
-                    f"{operation}: the TLS handshake with {self._pool.host} failed ({exc}). Check the "
-                    "endpoint's certificate, or set REQUESTS_CA_BUNDLE for a private CA."
-                ) from exc
+                response = self._attempt(call, url, payload)
             except requests.RequestException as exc:
-                connect = is_connect_failure(exc)
-                if (connect or idempotent) and attempt < policy.attempts:
-                    policy.sleep(policy.backoff(attempt))
+                delay = self._retry.delay_after_failure(attempt, exc, idempotent=call.idempotent)
+                if delay is None:
+                    raise self._transport_error(exc, call) from exc
+                reason = type(exc).__name__
+            else:
+                status = response.status_code
+                if status in call.ok or (status == 404 and call.ok_404_on_retry and attempt > 1):
+                    return response
+                if status == 401 and not renewed and call.resendable and self._auth.renew(response):
+                    response.close()
+                    renewed = True  # one new token per call, not counted as a policy attempt
+                    _log.debug("%s: the service refused the token (HTTP 401); sending again with a new one", call.name)
                     continue
-                raise self._transport_error(exc, operation, connect, idempotent) from exc
-            status = response.status_code
-            if status in ok or (status == 404 and ok_404_on_retry and attempt > 1):
-                return response
-            if status == 401 and not auth_retried and (body_factory is None or idempotent):
-                if self._auth.renew(response):
-                    auth_retried = True
-                    attempt -= 1  # the refresh retry is not a policy attempt
-                    continue
-            if status in RETRY_STATUSES and (idempotent or status == 429) and attempt < policy.attempts:
-                delay = policy.delay(attempt, response.headers)
+                delay = self._retry.delay_after_reply(attempt, status, response.headers, idempotent=call.idempotent)
+                if delay is None:
+                    raise self._error_reply(response, call)
                 response.close()
-                policy.sleep(delay)
-                continue
-            body = response.content
-            response.close()
-            raise error_from_response(status, response.headers, body, operation=operation, target=target)
+                reason = f"HTTP {status}"
+            attempts = self._retry.attempts
+            _log.debug(
+                "%s: attempt %d of %d failed (%s); again in %.2f s", call.name, attempt, attempts, reason, delay
+            )
+            self._retry.sleep(delay)
+            attempt += 1
 
-    def _transport_error(
-        self, exc: requests.RequestException, operation: str, connect: bool, idempotent: bool
-    ) -> SessionsError:
+    def _attempt(self, call: _Call, url: str, payload: bytes | None) -> requests.Response:
+        """One request for ``call``: a fresh body, the bearer token, the call's timeouts."""
+        headers = call.headers
+        data: Any = payload
+        if call.body is not None:
+            data = call.body()
+            headers = {"Content-Type": data.content_type}
+        elif headers is None and payload is not None:
+            headers = _JSON_HEADERS
+        try:
+            return self._http.request(
+                call.op.method,
+                url,
+                data=data,
+                headers=headers,
+                auth=self._auth,
+                timeout=call.timeout or self._timeout,
+                stream=call.stream,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise ServiceRequestError(
+                f"{call.name}: the TLS handshake with {self._pool.host} failed ({exc}). Check the endpoint's "
+                "certificate, or set REQUESTS_CA_BUNDLE for a private CA."
+            ) from exc
+
+    @staticmethod
+    def _error_reply(response: requests.Response, call: _Call) -> SessionsError:
+        body = response.content
+        response.close()
+        return error_from_response(
+            response.status_code, response.headers, body, operation=call.name, target=call.target
+        )
+
+    def _transport_error(self, exc: requests.RequestException, call: _Call) -> SessionsError:
         host = self._pool.host
-        if connect:
+        if is_connect_failure(exc):
             return ServiceRequestError(
-                f"{operation}: could not connect to {host} ({type(exc).__name__}). Check the pool endpoint, "
+                f"{call.name}: could not connect to {host} ({type(exc).__name__}). Check the pool endpoint, "
                 "DNS, proxy and firewall settings, and that the service (or local emulator) is running."
             )
-        maybe_ran = "" if idempotent else " The code may or may not have run; it was not sent again."
+        maybe_ran = "" if call.idempotent else " The code may or may not have run; it was not sent again."
         if isinstance(exc, requests.exceptions.Timeout):
             return ServiceResponseError(
-                f"{operation}: no reply from {host} in time ({type(exc).__name__}).{maybe_ran}"
-                + (" Raise the timeout if the work is expected to be slow." if idempotent else "")
+                f"{call.name}: no reply from {host} in time ({type(exc).__name__}).{maybe_ran}"
+                + (" Raise the timeout if the work is expected to be slow." if call.idempotent else "")
             )
-        return ServiceResponseError(f"{operation}: the connection to {host} failed after sending ({exc}).{maybe_ran}")
+        return ServiceResponseError(f"{call.name}: the connection to {host} failed after sending ({exc}).{maybe_ran}")
 
     @staticmethod
     def _json(response: requests.Response, operation: str, *, allow_empty: bool = False) -> Any:
