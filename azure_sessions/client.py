@@ -38,7 +38,7 @@ from .errors import (
     error_from_response,
 )
 from .models import MAX_EXECUTION_SECONDS, ExecutionResult, FileInfo, SessionInfo
-from .names import normalize_name, quote_name
+from .names import normalize_name, quote_path
 from .retry import RetryPolicy, is_connect_failure
 from .uploads import MultipartBody, UploadSource
 
@@ -256,13 +256,13 @@ class SessionsClient:
         :raises FileTooLargeError: above 128 MiB (checked before sending when the size is known).
         :raises InvalidFileNameError: refused name (nothing sent).
         """
-        if name is not None:
-            normalize_name(name)  # refuse a bad name before touching the file
+        relative = normalize_name(name) if name is not None else None  # a bad name is refused before opening
         src = UploadSource(source)
         try:
-            if name is None and not src.default_name:
-                raise ValueError("name= is required when uploading a file object without a name")
-            relative = normalize_name(name if name is not None else src.default_name or "")
+            if relative is None:
+                if not src.default_name:
+                    raise ValueError("name= is required when uploading a file object without a name")
+                relative = normalize_name(src.default_name)
             op, filename = self._dialect.upload(relative)
             read = max(self._timeout[1], UPLOAD_MIN_READ_TIMEOUT)
             call = _Call(
@@ -284,11 +284,10 @@ class SessionsClient:
 
     def iter_download(self, name: str, chunk_size: int = 65536) -> Iterator[bytes]:
         """Stream a file's bytes. The name is checked now; the request starts on the first ``next()``."""
-        quoted = quote_name(name)
-        return self._stream_content(quoted, normalize_name(name), chunk_size)
+        return self._stream_content(normalize_name(name), chunk_size)
 
-    def _stream_content(self, quoted: str, relative: str, chunk_size: int) -> Iterator[bytes]:
-        op = self._dialect.download(quoted)
+    def _stream_content(self, relative: str, chunk_size: int) -> Iterator[bytes]:
+        op = self._dialect.download(quote_path(relative))
         with self._send(_Call(op, "download", target=relative, stream=True)) as response:
             expected = response.headers.get("Content-Length")
             encoded = response.headers.get("Content-Encoding")
@@ -330,9 +329,8 @@ class SessionsClient:
 
     def file_info(self, name: str) -> FileInfo:
         """Metadata of one file; :class:`NotFoundError` when it does not exist."""
-        quoted = quote_name(name)
         relative = normalize_name(name)
-        op = self._dialect.file_info(quoted)
+        op = self._dialect.file_info(quote_path(relative))
         if op is None:
             for info in self.list_files():
                 if info.name == relative:
@@ -343,9 +341,9 @@ class SessionsClient:
 
     def delete_file(self, name: str) -> None:
         """Delete a file. :class:`NotFoundError` when it does not exist (tolerated after a retried attempt)."""
-        quoted = quote_name(name)
-        op = self._dialect.delete_file(quoted)
-        call = _Call(op, "delete file", target=normalize_name(name), ok=(200, 202, 204), ok_404_on_retry=True)
+        relative = normalize_name(name)
+        op = self._dialect.delete_file(quote_path(relative))
+        call = _Call(op, "delete file", target=relative, ok=(200, 202, 204), ok_404_on_retry=True)
         self._send(call).close()
 
     # ------------------------------------------------------------------ session
