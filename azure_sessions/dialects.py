@@ -1,6 +1,6 @@
 """Wire shapes per api-version: build requests and parse replies. Pure functions, no I/O.
 
-Two dialects exist (see /work/shared/reference/azure-sessions-api.md §3–6):
+Two dialects exist:
 
 * **envelope** (``2024-02-02-preview``, ``2024-08-02-preview``): ``code/execute`` with ``{"properties": {...}}``,
   ``files/upload``, ``files/content/{name}``, file lists as ``value[].properties``;
@@ -61,8 +61,6 @@ class Operation:
 class Dialect:
     """Request builders for one api-version. Use :func:`get_dialect`."""
 
-    envelope: bool = False
-
     def __init__(self, api_version: str) -> None:
         self.api_version = api_version
         self._session_version = None if api_version in _SESSION_VERSIONS else SESSION_ROUTE_VERSION
@@ -108,8 +106,6 @@ class Dialect:
 
 class EnvelopeDialect(Dialect):
     """2024-02-02-preview and 2024-08-02-preview."""
-
-    envelope = True
 
     def execute(self, code: str, timeout: float) -> Operation:
         props = {
