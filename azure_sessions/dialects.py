@@ -29,7 +29,7 @@ SUPPORTED_API_VERSIONS = ENVELOPE_VERSIONS + RESOURCE_VERSIONS
 DEFAULT_API_VERSION = "2024-10-02-preview"
 SESSION_ROUTE_VERSION = "2025-02-02-preview"
 """The first version with ``GET/DELETE session``; used for session calls on older versions."""
-_SESSION_VERSIONS = ("2025-02-02-preview", "2025-10-02-preview")
+_SESSION_VERSIONS = tuple(version for version in RESOURCE_VERSIONS if version >= SESSION_ROUTE_VERSION)
 
 _STATUS = {
     "success": "Succeeded",
