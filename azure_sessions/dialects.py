@@ -73,6 +73,15 @@ class Dialect:
         """The ``timeoutInSeconds`` to send: whole seconds, at least 1, at most 220."""
         return max(1, min(MAX_EXECUTION_SECONDS, int(-(-timeout // 1))))
 
+    def execution_body(self, code: str, timeout: float) -> dict[str, Any]:
+        """What both dialects send to run ``code`` synchronously (the envelope dialect wraps it in ``properties``)."""
+        return {
+            "codeInputType": "inline",
+            "executionType": "synchronous",
+            "code": code,
+            "timeoutInSeconds": self.timeout_seconds(timeout),
+        }
+
     def execute(self, code: str, timeout: float) -> Operation:
         raise NotImplementedError
 
@@ -108,13 +117,7 @@ class EnvelopeDialect(Dialect):
     """2024-02-02-preview and 2024-08-02-preview."""
 
     def execute(self, code: str, timeout: float) -> Operation:
-        props = {
-            "codeInputType": "inline",
-            "executionType": "synchronous",
-            "code": code,
-            "timeoutInSeconds": self.timeout_seconds(timeout),
-        }
-        return Operation("POST", "code/execute", {"properties": props})
+        return Operation("POST", "code/execute", {"properties": self.execution_body(code, timeout)})
 
     def upload(self, name: str) -> tuple[Operation, str]:
         return Operation("POST", "files/upload"), name
@@ -127,13 +130,7 @@ class ResourceDialect(Dialect):
     """2024-10-02-preview, 2025-02-02-preview and 2025-10-02-preview."""
 
     def execute(self, code: str, timeout: float) -> Operation:
-        body = {
-            "codeInputType": "inline",
-            "executionType": "synchronous",
-            "code": code,
-            "timeoutInSeconds": self.timeout_seconds(timeout),
-        }
-        return Operation("POST", "executions", body)
+        return Operation("POST", "executions", self.execution_body(code, timeout))
 
     def upload(self, name: str) -> tuple[Operation, str]:
         directory, _, base = name.rpartition("/")
