@@ -58,6 +58,22 @@ _NO_INTERRUPT = (
 )
 
 
+def _http_session(url: str, user_agent: str | None) -> requests.Session:
+    """One keep-alive connection pool; requests' own retries are off (the client's :class:`RetryPolicy` decides)."""
+    http = requests.Session()
+    # Read proxy and CA settings from the environment once, not on every call (requests' trust_env scans
+    # os.environ per request); ~/.netrc is never consulted since every request carries our own auth.
+    http.trust_env = False
+    http.proxies = requests.utils.get_environ_proxies(url)
+    http.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
+    http.mount("https://", adapter)
+    http.mount("http://", adapter)
+    agent = f"azure-sessions-python/{__version__} Python/{platform.python_version()} requests/{requests.__version__}"
+    http.headers.update({"User-Agent": f"{user_agent} {agent}" if user_agent else agent})
+    return http
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     """One call to the service: its request, how to send it again, and which replies mean success."""
@@ -120,7 +136,6 @@ class SessionsClient:
     ) -> None:
         self._dialect = get_dialect(api_version)
         self._pool = PoolEndpoint.parse(endpoint)
-        self._endpoint = self._pool.url
         self._identifier = identifier or str(uuid.uuid4())
         self._query = self._build_query(api_version)
         self._tokens = TokenProvider(credential, scope=scope, managed_identity_client_id=managed_identity_client_id)
@@ -130,19 +145,7 @@ class SessionsClient:
         self._retry = retry or RetryPolicy()
         self._closed = False
         self._interruptible: bool | None = False if self._pool.is_azure else None
-        self._http = requests.Session()
-        # Read proxy and CA settings from the environment once, not on every call (requests' trust_env scans
-        # os.environ per request); ~/.netrc is never consulted since every request carries our own auth.
-        self._http.trust_env = False
-        self._http.proxies = requests.utils.get_environ_proxies(self._endpoint)
-        self._http.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
-        self._http.mount("https://", adapter)
-        self._http.mount("http://", adapter)
-        agent = (
-            f"azure-sessions-python/{__version__} Python/{platform.python_version()} requests/{requests.__version__}"
-        )
-        self._http.headers.update({"User-Agent": f"{user_agent} {agent}" if user_agent else agent})
+        self._http = _http_session(self._pool.url, user_agent)
 
     def _build_query(self, api_version: str) -> str:
         query = urlencode({"api-version": api_version, "identifier": self._identifier})
@@ -164,14 +167,14 @@ class SessionsClient:
     def __repr__(self) -> str:
         short = self._identifier[:8] + ("…" if len(self._identifier) > 8 else "")
         return (
-            f"SessionsClient(endpoint={self._endpoint!r}, identifier={short!r}, "
+            f"SessionsClient(endpoint={self._pool.url!r}, identifier={short!r}, "
             f"api_version={self.api_version!r}, credential={self._tokens.kind!r})"
         )
 
     @property
     def endpoint(self) -> str:
         """The pool management endpoint (without trailing slash)."""
-        return self._endpoint
+        return self._pool.url
 
     @property
     def identifier(self) -> str:
@@ -363,7 +366,7 @@ class SessionsClient:
         query = self._query if op.api_version is None else self._build_query(op.api_version)
         if op.params:
             query = f"{query}&{urlencode(op.params)}"
-        return f"{self._endpoint}/{op.path}?{query}"
+        return f"{self._pool.url}/{op.path}?{query}"
 
     def _send(self, call: _Call) -> requests.Response:
         """Send ``call`` until a reply it accepts, or until the retry policy gives up: then raise its error."""
