@@ -1,11 +1,11 @@
-"""Credentials → cached bearer tokens, refreshed before expiry under a lock.
+"""Credentials → cached bearer tokens, refreshed before expiry under a lock, and the requests auth that sends them.
 
 Accepted credentials:
 
 * any object with ``get_token(*scopes)`` (an azure-core ``TokenCredential``, e.g. ``DefaultAzureCredential``);
 * a zero-argument callable returning a token string (it is called again when the token nears expiry);
 * a ``str``: a static token (for the local emulator);
-* ``None``: ``azure.identity.DefaultAzureCredential``, imported and built lazily on first use.
+* ``None``: a new :class:`DefaultCredential` (``azure.identity.DefaultAzureCredential``, built on first use).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+import requests
 
 from .errors import CredentialUnavailableError
 
@@ -31,13 +33,6 @@ UNKNOWN_EXPIRY_TTL_SECONDS = 300.0
 _FAILED_REFRESH_BACKOFF_SECONDS = 30.0
 
 _log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class TokenCredential(Protocol):
-    """Anything with azure-core's ``get_token(*scopes)`` returning an object with ``token`` and ``expires_on``."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
 
 
 def _jwt_expiry(token: str) -> float | None:
@@ -82,11 +77,50 @@ def _cache_for(credential: Any, scope: str) -> _TokenCache:
         return _TokenCache()
 
 
+class DefaultCredential:
+    """``azure.identity.DefaultAzureCredential``, imported and built on the first token request.
+
+    Building it costs nothing until a token is needed, so an application can make one at start-up and hand it to
+    every client: clients given the same credential object share one token cache.
+
+    :param managed_identity_client_id: the client id of a user-assigned managed identity to use (default: env
+        ``AZURE_SESSIONS_MANAGED_IDENTITY_CLIENT_ID``, read now).
+    """
+
+    def __init__(self, managed_identity_client_id: str | None = None) -> None:
+        self.managed_identity_client_id = managed_identity_client_id or os.environ.get(MANAGED_IDENTITY_ENV) or None
+        self.kind = "DefaultAzureCredential" + (" (managed identity)" if self.managed_identity_client_id else "")
+        self._built: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DefaultCredential(managed_identity_client_id={self.managed_identity_client_id!r})"
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return self._azure().get_token(*scopes, **kwargs)
+
+    def _azure(self) -> Any:
+        with self._lock:
+            if self._built is None:
+                try:
+                    from azure.identity import DefaultAzureCredential
+                except ImportError as exc:
+                    raise CredentialUnavailableError(
+                        "no credential was given and azure-identity is not installed: `pip install azure-identity`, "
+                        "or pass credential= (a TokenCredential, a callable returning a token, or a token string)."
+                    ) from exc
+                client_id = self.managed_identity_client_id
+                self._built = DefaultAzureCredential(
+                    **({"managed_identity_client_id": client_id} if client_id else {})
+                )
+            return self._built
+
+
 class TokenProvider:
     """Turns a credential into bearer-token strings; thread-safe and cheap on the hot path.
 
     Providers (hence clients) given the same credential object and scope share one token cache and refresh it
-    once per token lifetime. ``credential=None`` builds a ``DefaultAzureCredential`` per provider: pass one
+    once per token lifetime. ``credential=None`` builds a :class:`DefaultCredential` per provider: pass one
     credential object to many clients to share its tokens.
 
     :param credential: see the module docstring.
@@ -115,17 +149,13 @@ class TokenProvider:
             self._static = True
             self._cache.state = (credential, float("inf"), float("inf"))
             self.kind = "static token"
-        elif credential is None:
-            client_id = managed_identity_client_id or os.environ.get(MANAGED_IDENTITY_ENV) or None
-            self._default_client_id = client_id
-            self._credential: Any = None
-            self._fetch = self._fetch_default
-            self.kind = "DefaultAzureCredential" + (" (managed identity)" if client_id else "")
-        elif callable(getattr(credential, "get_token", None)):
+        elif credential is None or callable(getattr(credential, "get_token", None)):
+            if credential is None:
+                credential = DefaultCredential(managed_identity_client_id)
             self._credential = credential
             self._cache = _cache_for(credential, scope)
             self._fetch = self._fetch_credential
-            self.kind = type(credential).__name__
+            self.kind = credential.kind if isinstance(credential, DefaultCredential) else type(credential).__name__
         elif callable(credential):
             self._callable = credential
             self._cache = _cache_for(credential, scope)
@@ -213,15 +243,22 @@ class TokenProvider:
         expiry = _jwt_expiry(token) if isinstance(token, str) else None
         return token, expiry or self._clock() + UNKNOWN_EXPIRY_TTL_SECONDS, None
 
-    def _fetch_default(self) -> tuple[str, float, float | None]:
-        if self._credential is None:
-            try:
-                from azure.identity import DefaultAzureCredential
-            except ImportError as exc:
-                raise CredentialUnavailableError(
-                    "no credential was given and azure-identity is not installed: `pip install azure-identity`, "
-                    "or pass credential= (a TokenCredential, a callable returning a token, or a token string)."
-                ) from exc
-            kwargs = {"managed_identity_client_id": self._default_client_id} if self._default_client_id else {}
-            self._credential = DefaultAzureCredential(**kwargs)
-        return self._fetch_credential()
+
+class BearerAuth(requests.auth.AuthBase):
+    """Sets ``Authorization: Bearer <token>`` from a :class:`TokenProvider` on every request (which also keeps
+    requests from reading ``~/.netrc``), and after a 401 drops the token the service rejected."""
+
+    def __init__(self, tokens: TokenProvider) -> None:
+        self.tokens = tokens
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = "Bearer " + self.tokens.get_token()
+        return request
+
+    def renew(self, rejected: requests.Response) -> bool:
+        """Forget the token that ``rejected`` (a 401 reply) was sent with.
+
+        :returns: whether sending the request again can carry a different token (False for a static token).
+        """
+        sent = rejected.request.headers.get("Authorization") or ""
+        return self.tokens.invalidate(sent.removeprefix("Bearer "))

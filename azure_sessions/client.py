@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from ._version import __version__
-from .auth import DEFAULT_SCOPE, TokenProvider
+from .auth import DEFAULT_SCOPE, BearerAuth, TokenProvider
 from .dialects import (
     DEFAULT_API_VERSION,
     Operation,
@@ -27,6 +29,7 @@ from .dialects import (
     parse_session,
     parse_upload,
 )
+from .endpoint import PoolEndpoint
 from .errors import (
     InterruptNotSupportedError,
     ServiceRequestError,
@@ -35,9 +38,11 @@ from .errors import (
     error_from_response,
 )
 from .models import MAX_EXECUTION_SECONDS, ExecutionResult, FileInfo, SessionInfo
-from .names import normalize_name, quote_name
-from .retry import RETRY_STATUSES, RetryPolicy, is_connect_failure
-from .uploads import UploadSource
+from .names import normalize_name, quote_path
+from .retry import RetryPolicy, is_connect_failure
+from .uploads import MultipartBody, UploadSource
+
+_log = logging.getLogger(__name__)
 
 EXECUTE_READ_MARGIN_SECONDS = 30.0
 """Added to an execution's own timeout to get the HTTP read timeout."""
@@ -45,7 +50,6 @@ UPLOAD_MIN_READ_TIMEOUT = 120.0
 _POLL_INTERVAL = 0.5
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _PENDING = frozenset({"Running", "NotStarted"})
-_AZURE_HOST_SUFFIX = ".dynamicsessions.io"
 _INTERRUPT = Operation("POST", ".emulator/interrupt")
 """The local emulator's extension route; the service itself has no way to interrupt an execution."""
 _NO_INTERRUPT = (
@@ -54,15 +58,47 @@ _NO_INTERRUPT = (
 )
 
 
-class _BearerAuth(requests.auth.AuthBase):
-    """Sets the Authorization header from the token provider (also keeps requests from reading ~/.netrc)."""
+def _http_session(url: str, user_agent: str | None) -> requests.Session:
+    """One keep-alive connection pool; requests' own retries are off (the client's :class:`RetryPolicy` decides)."""
+    http = requests.Session()
+    # Read proxy and CA settings from the environment once, not on every call (requests' trust_env scans
+    # os.environ per request); ~/.netrc is never consulted since every request carries our own auth.
+    http.trust_env = False
+    http.proxies = requests.utils.get_environ_proxies(url)
+    http.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
+    http.mount("https://", adapter)
+    http.mount("http://", adapter)
+    agent = f"azure-sessions-python/{__version__} Python/{platform.python_version()} requests/{requests.__version__}"
+    http.headers.update({"User-Agent": f"{user_agent} {agent}" if user_agent else agent})
+    return http
 
-    def __init__(self, tokens: TokenProvider) -> None:
-        self._tokens = tokens
 
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = "Bearer " + self._tokens.get_token()
-        return request
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call to the service: its request, how to send it again, and which replies mean success."""
+
+    op: Operation
+    name: str
+    """What the call does, for messages: ``"execute"``, ``"download"``..."""
+    target: str | None = None
+    """The file name or execution id concerned, for messages."""
+    idempotent: bool = True
+    """Sending it twice does no harm: it may be sent again even when it may have reached the service."""
+    ok: tuple[int, ...] = (200,)
+    ok_404_on_retry: bool = False
+    """A 404 after an attempt that may have worked counts as success (deleting a file)."""
+    timeout: tuple[float, float] | None = None
+    """(connect, read) seconds; None for the client's own."""
+    stream: bool = False
+    body: Callable[[], MultipartBody] | None = None
+    """Builds a fresh multipart body for each attempt (uploads); None to send ``op.body`` as JSON."""
+    headers: Mapping[str, str] | None = None
+
+    @property
+    def resendable(self) -> bool:
+        """Its request can be sent again after a 401 (which the service refused without acting on)."""
+        return self.body is None or self.idempotent
 
 
 class SessionsClient:
@@ -99,39 +135,21 @@ class SessionsClient:
         scope: str = DEFAULT_SCOPE,
     ) -> None:
         self._dialect = get_dialect(api_version)
-        parts = urlsplit(endpoint or "")
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"endpoint must be an http(s) URL (the pool management endpoint), got {endpoint!r}")
-        self._endpoint = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
-        self._extra_query = parts.query
+        self._pool = PoolEndpoint.parse(endpoint)
         self._identifier = identifier or str(uuid.uuid4())
         self._query = self._build_query(api_version)
         self._tokens = TokenProvider(credential, scope=scope, managed_identity_client_id=managed_identity_client_id)
-        self._auth = _BearerAuth(self._tokens)
+        self._auth = BearerAuth(self._tokens)
         self._connect_timeout = connect_timeout
         self._timeout = (connect_timeout, read_timeout)
         self._retry = retry or RetryPolicy()
         self._closed = False
-        self._interruptible: bool | None = (
-            False if parts.hostname and parts.hostname.endswith(_AZURE_HOST_SUFFIX) else None
-        )
-        self._http = requests.Session()
-        # Read proxy and CA settings from the environment once, not on every call (requests' trust_env scans
-        # os.environ per request); ~/.netrc is never consulted since every request carries our own auth.
-        self._http.trust_env = False
-        self._http.proxies = requests.utils.get_environ_proxies(self._endpoint)
-        self._http.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
-        self._http.mount("https://", adapter)
-        self._http.mount("http://", adapter)
-        agent = (
-            f"azure-sessions-python/{__version__} Python/{platform.python_version()} requests/{requests.__version__}"
-        )
-        self._http.headers.update({"User-Agent": f"{user_agent} {agent}" if user_agent else agent})
+        self._interruptible: bool | None = False if self._pool.is_azure else None
+        self._http = _http_session(self._pool.url, user_agent)
 
     def _build_query(self, api_version: str) -> str:
         query = urlencode({"api-version": api_version, "identifier": self._identifier})
-        return f"{self._extra_query}&{query}" if self._extra_query else query
+        return f"{self._pool.query}&{query}" if self._pool.query else query
 
     # ------------------------------------------------------------------ lifecycle and properties
 
@@ -149,14 +167,14 @@ class SessionsClient:
     def __repr__(self) -> str:
         short = self._identifier[:8] + ("…" if len(self._identifier) > 8 else "")
         return (
-            f"SessionsClient(endpoint={self._endpoint!r}, identifier={short!r}, "
+            f"SessionsClient(endpoint={self._pool.url!r}, identifier={short!r}, "
             f"api_version={self.api_version!r}, credential={self._tokens.kind!r})"
         )
 
     @property
     def endpoint(self) -> str:
         """The pool management endpoint (without trailing slash)."""
-        return self._endpoint
+        return self._pool.url
 
     @property
     def identifier(self) -> str:
@@ -171,10 +189,7 @@ class SessionsClient:
     @property
     def pool_name(self) -> str:
         """The pool's name: the path segment after ``sessionPools/``, else the endpoint's last segment."""
-        path = urlsplit(self._endpoint).path
-        marker = "/sessionPools/"
-        tail = path.split(marker, 1)[1] if marker in path else path
-        return tail.strip("/").split("/")[0] if tail.strip("/") else urlsplit(self._endpoint).netloc
+        return self._pool.pool_name
 
     # ------------------------------------------------------------------ code execution
 
@@ -192,9 +207,10 @@ class SessionsClient:
         # One operation-id per logical execution, the same on every attempt: a service that already ran it
         # answers with that execution instead of running the code again.
         headers = {**_JSON_HEADERS, "operation-id": str(uuid.uuid4())}
-        response = self._send(
+        call = _Call(
             op, "execute", idempotent=False, timeout=(self._connect_timeout, read), ok=(200, 202), headers=headers
         )
+        response = self._send(call)
         result = parse_execution(self._json(response, "execute"), response.headers.get("x-ms-session-guid"))
         if result.status in _PENDING and result.execution_id:
             result = self._poll(result, deadline=time.monotonic() + read)
@@ -217,7 +233,7 @@ class SessionsClient:
         if self._interruptible is False:
             raise InterruptNotSupportedError(_NO_INTERRUPT)
         try:
-            response = self._send(_INTERRUPT, "interrupt", idempotent=True)
+            response = self._send(_Call(_INTERRUPT, "interrupt"))
         except SessionsError as exc:
             if exc.status_code in (400, 404, 405, 501):
                 self._interruptible = False
@@ -230,7 +246,7 @@ class SessionsClient:
         op = self._dialect.get_execution(result.execution_id or "")
         while op is not None and result.status in _PENDING and time.monotonic() < deadline:
             self._retry.sleep(_POLL_INTERVAL)
-            response = self._send(op, "get execution", target=result.execution_id)
+            response = self._send(_Call(op, "get execution", target=result.execution_id))
             result = parse_execution(self._json(response, "get execution"), result.session_guid)
         return result
 
@@ -243,24 +259,25 @@ class SessionsClient:
         :raises FileTooLargeError: above 128 MiB (checked before sending when the size is known).
         :raises InvalidFileNameError: refused name (nothing sent).
         """
-        if name is not None:
-            normalize_name(name)  # refuse a bad name before touching the file
+        relative = normalize_name(name) if name is not None else None  # a bad name is refused before opening
         src = UploadSource(source)
         try:
-            if name is None and not src.default_name:
-                raise ValueError("name= is required when uploading a file object without a name")
-            relative = normalize_name(name if name is not None else src.default_name or "")
+            if relative is None:
+                if not src.default_name:
+                    raise ValueError("name= is required when uploading a file object without a name")
+                relative = normalize_name(src.default_name)
             op, filename = self._dialect.upload(relative)
             read = max(self._timeout[1], UPLOAD_MIN_READ_TIMEOUT)
-            response = self._send(
+            call = _Call(
                 op,
                 "upload",
                 target=relative,
                 idempotent=src.rewindable,
                 timeout=(self._connect_timeout, read),
-                body_factory=lambda: src.body(filename),
+                body=lambda: src.body(filename),
                 ok=(200, 201, 202),
             )
+            response = self._send(call)
         finally:
             src.close()
         info = parse_upload(self._json(response, "upload", allow_empty=True), relative)
@@ -270,12 +287,11 @@ class SessionsClient:
 
     def iter_download(self, name: str, chunk_size: int = 65536) -> Iterator[bytes]:
         """Stream a file's bytes. The name is checked now; the request starts on the first ``next()``."""
-        quoted = quote_name(name)
-        return self._stream_content(quoted, normalize_name(name), chunk_size)
+        return self._stream_content(normalize_name(name), chunk_size)
 
-    def _stream_content(self, quoted: str, relative: str, chunk_size: int) -> Iterator[bytes]:
-        op = self._dialect.download(quoted)
-        with self._send(op, "download", target=relative, stream=True) as response:
+    def _stream_content(self, relative: str, chunk_size: int) -> Iterator[bytes]:
+        op = self._dialect.download(quote_path(relative))
+        with self._send(_Call(op, "download", target=relative, stream=True)) as response:
             expected = response.headers.get("Content-Length")
             encoded = response.headers.get("Content-Encoding")
             received = 0
@@ -311,38 +327,38 @@ class SessionsClient:
 
     def list_files(self) -> list[FileInfo]:
         """The files in the session's ``/mnt/data``."""
-        response = self._send(self._dialect.list_files(), "list files")
+        response = self._send(_Call(self._dialect.list_files(), "list files"))
         return parse_file_list(self._json(response, "list files"))
 
     def file_info(self, name: str) -> FileInfo:
         """Metadata of one file; :class:`NotFoundError` when it does not exist."""
-        quoted = quote_name(name)
         relative = normalize_name(name)
-        op = self._dialect.file_info(quoted)
+        op = self._dialect.file_info(quote_path(relative))
         if op is None:
             for info in self.list_files():
                 if info.name == relative:
                     return info
             raise error_from_response(404, {}, None, operation="file info", target=relative)
-        response = self._send(op, "file info", target=relative)
+        response = self._send(_Call(op, "file info", target=relative))
         return parse_file_info(self._json(response, "file info"), relative)
 
     def delete_file(self, name: str) -> None:
         """Delete a file. :class:`NotFoundError` when it does not exist (tolerated after a retried attempt)."""
-        quoted = quote_name(name)
-        op = self._dialect.delete_file(quoted)
-        self._send(op, "delete file", target=normalize_name(name), ok=(200, 202, 204), ok_404_on_retry=True).close()
+        relative = normalize_name(name)
+        op = self._dialect.delete_file(quote_path(relative))
+        call = _Call(op, "delete file", target=relative, ok=(200, 202, 204), ok_404_on_retry=True)
+        self._send(call).close()
 
     # ------------------------------------------------------------------ session
 
     def get_session(self) -> SessionInfo:
         """The session's metadata (uses the 2025-02-02-preview ``session`` route on older api-versions)."""
-        response = self._send(self._dialect.get_session(), "get session")
+        response = self._send(_Call(self._dialect.get_session(), "get session"))
         return parse_session(self._json(response, "get session"), self._identifier)
 
     def delete_session(self) -> None:
         """Delete the session (its variables and files). A session that does not exist counts as deleted."""
-        self._send(self._dialect.delete_session(), "delete session", ok=(200, 202, 204, 404)).close()
+        self._send(_Call(self._dialect.delete_session(), "delete session", ok=(200, 202, 204, 404))).close()
 
     # ------------------------------------------------------------------ transport
 
@@ -350,93 +366,91 @@ class SessionsClient:
         query = self._query if op.api_version is None else self._build_query(op.api_version)
         if op.params:
             query = f"{query}&{urlencode(op.params)}"
-        return f"{self._endpoint}/{op.path}?{query}"
+        return f"{self._pool.url}/{op.path}?{query}"
 
-    def _send(
-        self,
-        op: Operation,
-        operation: str,
-        *,
-        target: str | None = None,
-        idempotent: bool = True,
-        timeout: tuple[float, float] | None = None,
-        stream: bool = False,
-        body_factory: Callable[[], Any] | None = None,
-        ok: tuple[int, ...] = (200,),
-        ok_404_on_retry: bool = False,
-        headers: dict[str, str] | None = None,
-    ) -> requests.Response:
+    def _send(self, call: _Call) -> requests.Response:
+        """Send ``call`` until a reply it accepts, or until the retry policy gives up: then raise its error."""
         if self._closed:
             raise SessionsError("this SessionsClient is closed; create a new one")
-        url = self._url(op)
-        payload = json.dumps(op.body).encode() if op.body is not None else None
-        if headers is None and payload is not None:
-            headers = _JSON_HEADERS
-        policy = self._retry
-        attempt = 0
-        auth_retried = False
+        url = self._url(call.op)
+        payload = json.dumps(call.op.body).encode() if call.op.body is not None else None
+        attempt, renewed = 1, False
         while True:
-            attempt += 1
-            data = payload
-            if body_factory is not None:
-                data = body_factory()
-                headers = {"Content-Type": data.content_type}
             try:
-                response = self._http.request(
-                    op.method,
-                    url,
-                    data=data,
-                    headers=headers,
-                    auth=self._auth,
-                    timeout=timeout or self._timeout,
-                    stream=stream,
-                )
-            except requests.exceptions.SSLError as exc:
-                raise ServiceRequestError(
-                    f"{operation}: the TLS handshake with {urlsplit(self._endpoint).netloc} failed ({exc}). Check the "
-                    "endpoint's certificate, or set REQUESTS_CA_BUNDLE for a private CA."
-                ) from exc
+                response = self._attempt(call, url, payload)
             except requests.RequestException as exc:
-                connect = is_connect_failure(exc)
-                if (connect or idempotent) and attempt < policy.attempts:
-                    policy.sleep(policy.backoff(attempt))
+                delay = self._retry.delay_after_failure(attempt, exc, idempotent=call.idempotent)
+                if delay is None:
+                    raise self._transport_error(exc, call) from exc
+                reason = type(exc).__name__
+            else:
+                status = response.status_code
+                if status in call.ok or (status == 404 and call.ok_404_on_retry and attempt > 1):
+                    return response
+                if status == 401 and not renewed and call.resendable and self._auth.renew(response):
+                    response.close()
+                    renewed = True  # one new token per call, not counted as a policy attempt
+                    _log.debug("%s: the service refused the token (HTTP 401); sending again with a new one", call.name)
                     continue
-                raise self._transport_error(exc, operation, connect, idempotent) from exc
-            status = response.status_code
-            if status in ok or (status == 404 and ok_404_on_retry and attempt > 1):
-                return response
-            if status == 401 and not auth_retried and (body_factory is None or idempotent):
-                used = (response.request.headers.get("Authorization") or "")[len("Bearer ") :]
+                delay = self._retry.delay_after_reply(attempt, status, response.headers, idempotent=call.idempotent)
+                if delay is None:
+                    raise self._error_reply(response, call)
                 response.close()
-                if self._tokens.invalidate(used):
-                    auth_retried = True
-                    attempt -= 1  # the refresh retry is not a policy attempt
-                    continue
-            if status in RETRY_STATUSES and (idempotent or status == 429) and attempt < policy.attempts:
-                delay = policy.delay(attempt, response.headers)
-                response.close()
-                policy.sleep(delay)
-                continue
-            body = response.content
-            response.close()
-            raise error_from_response(status, response.headers, body, operation=operation, target=target)
+                reason = f"HTTP {status}"
+            attempts = self._retry.attempts
+            _log.debug(
+                "%s: attempt %d of %d failed (%s); again in %.2f s", call.name, attempt, attempts, reason, delay
+            )
+            self._retry.sleep(delay)
+            attempt += 1
 
-    def _transport_error(
-        self, exc: requests.RequestException, operation: str, connect: bool, idempotent: bool
-    ) -> SessionsError:
-        host = urlsplit(self._endpoint).netloc
-        if connect:
+    def _attempt(self, call: _Call, url: str, payload: bytes | None) -> requests.Response:
+        """One request for ``call``: a fresh body, the bearer token, the call's timeouts."""
+        headers = call.headers
+        data: Any = payload
+        if call.body is not None:
+            data = call.body()
+            headers = {"Content-Type": data.content_type}
+        elif headers is None and payload is not None:
+            headers = _JSON_HEADERS
+        try:
+            return self._http.request(
+                call.op.method,
+                url,
+                data=data,
+                headers=headers,
+                auth=self._auth,
+                timeout=call.timeout or self._timeout,
+                stream=call.stream,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise ServiceRequestError(
+                f"{call.name}: the TLS handshake with {self._pool.host} failed ({exc}). Check the endpoint's "
+                "certificate, or set REQUESTS_CA_BUNDLE for a private CA."
+            ) from exc
+
+    @staticmethod
+    def _error_reply(response: requests.Response, call: _Call) -> SessionsError:
+        body = response.content
+        response.close()
+        return error_from_response(
+            response.status_code, response.headers, body, operation=call.name, target=call.target
+        )
+
+    def _transport_error(self, exc: requests.RequestException, call: _Call) -> SessionsError:
+        host = self._pool.host
+        if is_connect_failure(exc):
             return ServiceRequestError(
-                f"{operation}: could not connect to {host} ({type(exc).__name__}). Check the pool endpoint, "
+                f"{call.name}: could not connect to {host} ({type(exc).__name__}). Check the pool endpoint, "
                 "DNS, proxy and firewall settings, and that the service (or local emulator) is running."
             )
-        maybe_ran = "" if idempotent else " The code may or may not have run; it was not sent again."
+        maybe_ran = "" if call.idempotent else " The code may or may not have run; it was not sent again."
         if isinstance(exc, requests.exceptions.Timeout):
             return ServiceResponseError(
-                f"{operation}: no reply from {host} in time ({type(exc).__name__}).{maybe_ran}"
-                + (" Raise the timeout if the work is expected to be slow." if idempotent else "")
+                f"{call.name}: no reply from {host} in time ({type(exc).__name__}).{maybe_ran}"
+                + (" Raise the timeout if the work is expected to be slow." if call.idempotent else "")
             )
-        return ServiceResponseError(f"{operation}: the connection to {host} failed after sending ({exc}).{maybe_ran}")
+        return ServiceResponseError(f"{call.name}: the connection to {host} failed after sending ({exc}).{maybe_ran}")
 
     @staticmethod
     def _json(response: requests.Response, operation: str, *, allow_empty: bool = False) -> Any:

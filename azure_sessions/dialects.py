@@ -1,6 +1,6 @@
 """Wire shapes per api-version: build requests and parse replies. Pure functions, no I/O.
 
-Two dialects exist (see /work/shared/reference/azure-sessions-api.md §3–6):
+Two dialects exist:
 
 * **envelope** (``2024-02-02-preview``, ``2024-08-02-preview``): ``code/execute`` with ``{"properties": {...}}``,
   ``files/upload``, ``files/content/{name}``, file lists as ``value[].properties``;
@@ -29,7 +29,7 @@ SUPPORTED_API_VERSIONS = ENVELOPE_VERSIONS + RESOURCE_VERSIONS
 DEFAULT_API_VERSION = "2024-10-02-preview"
 SESSION_ROUTE_VERSION = "2025-02-02-preview"
 """The first version with ``GET/DELETE session``; used for session calls on older versions."""
-_SESSION_VERSIONS = ("2025-02-02-preview", "2025-10-02-preview")
+_SESSION_VERSIONS = tuple(version for version in RESOURCE_VERSIONS if version >= SESSION_ROUTE_VERSION)
 
 _STATUS = {
     "success": "Succeeded",
@@ -61,8 +61,6 @@ class Operation:
 class Dialect:
     """Request builders for one api-version. Use :func:`get_dialect`."""
 
-    envelope: bool = False
-
     def __init__(self, api_version: str) -> None:
         self.api_version = api_version
         self._session_version = None if api_version in _SESSION_VERSIONS else SESSION_ROUTE_VERSION
@@ -74,6 +72,15 @@ class Dialect:
     def timeout_seconds(timeout: float) -> int:
         """The ``timeoutInSeconds`` to send: whole seconds, at least 1, at most 220."""
         return max(1, min(MAX_EXECUTION_SECONDS, int(-(-timeout // 1))))
+
+    def execution_body(self, code: str, timeout: float) -> dict[str, Any]:
+        """What both dialects send to run ``code`` synchronously (the envelope dialect wraps it in ``properties``)."""
+        return {
+            "codeInputType": "inline",
+            "executionType": "synchronous",
+            "code": code,
+            "timeoutInSeconds": self.timeout_seconds(timeout),
+        }
 
     def execute(self, code: str, timeout: float) -> Operation:
         raise NotImplementedError
@@ -109,16 +116,8 @@ class Dialect:
 class EnvelopeDialect(Dialect):
     """2024-02-02-preview and 2024-08-02-preview."""
 
-    envelope = True
-
     def execute(self, code: str, timeout: float) -> Operation:
-        props = {
-            "codeInputType": "inline",
-            "executionType": "synchronous",
-            "code": code,
-            "timeoutInSeconds": self.timeout_seconds(timeout),
-        }
-        return Operation("POST", "code/execute", {"properties": props})
+        return Operation("POST", "code/execute", {"properties": self.execution_body(code, timeout)})
 
     def upload(self, name: str) -> tuple[Operation, str]:
         return Operation("POST", "files/upload"), name
@@ -131,13 +130,7 @@ class ResourceDialect(Dialect):
     """2024-10-02-preview, 2025-02-02-preview and 2025-10-02-preview."""
 
     def execute(self, code: str, timeout: float) -> Operation:
-        body = {
-            "codeInputType": "inline",
-            "executionType": "synchronous",
-            "code": code,
-            "timeoutInSeconds": self.timeout_seconds(timeout),
-        }
-        return Operation("POST", "executions", body)
+        return Operation("POST", "executions", self.execution_body(code, timeout))
 
     def upload(self, name: str) -> tuple[Operation, str]:
         directory, _, base = name.rpartition("/")

@@ -127,56 +127,56 @@ def error_from_response(
     error_code = headers.get("x-ms-error-code") or body_code
     said = f" The service said: {service_message}" if service_message else ""
     what = f"{operation} {target!r}" if target else operation
-    if status == 401:
-        return ClientAuthenticationError(
-            f"{what} was not authenticated. Check the credential: it must produce a token for the audience "
-            f"https://dynamicsessions.io (scope https://dynamicsessions.io/.default) in the pool's tenant.{said}",
-            status_code=status,
-            error_code=error_code,
-        )
-    if status == 403:
-        return PermissionDeniedError(
-            f"{what} was forbidden. Assign the {EXECUTOR_ROLE!r} role on the session pool to this identity "
-            f"(role assignments can take a few minutes to apply).{said}",
-            status_code=status,
-            error_code=error_code,
-        )
+    cls, explanation = _explain(status, operation, target)
+    return cls(f"{what} {explanation}{said}", status_code=status, error_code=error_code)
+
+
+_EXPLANATIONS: dict[int, tuple[type[SessionsError], str]] = {
+    400: (
+        ServiceError,
+        "was rejected as a bad request; check the api-version, the session identifier and the arguments.",
+    ),
+    401: (
+        ClientAuthenticationError,
+        "was not authenticated. Check the credential: it must produce a token for the audience "
+        "https://dynamicsessions.io (scope https://dynamicsessions.io/.default) in the pool's tenant.",
+    ),
+    403: (
+        PermissionDeniedError,
+        f"was forbidden. Assign the {EXECUTOR_ROLE!r} role on the session pool to this identity "
+        "(role assignments can take a few minutes to apply).",
+    ),
+    413: (
+        FileTooLargeError,
+        "was refused as too large: the service accepts uploads up to 128 MiB "
+        f"({MAX_UPLOAD_BYTES} bytes). Split or compress the file.",
+    ),
+    429: (
+        ThrottledError,
+        "was throttled by the service and retries were exhausted; wait and try again later.",
+    ),
+}
+"""The error class and what to do next, by status (404 and 5xx depend on more than the status)."""
+
+
+def _explain(status: int, operation: str, target: str | None) -> tuple[type[SessionsError], str]:
+    """The error class for ``status`` and the sentence that follows the operation's name in its message."""
+    if status in _EXPLANATIONS:
+        return _EXPLANATIONS[status]
     if status == 404:
-        if operation == "execute":
-            hint = (
-                "No session could be allocated: the pool may be at its maximum number of concurrent sessions "
-                "(wait for idle sessions to expire, delete unused ones, or raise maxConcurrentSessions), "
-                "or the pool endpoint is wrong."
-            )
-        elif target:
-            hint = f"No such file or item {target!r} in the session's /mnt/data (list_files() shows what exists)."
-        else:
-            hint = "Not found: check the pool management endpoint and the api-version."
-        return NotFoundError(f"{what} failed. {hint}{said}", status_code=status, error_code=error_code)
-    if status == 413:
-        return FileTooLargeError(
-            f"{what} was refused as too large: the service accepts uploads up to 128 MiB "
-            f"({MAX_UPLOAD_BYTES} bytes). Split or compress the file.{said}",
-            status_code=status,
-            error_code=error_code,
-        )
-    if status == 429:
-        return ThrottledError(
-            f"{what} was throttled by the service and retries were exhausted; wait and try again later.{said}",
-            status_code=status,
-            error_code=error_code,
-        )
-    if status == 400:
-        return ServiceError(
-            f"{what} was rejected as a bad request; check the api-version, the session identifier "
-            f"and the arguments.{said}",
-            status_code=status,
-            error_code=error_code,
-        )
+        return NotFoundError, f"failed. {_not_found_hint(operation, target)}"
     if status >= 500:
-        return ServiceError(
-            f"{what} failed on the service side; this is usually transient, try again shortly.{said}",
-            status_code=status,
-            error_code=error_code,
+        return ServiceError, "failed on the service side; this is usually transient, try again shortly."
+    return ServiceError, "failed with an unexpected reply."
+
+
+def _not_found_hint(operation: str, target: str | None) -> str:
+    if operation == "execute":
+        return (
+            "No session could be allocated: the pool may be at its maximum number of concurrent sessions "
+            "(wait for idle sessions to expire, delete unused ones, or raise maxConcurrentSessions), "
+            "or the pool endpoint is wrong."
         )
-    return ServiceError(f"{what} failed with an unexpected reply.{said}", status_code=status, error_code=error_code)
+    if target:
+        return f"No such file or item {target!r} in the session's /mnt/data (list_files() shows what exists)."
+    return "Not found: check the pool management endpoint and the api-version."

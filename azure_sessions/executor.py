@@ -18,6 +18,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, overload
 
 from ._extras import missing_extra
@@ -75,6 +76,74 @@ _azs_fetch_final_answer()
 """
 
 
+@dataclass(frozen=True, slots=True)
+class _AnswerFrame:
+    """The names the remote ``final_answer`` uses, unique to one executor by a random nonce: the kernel global
+    that keeps the serialized answer, and the markers that frame it in stdout."""
+
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    @property
+    def global_name(self) -> str:
+        return f"_azs_final_answer_{self.nonce}"
+
+    @property
+    def start(self) -> str:
+        return f"<<azs-final-answer:{self.nonce}>>"
+
+    @property
+    def end(self) -> str:
+        return f"<</azs-final-answer:{self.nonce}>>"
+
+    def split(self, stdout: str) -> tuple[str, str | None, str] | None:
+        """``(printed before, encoded answer, printed after)`` around the frame in ``stdout``, None without one.
+
+        The answer is None when the frame was cut off (the service truncates long output); nothing comes after.
+        """
+        start = stdout.find(self.start)
+        if start == -1:
+            return None
+        before = stdout[:start].removesuffix("\n")
+        end = stdout.find(self.end, start)
+        if end == -1:
+            return before, None, ""
+        return before, stdout[start + len(self.start) : end], stdout[end + len(self.end) :].removeprefix("\n")
+
+
+def _one_credential(credential: Any, access_token_provider: Callable[[], str] | None) -> Any:
+    """The credential the keywords give: ``access_token_provider`` is another name for a callable credential."""
+    if access_token_provider is None:
+        return credential
+    if credential is not None:
+        raise ValueError("give credential= or access_token_provider=, not both")
+    if not callable(access_token_provider):
+        raise TypeError("access_token_provider must be a zero-argument callable returning a token string")
+    return access_token_provider
+
+
+def _new_client(
+    endpoint: str | None,
+    session_id: str | None,
+    credential: Any,
+    api_version: str,
+    managed_identity_client_id: str | None,
+) -> SessionsClient:
+    """A client for the executor's arguments; the endpoint defaults to env ``AZURE_SESSIONS_POOL_ENDPOINT``."""
+    endpoint = endpoint or os.environ.get(POOL_ENDPOINT_ENV)
+    if not endpoint:
+        raise ValueError(
+            f"give pool_management_endpoint= (or set {POOL_ENDPOINT_ENV}) to the session pool's management "
+            "endpoint, e.g. https://<region>.dynamicsessions.io/subscriptions/.../sessionPools/<pool>"
+        )
+    return SessionsClient(
+        endpoint,
+        session_id or str(uuid.uuid4()),
+        credential,
+        api_version=api_version,
+        managed_identity_client_id=managed_identity_client_id,
+    )
+
+
 class AzureDynamicSessionsExecutor(RemotePythonExecutor):
     """Runs a ``CodeAgent``'s code in an Azure Container Apps dynamic session (or the local emulator).
 
@@ -119,25 +188,10 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
                 "the first argument is additional_imports, a list of package names; give the pool endpoint as "
                 "pool_management_endpoint="
             )
-        if access_token_provider is not None:
-            if credential is not None:
-                raise ValueError("give credential= or access_token_provider=, not both")
-            if not callable(access_token_provider):
-                raise TypeError("access_token_provider must be a zero-argument callable returning a token string")
-            credential = access_token_provider
+        credential = _one_credential(credential, access_token_provider)
         if client is None:
-            endpoint = pool_management_endpoint or os.environ.get(POOL_ENDPOINT_ENV)
-            if not endpoint:
-                raise ValueError(
-                    f"give pool_management_endpoint= (or set {POOL_ENDPOINT_ENV}) to the session pool's management "
-                    "endpoint, e.g. https://<region>.dynamicsessions.io/subscriptions/.../sessionPools/<pool>"
-                )
-            client = SessionsClient(
-                endpoint,
-                session_id or str(uuid.uuid4()),
-                credential,
-                api_version=api_version,
-                managed_identity_client_id=managed_identity_client_id,
+            client = _new_client(
+                pool_management_endpoint, session_id, credential, api_version, managed_identity_client_id
             )
         elif session_id is not None and session_id != client.identifier:
             raise ValueError("session_id differs from the injected client's identifier")
@@ -149,11 +203,7 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         self.last_result: ExecutionResult | None = None
         self.session_resets = 0
         self._listeners: list[Callable[[ExecutionReport], None]] = []
-        nonce = secrets.token_hex(8)
-        self._nonce = nonce
-        self._answer_global = f"_azs_final_answer_{nonce}"
-        self._frame_start = f"<<azs-final-answer:{nonce}>>"
-        self._frame_end = f"<</azs-final-answer:{nonce}>>"
+        self._answer = _AnswerFrame()
         self._last_guid: str | None = None
         self._last_call = float("-inf")
         self._notice_pending = False
@@ -202,11 +252,10 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         if not self._listeners:
             return
         stdout = result.stdout
-        start = stdout.find(self._frame_start)
-        if start != -1:
-            end = stdout.find(self._frame_end, start)
-            after = stdout[end + len(self._frame_end) :].removeprefix("\n") if end != -1 else ""
-            stdout = stdout[:start].removesuffix("\n") + ("\n" + after if after else "")
+        framed = self._answer.split(stdout)
+        if framed is not None:
+            before, _, after = framed
+            stdout = before + ("\n" + after if after else "")
         report = ExecutionReport(code, result, stdout, session_lost, final_answer)
         for listener in list(self._listeners):
             try:
@@ -303,16 +352,17 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
             )
             cls._azs_serializing_forward = serializing
             cls.__azs_patched__ = True
-        if cls.__dict__.get("__azs_nonce__") != self._nonce:
+        if cls.__dict__.get("__azs_nonce__") != self._answer.nonce:
+            answer = self._answer
             source = _FORWARD_TEMPLATE.format(
-                global_name=self._answer_global, start=self._frame_start, end=self._frame_end
+                global_name=answer.global_name, start=answer.start, end=answer.end
             ).strip()
             namespace: dict[str, Any] = {}
             exec(compile(source, "<azure_sessions final_answer>", "exec"), namespace)  # our own fixed template
             forward = namespace["forward"]
             forward.__source__ = source
             cls.forward = forward
-            cls.__azs_nonce__ = self._nonce
+            cls.__azs_nonce__ = self._answer.nonce
 
     # ------------------------------------------------------------------ files and lifecycle
 
@@ -404,13 +454,10 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
 
     def _to_code_output(self, result: ExecutionResult, notice: str) -> CodeOutput:
         stdout = result.stdout
-        start = stdout.find(self._frame_start)
-        if start != -1:
-            before = stdout[:start].removesuffix("\n")
-            end = stdout.find(self._frame_end, start)
-            if end != -1:
-                encoded = stdout[start + len(self._frame_start) : end]
-                after = stdout[end + len(self._frame_end) :].removeprefix("\n")
+        framed = self._answer.split(stdout)
+        if framed is not None:
+            before, encoded, after = framed
+            if encoded is not None:
                 return CodeOutput(self._decode_answer(encoded), notice + before + after, True)
             return CodeOutput(self._decode_answer(self._require_stored_answer()), notice + before, True)
         failed = self._failed(result)
@@ -446,8 +493,8 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         A short value comes back as the execution's result; a long one (which the service might truncate) is
         written to a hidden file in /mnt/data, downloaded without any size limit, and deleted.
         """
-        path = f"/mnt/data/.azs-final-answer-{self._nonce}.txt"
-        code = _FETCH_TEMPLATE.format(global_name=self._answer_global, path=path, limit=_INLINE_ANSWER_CHARS)
+        path = f"/mnt/data/.azs-final-answer-{self._answer.nonce}.txt"
+        code = _FETCH_TEMPLATE.format(global_name=self._answer.global_name, path=path, limit=_INLINE_ANSWER_CHARS)
         result, _ = self._execute(code, timeout=_FOLLOW_UP_TIMEOUT)
         value = result.result
         if isinstance(value, str) and value[:1] in ("'", '"'):

@@ -44,6 +44,6 @@ def normalize_name(name: str) -> str:
     return relative
 
 
-def quote_name(name: str) -> str:
-    """Validate ``name`` and percent-encode each path segment (``safe=""``) for use in a URL path."""
-    return "/".join(quote(segment, safe="") for segment in normalize_name(name).split("/"))
+def quote_path(relative: str) -> str:
+    """Percent-encode each path segment (``safe=""``) of a name :func:`normalize_name` returned, for a URL path."""
+    return "/".join(quote(segment, safe="") for segment in relative.split("/"))

@@ -54,6 +54,24 @@ class RetryPolicy:
             delay *= 1 + random.uniform(-self.jitter, self.jitter)
         return max(0.0, delay)
 
+    def delay_after_failure(self, attempt: int, exc: BaseException, *, idempotent: bool) -> float | None:
+        """Seconds to wait before sending a call again after attempt ``attempt`` got no reply (``exc``), or None to
+        give up: the attempts are used up, or the call is not idempotent and its request may have reached the
+        service (anything but a connect failure, see :func:`is_connect_failure`)."""
+        if attempt >= self.attempts or not (idempotent or is_connect_failure(exc)):
+            return None
+        return self.backoff(attempt)
+
+    def delay_after_reply(
+        self, attempt: int, status: int, headers: Mapping[str, str], *, idempotent: bool
+    ) -> float | None:
+        """Seconds to wait before sending a call again after attempt ``attempt`` got the error reply ``status``, or
+        None to give up: the attempts are used up, the status is not in :data:`RETRY_STATUSES`, or the call is not
+        idempotent and the status is not 429 (the one refusal that proves the service did not act)."""
+        if attempt >= self.attempts or status not in RETRY_STATUSES or not (idempotent or status == 429):
+            return None
+        return self.delay(attempt, headers)
+
     def delay(self, attempt: int, headers: Mapping[str, str] | None = None) -> float:
         """Delay before the next attempt: the server's ``Retry-After`` when given, else exponential back-off."""
         if headers is not None:

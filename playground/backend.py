@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from azure_sessions.emulator.sandbox import TIER_LABELS
+from azure_sessions.endpoint import pool_name_from_endpoint
 from playground.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,15 +31,6 @@ class SandboxRefused(RuntimeError):
     """This deployment runs no code: no isolation tier works and strangers can reach the page."""
 
 
-def pool_name_from_endpoint(endpoint: str) -> str:
-    """The `<name>` of ".../sessionPools/<name>" (the last path segment otherwise)."""
-    parts = [part for part in endpoint.rstrip("/").split("/") if part]
-    for index, part in enumerate(parts[:-1]):
-        if part.lower() == "sessionpools":
-            return parts[index + 1]
-    return parts[-1] if parts else endpoint
-
-
 @dataclass
 class Backend:
     """The sandbox service every browser session's executor talks to, plus what the page says about it."""
@@ -46,7 +38,7 @@ class Backend:
     kind: str  # "azure" | "local" | "refused" (no code is run; `refusal` says why)
     endpoint: str
     api_version: str | None  # None: the library's default
-    # passed to the library: None = its Azure credential chain; a str = the emulator's token (a secret: never in repr)
+    # handed to every client: one DefaultCredential (Azure) or the emulator's token (a secret: never in repr)
     credential: Any = field(repr=False)
     isolated: bool
     warning: str | None = None
@@ -130,16 +122,16 @@ class Backend:
 def start_backend(settings: Settings) -> Backend:
     """The configured Azure pool, or a freshly started embedded emulator on a random loopback port."""
     if settings.pool_endpoint:
-        from azure_sessions.auth import TokenProvider
+        from azure_sessions.auth import DefaultCredential
 
-        # One credential chain (managed identity, service principal env vars, az login…) and one token cache for
-        # every session's client, built lazily on the first request: a zero-argument callable returning a token.
-        shared = TokenProvider(None)
+        # One credential object for every session's client: the library gives clients of the same credential one
+        # token cache, and the credential chain (managed identity, service principal variables, az login…) is built
+        # on the first request.
         return Backend(
             kind="azure",
             endpoint=settings.pool_endpoint,
             api_version=settings.api_version,
-            credential=shared.get_token,
+            credential=DefaultCredential(),
             isolated=True,
         )
     from azure_sessions.emulator import SandboxUnavailable, start_emulator

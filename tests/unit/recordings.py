@@ -1,5 +1,5 @@
-"""Wire bodies copied from the reference (azure-sessions-api.md): real 2024-10-02-preview captures (CLI-REC)
-and the documented 2024-02-02-preview shapes. Replayed by the scripted server."""
+"""Wire bodies as the service sends them: captured 2024-10-02-preview replies, the 2025-02-02-preview example and
+the documented 2024-02-02-preview shapes. Replayed by the scripted server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import io
 
 SESSION_GUID = "6f055fe5-0000-4000-8000-000000000001"
 
-# ---- 2024-10-02-preview (CLI-REC, 2024-11-11) -------------------------------------------------------------
+# ---- 2024-10-02-preview (captured replies) ----------------------------------------------------------------
 EXECUTE_2410 = {
     "$id": "1",
     "id": "8148371f-18fe-4cfd-8ca8-20246d469817",
@@ -53,7 +53,7 @@ LIST_2410 = {
 LIST_2410_EMPTY = {"$id": "1", "value": []}
 FILE_INFO_2410 = {"$id": "1", "name": "cert.txt", "sizeInBytes": 7, "lastModifiedAt": "2024-11-11T09:05:02.4865293Z"}
 
-# ---- 2025-02-02-preview (SPEC-2502 example) ---------------------------------------------------------------
+# ---- 2025-02-02-preview (the specification's example) ----------------------------------------------------
 SESSION_2502 = {
     "identifier": "testid1",
     "createdAt": "2025-01-21T03:38:05.232Z",
@@ -62,7 +62,7 @@ SESSION_2502 = {
     "etag": "9334cb07-aafd-45a0-90bd-448080a91f57",
 }
 
-# ---- 2024-02-02-preview (MSL-CI / LC shapes) ---------------------------------------------------------------
+# ---- 2024-02-02-preview (the documented shapes) -----------------------------------------------------------
 EXECUTE_2402 = {
     "$id": "1",
     "properties": {
@@ -140,7 +140,7 @@ def image_value(png: bytes) -> dict:
 def resource_execution(
     stdout: str = "", stderr: str = "", value: object = "", status: str = "Succeeded", exec_id: str = "exec-1"
 ) -> dict:
-    """A 2024-10+ execution body in the CLI-REC shape."""
+    """A 2024-10+ execution body in the captured shape."""
     return {
         "$id": "1",
         "id": exec_id,

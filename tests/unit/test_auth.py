@@ -198,3 +198,33 @@ def test_sixteen_concurrent_client_calls_fetch_one_token(server, make_client):
     assert errors == [] and cred.calls == 1
     assert {r.headers["authorization"] for r in server.requests} == {"Bearer token-1"}
     assert len(server.requests) == 16
+
+
+def test_one_default_credential_serves_many_clients_with_one_token(monkeypatch, server):
+    import azure.identity
+
+    from azure_sessions import SessionsClient
+    from azure_sessions.auth import DefaultCredential
+    from tests.unit import recordings as rec
+    from tests.unit.wire_server import Reply
+
+    built: list[CountingCredential] = []
+
+    def fake_default(**kwargs):  # Azure's own credential chain cannot run here
+        built.append(CountingCredential())
+        return built[-1]
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", fake_default)
+    server.fallback = lambda _req: Reply(200, rec.LIST_2410_EMPTY)
+    shared = DefaultCredential()
+    assert built == [], "nothing is built before a token is needed"
+    clients = [SessionsClient(server.endpoint, f"session-{n}", shared) for n in range(3)]
+    try:
+        for client in clients:
+            client.list_files()
+    finally:
+        for client in clients:
+            client.close()
+    assert len(built) == 1 and built[0].calls == 1
+    assert {r.headers["authorization"] for r in server.requests} == {"Bearer token-1"}
+    assert "DefaultAzureCredential" in repr(clients[0])

@@ -18,6 +18,7 @@ from azure_sessions.errors import (
     ServiceResponseError,
     SessionsError,
 )
+from azure_sessions.names import normalize_name
 from tests.unit import recordings as rec
 from tests.unit.conftest import TOKEN
 from tests.unit.wire_server import Received, Reply
@@ -231,6 +232,30 @@ def test_bad_names_send_nothing(server, make_client, tmp_path):
             call()
     assert server.requests == []
     assert not (tmp_path / "o").exists()
+
+
+def test_each_file_call_checks_its_name_once(server, make_client, tmp_path, monkeypatch):
+    import azure_sessions.client as client_module
+    import azure_sessions.names as names_module
+
+    checked: list[str] = []
+
+    def counting(name: str) -> str:
+        checked.append(name)
+        return normalize_name(name)
+
+    for module in (client_module, names_module):
+        monkeypatch.setattr(module, "normalize_name", counting)
+    server.fallback = lambda req: Reply(200, rec.FILE_INFO_2410 if req.method == "GET" else rec.UPLOAD_2410)
+    (tmp_path / "cert.txt").write_bytes(b"cert!!\n")
+    client = make_client()
+    client.upload(tmp_path / "cert.txt")
+    client.upload(tmp_path / "cert.txt", "/mnt/data/a b.txt")
+    client.file_info("/mnt/data/a b.txt")
+    client.delete_file("a b.txt")
+    client.iter_download("a b.txt")  # checked now, sent on the first next()
+    assert checked == ["cert.txt", "/mnt/data/a b.txt", "/mnt/data/a b.txt", "a b.txt", "a b.txt"]
+    assert [r.path for r in server.requests][2:] == ["files/a%20b.txt", "files/a%20b.txt"]
 
 
 def test_session_routes(server, make_client):

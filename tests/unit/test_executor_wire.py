@@ -37,7 +37,7 @@ def failed(stdout: str = "", stderr: str = FA_TRACEBACK, guid: str = "guid-1") -
 
 
 def frame(ex: AzureDynamicSessionsExecutor, encoded: str) -> str:
-    return f"\n{ex._frame_start}{encoded}{ex._frame_end}\n"
+    return f"\n{ex._answer.start}{encoded}{ex._answer.end}\n"
 
 
 def test_final_answer_plain(server, executor):
@@ -63,7 +63,7 @@ def test_final_answer_truncated_frame_triggers_one_follow_up(server, executor):
     out = executor("final_answer('x' * 5000)")
     assert out.is_final_answer and out.output == long_answer and out.logs == "hi\n"
     follow_up = server.requests[1].json["code"]
-    assert executor._answer_global in follow_up and "pop" in follow_up
+    assert executor._answer.global_name in follow_up and "pop" in follow_up
     assert len(server.requests) == 2
 
 
@@ -74,7 +74,7 @@ def test_long_truncated_final_answer_comes_back_through_a_file(server, executor)
     server.queue(Reply(200, body=encoded.encode()), Reply(204))
     out = executor("final_answer('z' * 100_000)")
     assert out.is_final_answer and out.output == "z" * 100_000
-    hidden = f".azs-final-answer-{executor._nonce}.txt"
+    hidden = f".azs-final-answer-{executor._answer.nonce}.txt"
     assert [(r.method, r.unquoted_path) for r in server.requests[2:]] == [
         ("GET", f"files/{hidden}/content"),
         ("DELETE", f"files/{hidden}"),
@@ -137,7 +137,12 @@ def test_tools_are_sent_once_with_variables_in_one_execution(server, executor):
     executor.send_tools({"final_answer": tool})
     assert len(server.requests) == 1
     code = server.requests[0].json["code"]
-    assert "numbers" in code and "class " in code and executor._frame_start in code and executor._answer_global in code
+    assert (
+        "numbers" in code
+        and "class " in code
+        and executor._answer.start in code
+        and executor._answer.global_name in code
+    )
     executor.send_tools({"final_answer": tool})  # unchanged, session fresh: skipped
     executor.send_variables({})
     assert len(server.requests) == 1
@@ -169,7 +174,7 @@ def test_session_loss_is_reported_and_tools_restored(server, executor):
     out = executor("print('second')")
     assert out.logs.startswith(SESSION_LOST_NOTICE) and out.logs.endswith("second\n")
     assert executor.session_resets == 1
-    assert executor._frame_start in server.requests[-1].json["code"]  # tools defined again
+    assert executor._answer.start in server.requests[-1].json["code"]  # tools defined again
     server.queue(ok(stdout="third\n", guid="g2"))
     assert executor("print('third')").logs == "third\n"
 
@@ -222,6 +227,6 @@ def test_construction(monkeypatch, server):
     assert ex.client.endpoint == server.endpoint and len(ex.session_id) == 36
     assert "tok" not in repr(ex).replace("token", "")
     other = AzureDynamicSessionsExecutor(credential="tok", logger=AgentLogger(level=LogLevel.OFF))
-    assert other.session_id != ex.session_id and other._nonce != ex._nonce
+    assert other.session_id != ex.session_id and other._answer.nonce != ex._answer.nonce
     ex.client.close()
     other.client.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from azure_sessions.errors import InvalidFileNameError, SessionsError
-from azure_sessions.names import normalize_name, quote_name
+from azure_sessions.names import normalize_name, quote_path
 
 
 @pytest.mark.parametrize(
@@ -47,5 +47,5 @@ def test_normalize_refuses(name):
 
 
 def test_quote_each_segment_with_nothing_safe():
-    assert quote_name("/mnt/data/a b/c?d#e%f.txt") == "a%20b/c%3Fd%23e%25f.txt"
-    assert quote_name("ü&=;.csv") == "%C3%BC%26%3D%3B.csv"
+    assert quote_path(normalize_name("/mnt/data/a b/c?d#e%f.txt")) == "a%20b/c%3Fd%23e%25f.txt"
+    assert quote_path(normalize_name("ü&=;.csv")) == "%C3%BC%26%3D%3B.csv"

@@ -181,3 +181,40 @@ def test_policy_helpers():
     assert not is_connect_failure(requests.exceptions.ReadTimeout())
     assert is_connect_failure(requests.exceptions.ConnectTimeout())
     assert not is_connect_failure(requests.exceptions.ConnectionError("Connection aborted."))
+
+
+def test_each_retry_is_logged_at_debug_without_the_token_or_the_session(server, make_client, sleeps, caplog):
+    tokens = iter(["rejected-secret-token", "fresh-secret-token"])
+
+    def get_token(*scopes):
+        return SimpleNamespace(token=next(tokens), expires_on=time.time() + 3600)
+
+    server.reply(401, None)
+    server.reply(503, None, headers={"Retry-After": "3"})
+    server.queue(Reply(drop=True))
+    server.reply(200, rec.LIST_2410)
+    caplog.set_level("DEBUG", logger="azure_sessions")
+    assert len(make_client(credential=SimpleNamespace(get_token=get_token)).list_files()) == 1
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("azure_sessions")]
+    assert all(r.levelname == "DEBUG" for r in caplog.records if r.name.startswith("azure_sessions"))
+    assert any("list files" in line and "401" in line for line in lines), lines
+    assert any("attempt 1 of 4" in line and "HTTP 503" in line and "3.00 s" in line for line in lines), lines
+    assert any("attempt 2 of 4" in line and "ConnectionError" in line for line in lines), lines
+    assert len(lines) == 3 and len(sleeps) == 2
+    for line in lines:
+        assert "secret-token" not in line and "session-1" not in line
+
+
+def test_the_policy_decides_which_failures_are_retried():
+    policy = RetryPolicy(attempts=3, jitter=0)
+    dropped = requests.exceptions.ConnectionError("Connection aborted.")
+    refused = requests.exceptions.ConnectTimeout()
+    assert policy.delay_after_failure(1, dropped, idempotent=True) == 0.5
+    assert policy.delay_after_failure(1, dropped, idempotent=False) is None  # it may have reached the service
+    assert policy.delay_after_failure(2, refused, idempotent=False) == 1.0  # it provably never did
+    assert policy.delay_after_failure(3, refused, idempotent=True) is None  # attempts used up
+    assert policy.delay_after_reply(1, 503, {"retry-after": "4"}, idempotent=True) == 4.0
+    assert policy.delay_after_reply(1, 503, {}, idempotent=False) is None
+    assert policy.delay_after_reply(1, 429, {}, idempotent=False) == 0.5
+    assert policy.delay_after_reply(1, 404, {}, idempotent=True) is None
+    assert policy.delay_after_reply(3, 429, {}, idempotent=True) is None
