@@ -331,12 +331,15 @@ class RunRenderer:
         if self.current is not None and self.current in self.messages:
             self.messages.remove(self.current)
         self.current = None
-        self.messages.append(ChatMessage(content=python_answer(logs, result, error, duration)))
+        self.messages.append(ChatMessage(content=python_answer(logs, result, error, duration, extras)))
         self.messages.extend(attachment_messages(extras))
 
 
-def python_answer(logs: str, result: str | None, error: str, duration: float | None) -> str:
-    """What a "No model" message produced, as markdown: its printed output, its value, its error with traceback."""
+def python_answer(
+    logs: str, result: str | None, error: str, duration: float | None, extras: StepExtras | None = None
+) -> str:
+    """What a "No model" message produced, as markdown: its printed output, its value, its error with traceback;
+    when there is none of those, what it showed below instead (a plot, files) or that it produced nothing."""
     parts = []
     if logs.strip():
         parts.append(fence(clip(logs), "text"))
@@ -346,11 +349,16 @@ def python_answer(logs: str, result: str | None, error: str, duration: float | N
         label = exception_label(error) or "Error"
         name, _, message = label.partition(": ")
         parts.append(f"⚠️ **{name}**" + (f": {message}" if message else "") + "\n" + fence(clip(error), "text"))
+    shown = _counted(len(extras.images), "image") + _counted(len(extras.files), "file") if extras else []
     if not parts:
-        parts.append("✓ Done, no output.")
+        parts.append(f"✓ Done: {' and '.join(shown)} below." if shown else "✓ Done, no output.")
     if duration is not None:
         parts.append(f"*Python · {duration:.2f} s*")
     return "\n\n".join(parts)
+
+
+def _counted(count: int, noun: str) -> list[str]:
+    return [f"{count} {noun}{'s' * (count != 1)}"] if count else []
 
 
 def strip_code_fences(text: str) -> str:

@@ -161,6 +161,13 @@ def test_direct_python_run_answers_in_a_plain_message():
     assert "no output" in r.messages[0].content
 
 
+def test_a_python_message_that_only_plots_says_so_rather_than_no_output():
+    r = RunRenderer()
+    r.direct_done("", None, "", 0.1, StepExtras(images=["/tmp/p.png"], files=["/tmp/a.csv", "/tmp/b.csv"]))
+    assert "✓ Done: 1 image and 2 files below." in r.messages[0].content
+    assert "no output" not in r.messages[0].content
+
+
 def test_exception_labels_and_the_last_error_of_a_run_without_answer():
     assert exception_label("Traceback:\n  ...\nKeyError: 'a'") == "KeyError: 'a'"
     assert exception_label("pandas.errors.ParserError: bad") == "ParserError: bad"
