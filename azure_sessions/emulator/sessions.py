@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..models import MAX_EXECUTION_SECONDS
 from . import errors
 from .workers import CellResult, WorkerLost
 
 log = logging.getLogger("azure_sessions.emulator")
 
-MAX_TIMEOUT_SECONDS = 220
 DEFAULT_TIMEOUT_SECONDS = 100
 # The union of the documented rule sets (reference §2.3): printable ASCII without spaces, 1-256 characters.
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_|}{\[\]:\"';<>?/.,@#$%^&*()\-+=!~`]{1,256}")
@@ -276,7 +276,7 @@ class SessionRegistry:
         A repeated ``execution_id`` (the ``operation-id`` request header) returns the earlier execution instead of
         running the code again, so a client can retry a POST whose reply was lost without executing twice.
         """
-        timeout = min(max(float(timeout), 1.0), MAX_TIMEOUT_SECONDS)
+        timeout = min(max(float(timeout), 1.0), MAX_EXECUTION_SECONDS)
         session = self._session(identifier)
         record = Execution(execution_id or str(uuid.uuid4()), identifier, execution_type, code)
         record.output_max_length = output_max_length

@@ -6,19 +6,17 @@ import base64
 import binascii
 from typing import Any
 
+from ..dialects import ENVELOPE_VERSIONS, SUPPORTED_API_VERSIONS
 from . import errors
 from .files import FileEntry, iso_time
 from .sessions import DEFAULT_TIMEOUT_SECONDS, FAILED, SUCCEEDED, Execution, Session
 
-ENVELOPE_VERSIONS = ("2024-02-02-preview", "2024-08-02-preview")
-RESOURCE_VERSIONS = ("2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview")
-SUPPORTED_VERSIONS = ENVELOPE_VERSIONS + RESOURCE_VERSIONS
-SUPPORTED_HEADER = ", ".join(SUPPORTED_VERSIONS)
+SUPPORTED_HEADER = ", ".join(SUPPORTED_API_VERSIONS)
 
 
 def check_version(version: str | None) -> str:
-    if version not in SUPPORTED_VERSIONS:
-        raise errors.unsupported_api_version(version, SUPPORTED_VERSIONS)
+    if version not in SUPPORTED_API_VERSIONS:
+        raise errors.unsupported_api_version(version, SUPPORTED_API_VERSIONS)
     return version
 
 
