@@ -29,7 +29,7 @@ from .._extras import missing_extra
 from .faults import ENV_RULES, ENV_SEED, FaultInjector, FaultRule, parse_rules
 from .files import MAX_UPLOAD_BYTES, iso_time
 from .sandbox import Limits, SandboxUnavailable
-from .sessions import SessionRegistry
+from .sessions import EmulatedPool
 
 __all__ = ["MAX_UPLOAD_BYTES", "EmulatorHandle", "FaultRule", "Limits", "SandboxUnavailable", "start_emulator"]
 
@@ -46,12 +46,12 @@ EMULATOR_MODULES = ("fastapi", "uvicorn", "python_multipart", "IPython")
 class EmulatorHandle:
     """A running emulator. ``stop()`` (or leaving the ``with`` block) kills every worker and removes its files."""
 
-    def __init__(self, *, server: Any, thread: threading.Thread, registry: SessionRegistry, faults: FaultInjector,
+    def __init__(self, *, server: Any, thread: threading.Thread, pool: EmulatedPool, faults: FaultInjector,
                  host: str, port: int, token: str | None, sandbox_mode: str, isolation_warning: str | None,
                  root: Path, remove_root: Path) -> None:  # fmt: skip
         self._server = server
         self._thread = thread
-        self.backend = registry
+        self.backend = pool
         self.faults = faults
         self.host = host
         self.port = port
@@ -72,7 +72,7 @@ class EmulatorHandle:
 
     def wait_for_pool(self, timeout: float = 60.0) -> bool:
         """Block until all pre-started workers are ready (benchmarks call this before measuring)."""
-        return self.backend.pool.wait_full(timeout)
+        return self.backend.workers.wait_full(timeout)
 
     @property
     def running(self) -> bool:
@@ -177,8 +177,8 @@ def start_emulator(
         seed = fault_seed if fault_seed is not None else _int_or_none(os.environ.get(ENV_SEED))
         injector = FaultInjector(rules, seed)
         launcher = Launcher(mode, root, limits, instance)
-        pool = WorkerPool(launcher, prestart)
-        registry = SessionRegistry(pool, cooldown=cooldown, max_sessions=max_sessions,
+        workers = WorkerPool(launcher, prestart)
+        pool = EmulatedPool(workers, cooldown=cooldown, max_sessions=max_sessions,
                                    interrupt_grace=interrupt_grace)  # fmt: skip
         started_at = iso_time(time.time())
         info = {
@@ -191,27 +191,27 @@ def start_emulator(
             "preloadedModules": launcher.preload,
             "landlockAbi": landlock_abi() if mode == "landlock" else None,
         }
-        state = AppState(registry=registry, token=token, faults=injector, staging_dir=root / "staging", info=info)
+        state = AppState(pool=pool, token=token, faults=injector, staging_dir=root / "staging", info=info)
         app = create_app(state)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=3, timeout_keep_alive=120, ws="none")  # fmt: skip
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         thread = threading.Thread(target=server.run, name="emulator-server", daemon=True)
+        workers.start()
         pool.start()
-        registry.start()
         thread.start()
         deadline = time.monotonic() + 30
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                registry.close()
+                pool.close()
                 raise RuntimeError(f"the emulator could not start serving on {host}:{port}")
             time.sleep(0.005)
         bound_port = server.servers[0].sockets[0].getsockname()[1]
     except BaseException:
         shutil.rmtree(remove_root, ignore_errors=True)
         raise
-    handle = EmulatorHandle(server=server, thread=thread, registry=registry, faults=injector, host=host,
+    handle = EmulatorHandle(server=server, thread=thread, pool=pool, faults=injector, host=host,
                             port=bound_port, token=token, sandbox_mode=mode, isolation_warning=warning, root=root,
                             remove_root=remove_root)  # fmt: skip
     handle.landlock_abi = info["landlockAbi"]

@@ -1,4 +1,4 @@
-"""HTTP routes for both API dialects: parse the request, call the registry, shape the reply. Nothing else."""
+"""HTTP routes for both API dialects: parse the request, call the pool, shape the reply. Nothing else."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from . import errors, files, wire
 from .auth import check_bearer
 from .faults import FaultInjector, FaultMiddleware, parse_rules
 from .multipart import MultipartFile
-from .sessions import SessionRegistry, validate_identifier
+from .sessions import EmulatedPool, validate_identifier
 
 POOL_PREFIX = "/subscriptions/{subscription_id}/resourceGroups/{resource_group}/sessionPools/{pool_name}"
 POOL_PATH = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/sessionPools/[^/]+")
@@ -33,7 +33,7 @@ MAX_EXECUTE_BODY = 16 * 1024 * 1024
 
 @dataclass
 class AppState:
-    registry: SessionRegistry
+    pool: EmulatedPool
     token: str | None
     faults: FaultInjector
     staging_dir: Path
@@ -46,7 +46,7 @@ def create_app(state: AppState) -> Any:
     app = FastAPI(title="Azure Container Apps dynamic sessions emulator", openapi_url=None, docs_url=None,
                   redoc_url=None)  # fmt: skip
     limiter = anyio.CapacityLimiter(256)
-    registry = state.registry
+    pool = state.pool
 
     async def blocking(func: Callable, *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs), limiter=limiter)
@@ -98,7 +98,7 @@ def create_app(state: AppState) -> Any:
             raise errors.bad_request("The request body is not valid JSON.", "InvalidRequestBody") from None
         req = wire.parse_execution_request(body)
         record = await blocking(
-            registry.execute,
+            pool.execute,
             identifier,
             req["code"],
             timeout=req["timeout"],
@@ -133,14 +133,14 @@ def create_app(state: AppState) -> Any:
     @router.get("/executions/{execution_id}")
     async def get_execution(request: Request, execution_id: str) -> Response:
         _, identifier = context(request)
-        record = await blocking(registry.get_execution, identifier, execution_id)
+        record = await blocking(pool.get_execution, identifier, execution_id)
         body = wire.resource_execution(record, record.output_max_length)
         return JSONResponse(body, 200, headers=wire.execution_headers(record) if record.done.is_set() else {})
 
     # -- files -----------------------------------------------------------------------------------------------------
     async def receive_upload(request: Request, directory: str | None) -> files.FileEntry:
         _, identifier = context(request)
-        _, root, uid = await blocking(registry.session_dir, identifier)
+        _, root, uid = await blocking(pool.session_dir, identifier)
         target: list[list[str]] = []
 
         def open_upload(filename: str) -> files.Upload:
@@ -184,7 +184,7 @@ def create_app(state: AppState) -> Any:
         version, identifier = context(request)
         parts = files.split_path(None, request.query_params.get("path"), allow_root=True)
         recursive = request.query_params.get("recursive", "").lower() == "true"
-        _, root, _ = await blocking(registry.session_dir, identifier)
+        _, root, _ = await blocking(pool.session_dir, identifier)
         entries = await blocking(files.list_dir, root, parts, recursive)
         if wire.is_envelope(version):
             return JSONResponse(wire.envelope_file_list(entries), 200)
@@ -200,14 +200,14 @@ def create_app(state: AppState) -> Any:
         if rest.endswith("/content") and rest != "/content":
             return await download(identifier, files.split_path(rest[: -len("/content")], directory))
         parts = files.split_path(rest, directory)
-        _, root, _ = await blocking(registry.session_dir, identifier)
+        _, root, _ = await blocking(pool.session_dir, identifier)
         entry = await blocking(files.stat_file, root, parts)
         if envelope:
             return JSONResponse(wire.envelope_file_list([entry]), 200)
         return JSONResponse(wire.resource_file(entry, version, listing=False), 200)
 
     async def download(identifier: str, parts: list[str]) -> Response:
-        _, root, _ = await blocking(registry.session_dir, identifier)
+        _, root, _ = await blocking(pool.session_dir, identifier)
         fd, entry = await blocking(files.open_for_read, root, parts)
         headers = {"Content-Length": str(entry.size)}
         return StreamingResponse(_read_fd(fd, entry.size), 200, headers, media_type="application/octet-stream")
@@ -216,7 +216,7 @@ def create_app(state: AppState) -> Any:
     async def delete_file(request: Request, rest: str) -> Response:
         version, identifier = context(request)
         parts = files.split_path(rest, request.query_params.get("path"))
-        _, root, _ = await blocking(registry.session_dir, identifier)
+        _, root, _ = await blocking(pool.session_dir, identifier)
         await blocking(files.delete, root, parts)
         if wire.is_envelope(version):
             return JSONResponse({"message": "file deleted successfully"}, 200)
@@ -226,19 +226,19 @@ def create_app(state: AppState) -> Any:
     @router.get("/session")
     async def get_session(request: Request) -> Response:
         _, identifier = context(request)
-        session = await blocking(registry.get_session, identifier)
+        session = await blocking(pool.get_session, identifier)
         return JSONResponse(wire.session_body(session), 200)
 
     @router.delete("/session")
     async def delete_session(request: Request) -> Response:
         _, identifier = context(request)
-        await blocking(registry.delete_session, identifier)
+        await blocking(pool.delete_session, identifier)
         return Response(status_code=204)
 
     @router.post("/.management/stopSession")
     async def stop_session(request: Request, pool_name: str) -> Response:
         _, identifier = context(request)
-        await blocking(registry.delete_session, identifier)
+        await blocking(pool.delete_session, identifier)
         return PlainTextResponse(f"Session {identifier} in session pool {pool_name} stopped.", 200)
 
     @router.get("/listSessions")
@@ -248,7 +248,7 @@ def create_app(state: AppState) -> Any:
             skip = max(0, int(request.query_params.get("skip", "0")))
         except ValueError:
             raise errors.bad_request("skip must be a non-negative integer.") from None
-        sessions = registry.list_sessions()[skip:]
+        sessions = pool.list_sessions()[skip:]
         return JSONResponse({"sessions": [wire.session_body(s) for s in sessions]}, 200)
 
     @router.get("/metadata")
@@ -260,7 +260,7 @@ def create_app(state: AppState) -> Any:
     @router.get("/.emulator/info")
     async def admin_info(request: Request) -> Response:
         authorize(request)
-        return JSONResponse(state.info | {"stats": registry.stats()}, 200)
+        return JSONResponse(state.info | {"stats": pool.stats()}, 200)
 
     @router.get("/.emulator/faults")
     async def admin_faults(request: Request) -> Response:
@@ -294,26 +294,26 @@ def create_app(state: AppState) -> Any:
         identifier = request.query_params.get("identifier")
         if not identifier and request.query_params.get("all", "").lower() != "true":
             raise errors.bad_request("Pass identifier=<id>, or all=true to expire every session.")
-        expired = await blocking(registry.expire, identifier or None)
+        expired = await blocking(pool.expire, identifier or None)
         return JSONResponse({"expired": expired}, 200)
 
     @router.post("/.emulator/interrupt")
     async def admin_interrupt(request: Request) -> Response:
         _, identifier = context(request)
-        if not registry.interruptible:
+        if not pool.interruptible:
             raise errors.not_found(f"No operation matches {request.method} {request.url.path}.")
-        interrupted = await blocking(registry.interrupt, identifier)
+        interrupted = await blocking(pool.interrupt, identifier)
         return JSONResponse({"interrupted": interrupted}, 200)
 
     @router.get("/.emulator/executions")
     async def admin_executions(request: Request) -> Response:
         authorize(request)
         identifier = request.query_params.get("identifier")
-        entries = [e for e in list(registry.execution_log) if not identifier or e["identifier"] == identifier]
-        return JSONResponse({"total": registry.execution_count(), "count": len(entries), "executions": entries}, 200)
+        entries = [e for e in list(pool.execution_log) if not identifier or e["identifier"] == identifier]
+        return JSONResponse({"total": pool.execution_count(), "count": len(entries), "executions": entries}, 200)
 
     app.include_router(router)
-    return VersionHeader(FaultMiddleware(app, state.faults, POOL_PATH, registry.expire))
+    return VersionHeader(FaultMiddleware(app, state.faults, POOL_PATH, pool.expire))
 
 
 class VersionHeader:

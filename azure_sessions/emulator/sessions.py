@@ -1,4 +1,4 @@
-"""The session registry: the emulator's whole state, usable and testable without HTTP (the moto "backend").
+"""The emulated session pool: the emulator's whole state, usable and testable without HTTP (the moto "backend").
 
 A session is created by the first call that names an identifier, owns one worker (its session guid and its
 ``/mnt/data`` directory), and is destroyed by ``DELETE session``, by the cooldown reaper after ``cooldown`` idle
@@ -33,6 +33,8 @@ RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
 
 
 class WorkerLike(Protocol):
+    """What a session needs of its worker (``workers.WorkerProcess``)."""
+
     guid: str
     data_dir: Path
     uid: int | None
@@ -47,7 +49,9 @@ class WorkerLike(Protocol):
     def cleanup(self) -> None: ...
 
 
-class PoolLike(Protocol):
+class WorkerSource(Protocol):
+    """Where a session gets a new worker (``workers.WorkerPool``)."""
+
     def acquire(self) -> WorkerLike: ...
 
     def close(self) -> None: ...
@@ -114,12 +118,12 @@ class Session:
         return self.last_accessed_at + self._cooldown
 
 
-class SessionRegistry:
+class EmulatedPool:
     """All sessions of one pool. Thread-safe; executions in different sessions run concurrently."""
 
     def __init__(
         self,
-        pool: PoolLike,
+        workers: WorkerSource,
         *,
         cooldown: float = 300.0,
         max_sessions: int = 100,
@@ -128,7 +132,7 @@ class SessionRegistry:
         executions_kept: int = 500,
         interruptible: bool = True,
     ) -> None:
-        self.pool = pool
+        self.workers = workers
         self.interruptible = interruptible  # False: answer the interrupt route like the service (no such operation)
         self.cooldown = float(cooldown)
         self.max_sessions = int(max_sessions)
@@ -175,7 +179,7 @@ class SessionRegistry:
                 session.worker = None
             started = time.perf_counter()
             try:
-                worker = self.pool.acquire()
+                worker = self.workers.acquire()
             except WorkerLost as exc:
                 raise errors.EmulatorError(
                     503, "SessionAllocationFailed", f"Could not start a session sandbox: {exc}"
@@ -407,6 +411,6 @@ class SessionRegistry:
         for session in doomed:
             self._destroy(session)
         self._async.shutdown(wait=False, cancel_futures=True)
-        self.pool.close()
+        self.workers.close()
         if self._reaper.is_alive():
             self._reaper.join(timeout=5)

@@ -44,7 +44,7 @@ class CellResult:
     ended_processes: int = 0  # processes a timed-out cell left running, ended by the worker
 
 
-class Worker:
+class WorkerProcess:
     """One sandboxed IPython process. Not thread-safe for executions: the owning session serializes them."""
 
     def __init__(self, spawned: Spawned) -> None:
@@ -284,9 +284,9 @@ class WorkerPool:
     def __init__(self, launcher: Launcher, size: int) -> None:
         self.launcher = launcher
         self.size = max(0, int(size))
-        self._ready: deque[Worker] = deque()
+        self._ready: deque[WorkerProcess] = deque()
         self._spawning = 0
-        self._inflight: Worker | None = None
+        self._inflight: WorkerProcess | None = None
         self._failures = 0
         self._closed = False
         self._cond = threading.Condition()
@@ -307,7 +307,7 @@ class WorkerPool:
         with self._cond:
             return self._cond.wait_for(lambda: len(self._ready) >= self.size or self._closed, timeout)
 
-    def acquire(self) -> Worker:
+    def acquire(self) -> WorkerProcess:
         with self._cond:
             while self._ready:
                 worker = self._ready.popleft()
@@ -319,7 +319,7 @@ class WorkerPool:
                 raise WorkerLost("the emulator is shutting down")
         self.cold_starts += 1
         try:
-            worker = Worker(self.launcher.spawn(preload=False))
+            worker = WorkerProcess(self.launcher.spawn(preload=False))
         except (OSError, RuntimeError) as exc:
             raise WorkerLost(f"could not start a worker: {exc}") from None
         worker.wait_ready()
@@ -334,7 +334,7 @@ class WorkerPool:
                 self._spawning += 1
             worker = None
             try:
-                worker = Worker(self.launcher.spawn(preload=True))
+                worker = WorkerProcess(self.launcher.spawn(preload=True))
                 with self._cond:
                     self._inflight = worker
                     closed = self._closed

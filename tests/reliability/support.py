@@ -60,7 +60,7 @@ def processes_matching(needles: list[bytes]) -> list[tuple[int, str]]:
 def emulator_needles(emu: Any) -> list[bytes]:
     """What identifies the processes of one emulator: its instance id (in every worker's environment, inside and
     outside bubblewrap) and its data root (on bubblewrap's and the unisolated worker's command line)."""
-    instance = emu.backend.pool.launcher.instance_id.encode()
+    instance = emu.backend.workers.launcher.instance_id.encode()
     return [INSTANCE_ENV + instance, str(emu.data_root).encode()]
 
 
