@@ -30,6 +30,7 @@ from .faults import ENV_RULES, ENV_SEED, FaultInjector, FaultRule, parse_rules
 from .files import MAX_UPLOAD_BYTES, iso_time
 from .sandbox import Limits, SandboxUnavailable
 from .sessions import EmulatedPool
+from .strays import read_stat
 
 __all__ = ["MAX_UPLOAD_BYTES", "EmulatorHandle", "FaultRule", "Limits", "SandboxUnavailable", "start_emulator"]
 
@@ -229,11 +230,8 @@ def _make_undumpable() -> None:
 
 def _owner_stamp(pid: int) -> str:
     """``pid start-time``: identifies the owning process even if its pid is later reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return f"{pid} {fh.read().rsplit(b')', 1)[1].split()[19].decode()}"
-    except (OSError, IndexError):
-        return str(pid)
+    stat = read_stat(pid)
+    return f"{pid} {stat.start}" if stat is not None else str(pid)
 
 
 def _sweep_stale(parent: Path, prefix: str) -> None:

@@ -252,7 +252,10 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.proc.pid, signal.SIGSTOP)
             session = strays.end_processes(strays.in_session(self.proc.pid))
-        pids = [] if self._s.isolated else _descendants(self.proc.pid)
+        pids: set[int] = set()
+        if not self._s.isolated:
+            with contextlib.suppress(OSError):  # no /proc (not Linux): the process group is all there is to kill
+                pids = strays.descendants(self.proc.pid, strays.process_table())
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # bwrap: its sandbox dies with it (pid namespace)
         for pid in pids:
@@ -374,28 +377,6 @@ class WorkerPool:
         if self._thread.is_alive():
             self._thread.join(timeout=READY_TIMEOUT + 5)
         self.launcher.close()
-
-
-def _descendants(pid: int) -> list[int]:
-    """All descendants of ``pid`` (Linux /proc), deepest last; used to kill unisolated workers' children."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return []
-    for entry in entries:
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def _rmtree(path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from azure_sessions import RetryPolicy
+from azure_sessions.emulator.strays import read_stat
 from tests.support import harness
 from tests.support.harness import free_port, wait_until  # noqa: F401  (re-exported for the reliability tests)
 
@@ -36,14 +37,6 @@ def _read(path: str) -> bytes:
         return b""
 
 
-def _state(pid: str) -> str:
-    stat = _read(f"/proc/{pid}/stat")
-    try:
-        return stat.rsplit(b")", 1)[1].split()[0].decode()
-    except IndexError:
-        return ""
-
-
 def processes_matching(needles: list[bytes]) -> list[tuple[int, str]]:
     """Live (non-zombie) processes whose environment or command line contains one of ``needles``."""
     found = []
@@ -51,7 +44,10 @@ def processes_matching(needles: list[bytes]) -> list[tuple[int, str]]:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         blob = _read(f"/proc/{entry}/environ") + b"\0" + _read(f"/proc/{entry}/cmdline")
-        if any(needle in blob for needle in needles) and _state(entry) not in ("Z", "X", ""):
+        if not any(needle in blob for needle in needles):
+            continue
+        stat = read_stat(entry)
+        if stat is not None and not stat.ended:
             cmd = _read(f"/proc/{entry}/cmdline").replace(b"\0", b" ")[:160].decode("utf-8", "replace")
             found.append((int(entry), cmd))
     return found
