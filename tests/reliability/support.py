@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ FAST_RETRY = RetryPolicy(attempts=8, backoff_base=0.01, backoff_cap=0.05, jitter
 
 def new_identifier() -> str:
     return f"rel-{uuid.uuid4()}"
+
+
+def run_together(target: Callable[[Any], None], args: Iterable[Any]) -> None:
+    """``target(arg)`` for each of ``args``, all at once, each in its own thread; returns when all have ended."""
+    threads = [threading.Thread(target=target, args=(arg,)) for arg in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 # ---------------------------------------------------------------------------------------------------------------
