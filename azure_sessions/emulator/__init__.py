@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,7 @@ def start_emulator(
             "isolated": mode != "unisolated",
             "isolationWarning": warning,
             "startedAt": started_at,
-            "limits": launcher.describe()["limits"],
+            "limits": asdict(launcher.limits),
             "preloadedModules": launcher.preload,
             "landlockAbi": landlock_abi() if mode == "landlock" else None,
         }

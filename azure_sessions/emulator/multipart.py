@@ -25,7 +25,6 @@ class MultipartFile:
             )
         self._open_upload = open_upload
         self.upload: Upload | None = None
-        self.filename: str | None = None
         self._target: Upload | None = None
         self._headers: dict[bytes, bytes] = {}
         self._field = bytearray()
@@ -60,7 +59,6 @@ class MultipartFile:
             filename = raw.decode("utf-8")
         except UnicodeDecodeError:
             filename = raw.decode("latin-1")
-        self.filename = filename
         self.upload = self._target = self._open_upload(filename)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:

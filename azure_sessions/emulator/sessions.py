@@ -84,7 +84,6 @@ class Execution:
     duration_ms: int = 0
     session_guid: str = ""
     output_max_length: int | None = None
-    started_at: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -103,7 +102,6 @@ class Session:
         self.busy = 0
         self.deleted = False
         self.executions: OrderedDict[str, Execution] = OrderedDict()
-        self.execution_count = 0
 
     def touch(self) -> None:
         self.last_accessed_at = time.time()
@@ -309,7 +307,6 @@ class EmulatedPool:
                 record.session_guid = worker.guid
                 with self._cond:
                     self.executions_total += 1
-                    session.execution_count += 1
                     self.execution_log.append({"id": record.id, "identifier": session.identifier,
                                                "sessionGuid": worker.guid, "code": record.code,
                                                "startedAt": time.time()})  # fmt: skip

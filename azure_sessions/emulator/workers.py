@@ -53,8 +53,6 @@ class WorkerProcess:
         self.guid = spawned.guid
         self.data_dir = spawned.data_dir
         self.uid = spawned.uid
-        self.created_at = time.time()
-        self.info: dict[str, Any] = {}
         self._rfd = self.proc.stdout.fileno()
         self._wfd = self.proc.stdin.fileno()
         self._buf = bytearray()
@@ -116,7 +114,7 @@ class WorkerProcess:
                 raise WorkerLost(self._stopped_because or self.describe_exit())
             self._buf += data
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict:
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         try:
             message = self._recv(time.monotonic() + timeout)
         except TimeoutError:
@@ -129,8 +127,6 @@ class WorkerProcess:
         if message.get("op") != "ready":
             self.cleanup()
             raise WorkerLost(f"unexpected first message from the worker: {message.get('op')!r}")
-        self.info = message
-        return message
 
     def execute(self, code: str, timeout: float, grace: float = 3.0) -> CellResult:
         """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed."""
@@ -300,10 +296,6 @@ class WorkerPool:
         self.launcher.start_template()
         if self.size:
             self._thread.start()
-
-    def ready_count(self) -> int:
-        with self._cond:
-            return len(self._ready)
 
     def wait_full(self, timeout: float) -> bool:
         """Block until the pool holds ``size`` ready workers (used at start-up and by tests)."""

@@ -100,11 +100,6 @@ def tree_state(root: Path, skip: Callable[[Path], bool] = lambda p: False) -> di
     return state
 
 
-def session_dirs(emu: Any) -> set[Path]:
-    sessions = Path(emu.data_root) / "sessions"
-    return {p for p in sessions.iterdir()} if sessions.exists() else set()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Raw HTTP (http.client: nothing normalizes the path, unlike requests/urllib3)
 # ---------------------------------------------------------------------------------------------------------------
