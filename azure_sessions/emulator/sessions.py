@@ -319,17 +319,7 @@ class EmulatedPool:
             record.stdout, record.stderr, record.result = cell.stdout, cell.stderr, cell.result
             record.duration_ms = cell.duration_ms
             if cell.timed_out:
-                ended = cell.ended_processes
-                record.stderr += (
-                    f"\nTimeoutError: the execution exceeded its timeout of {timeout:g} seconds and was interrupted "
-                    "(KeyboardInterrupt)."
-                    + (
-                        f" {ended} process{'es' if ended != 1 else ''} it started {'were' if ended != 1 else 'was'} ended."
-                        if ended
-                        else ""
-                    )
-                    + " The session and its variables were kept.\n"
-                )
+                record.stderr += _timeout_notice(timeout, cell.ended_processes)
             record.status = SUCCEEDED if cell.ok else FAILED
             record.timings = {
                 "allocation": allocation_ms,
@@ -411,3 +401,16 @@ class EmulatedPool:
         self.workers.close()
         if self._reaper.is_alive():
             self._reaper.join(timeout=5)
+
+
+def _timeout_notice(timeout: float, ended: int) -> str:
+    """What an execution's stderr says after its timeout interrupted it."""
+    processes = (
+        f" {ended} process{'es' if ended != 1 else ''} it started {'were' if ended != 1 else 'was'} ended."
+        if ended
+        else ""
+    )
+    return (
+        f"\nTimeoutError: the execution exceeded its timeout of {timeout:g} seconds and was interrupted "
+        f"(KeyboardInterrupt).{processes} The session and its variables were kept.\n"
+    )
