@@ -27,7 +27,7 @@ from .workers import CellResult, WorkerLost
 log = logging.getLogger("azure_sessions.emulator")
 
 DEFAULT_TIMEOUT_SECONDS = 100
-# The union of the documented rule sets (reference §2.3): printable ASCII without spaces, 1-256 characters.
+# The union of the rule sets the service documents: printable ASCII without spaces, 1-256 characters.
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_|}{\[\]:\"';<>?/.,@#$%^&*()\-+=!~`]{1,256}")
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
 

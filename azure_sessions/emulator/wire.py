@@ -36,7 +36,8 @@ def is_envelope(version: str) -> bool:
 
 
 def execute_status_code(version: str, asynchronous: bool = False) -> int:
-    """202 for 2024-10-02-preview (live capture) and asynchronous calls, 200 for 2025-* and the envelope dialect."""
+    """202 for 2024-10-02-preview (as the live service answers) and asynchronous calls, 200 for 2025-* and the
+    envelope dialect."""
     if asynchronous or version == "2024-10-02-preview":
         return 202
     return 200

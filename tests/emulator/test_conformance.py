@@ -1,4 +1,4 @@
-"""Route-by-route wire conformance for both dialects, with raw HTTP (reference §3-6, §10)."""
+"""Route-by-route wire conformance for both dialects, with raw HTTP."""
 
 from __future__ import annotations
 
