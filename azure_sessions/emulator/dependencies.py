@@ -68,10 +68,6 @@ class SessionCall:
     identifier: str
 
     @property
-    def envelope(self) -> bool:
-        return wire.is_envelope(self.version)
-
-    @property
     def pool(self) -> EmulatedPool:
         return self.state.pool
 
