@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from azure_sessions.emulator.strays import process_table
 from bench.common import ROOT
 from tests.support.harness import free_port
 
@@ -229,17 +230,7 @@ def finish(page: Any) -> dict[str, float | bool]:
 def cpu_snapshot() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, user+system CPU seconds) for every process (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
-    snapshot = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        snapshot[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    return snapshot
+    return {pid: (stat.ppid, stat.cpu_ticks / tick) for pid, stat in process_table().items()}
 
 
 def cpu_by_group(before: dict, after: dict, app_pid: int) -> dict[str, float]:

@@ -51,7 +51,6 @@ class Probe:
     def __init__(self) -> None:
         self.ms: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
-        self.depth = 0
 
     def add(self, label: str, value: float) -> None:
         self.ms[label] += value

@@ -156,10 +156,6 @@ def times(value: float) -> str:
     return f"{value:.2f}×"
 
 
-def mb(value_bytes: float) -> str:
-    return f"{value_bytes / 1e6:.1f} MB"
-
-
 def _pyplot():
     import matplotlib
 

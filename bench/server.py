@@ -218,7 +218,7 @@ def _serve(args: argparse.Namespace) -> int:
                 _reply({s: _session_memory(h) for s, h in handles.items()})
             elif op == "info":
                 _reply(
-                    {s: h.backend.stats() | {"cold_starts": h.backend.pool.cold_starts} for s, h in handles.items()}
+                    {s: h.backend.stats() | {"cold_starts": h.backend.workers.cold_starts} for s, h in handles.items()}
                 )
             else:
                 _reply({"error": f"unknown op {op!r}"})
@@ -229,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _wait_template(handle: Any, timeout: float) -> bool:
-    launcher = handle.backend.pool.launcher
+    launcher = handle.backend.workers.launcher
     deadline = time.monotonic() + timeout
     while launcher.template_pid is None:
         if time.monotonic() > deadline:
@@ -241,7 +241,7 @@ def _wait_template(handle: Any, timeout: float) -> bool:
 def _session_memory(handle: Any) -> dict[str, Any]:
     """Unique (USS) and proportional (PSS) memory of every live session's worker and of the template, in KiB."""
     workers = [s.worker.pid for s in handle.backend.list_sessions() if s.worker is not None and s.worker.alive]
-    template = handle.backend.pool.launcher.template_pid
+    template = handle.backend.workers.launcher.template_pid
     return {"workers": [smaps_kb(pid) for pid in workers], "template": smaps_kb(template) if template else None}
 
 

@@ -22,14 +22,18 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .._extras import missing_extra
+from .confine import landlock_abi
 from .faults import ENV_RULES, ENV_SEED, FaultInjector, FaultRule, parse_rules
 from .files import MAX_UPLOAD_BYTES, iso_time
-from .sandbox import Limits, SandboxUnavailable
-from .sessions import SessionRegistry
+from .sandbox import Launcher, Limits, SandboxUnavailable, resolve_mode
+from .sessions import EmulatedPool
+from .strays import read_stat
+from .workers import WorkerPool
 
 __all__ = ["MAX_UPLOAD_BYTES", "EmulatorHandle", "FaultRule", "Limits", "SandboxUnavailable", "start_emulator"]
 
@@ -46,12 +50,12 @@ EMULATOR_MODULES = ("fastapi", "uvicorn", "python_multipart", "IPython")
 class EmulatorHandle:
     """A running emulator. ``stop()`` (or leaving the ``with`` block) kills every worker and removes its files."""
 
-    def __init__(self, *, server: Any, thread: threading.Thread, registry: SessionRegistry, faults: FaultInjector,
+    def __init__(self, *, server: Any, thread: threading.Thread, pool: EmulatedPool, faults: FaultInjector,
                  host: str, port: int, token: str | None, sandbox_mode: str, isolation_warning: str | None,
-                 root: Path, remove_root: Path) -> None:  # fmt: skip
+                 root: Path) -> None:  # fmt: skip
         self._server = server
         self._thread = thread
-        self.backend = registry
+        self.backend = pool
         self.faults = faults
         self.host = host
         self.port = port
@@ -61,7 +65,6 @@ class EmulatorHandle:
         self.isolation_warning = isolation_warning
         self.landlock_abi: int | None = None  # the kernel's Landlock ABI, in the Landlock tier
         self.data_root = root
-        self._remove_root = remove_root
         self._stopped = False
         self._stop_lock = threading.Lock()
         shown = f"[{host}]" if ":" in host else host
@@ -72,7 +75,7 @@ class EmulatorHandle:
 
     def wait_for_pool(self, timeout: float = 60.0) -> bool:
         """Block until all pre-started workers are ready (benchmarks call this before measuring)."""
-        return self.backend.pool.wait_full(timeout)
+        return self.backend.workers.wait_full(timeout)
 
     @property
     def running(self) -> bool:
@@ -86,7 +89,7 @@ class EmulatorHandle:
         self._server.should_exit = True
         self.backend.close()
         self._thread.join(timeout=15)
-        shutil.rmtree(self._remove_root, ignore_errors=True)
+        shutil.rmtree(self.data_root, ignore_errors=True)
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 
@@ -144,24 +147,55 @@ def start_emulator(
     problem = missing_extra("emulator", "The emulator", EMULATOR_MODULES)
     if problem is not None:
         raise problem
-    import uvicorn
-
     from .api import AppState, create_app
-    from .confine import landlock_abi
-    from .sandbox import Launcher, resolve_mode
-    from .workers import WorkerPool
 
+    _refuse_open_without_token(host, token)
+    mode, warning = _enter_tier(sandbox, refuse_unisolated)
+    instance = uuid.uuid4().hex[:12]
+    root = _make_root(data_root, instance)
+    try:
+        injector = _fault_injector(faults, fault_seed)
+        launcher = Launcher(mode, root, limits, instance)
+        workers = WorkerPool(launcher, prestart)
+        pool = EmulatedPool(workers, cooldown=cooldown, max_sessions=max_sessions, interrupt_grace=interrupt_grace)
+        info = _instance_info(mode, warning, launcher)
+        state = AppState(pool=pool, token=token, faults=injector, staging_dir=root / "staging", info=info)
+        server, thread = _server(create_app(state), host, port, log_level)
+        workers.start()
+        pool.start()
+        bound_port = _serve(server, thread, pool, f"{host}:{port}")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    handle = EmulatorHandle(server=server, thread=thread, pool=pool, faults=injector, host=host, port=bound_port,
+                            token=token, sandbox_mode=mode, isolation_warning=warning, root=root)  # fmt: skip
+    handle.landlock_abi = info["landlockAbi"]
+    atexit.register(handle.stop)
+    return handle
+
+
+def _refuse_open_without_token(host: str, token: str | None) -> None:
     if not token and not is_loopback(host):
         raise ValueError(
             f"Refusing to serve on the non-loopback address {host!r} without a token: anyone who can reach it could "
             "run code on this machine. Pass token=... (--token) or bind 127.0.0.1."
         )
+
+
+def _enter_tier(sandbox: str, refuse_unisolated: bool) -> tuple[str, str | None]:
+    """The isolation tier to run workers in, and its warning (logged); the Landlock tier also makes this process
+    non-dumpable."""
     mode, warning = resolve_mode(sandbox, refuse_unisolated)
     if warning:
         log.warning("%s", warning)
     if mode == "landlock":
         _make_undumpable()
-    instance = uuid.uuid4().hex[:12]
+    return mode, warning
+
+
+def _make_root(data_root: str | os.PathLike | None, instance: str) -> Path:
+    """This instance's own directory (a private temp dir, or a fresh one under ``data_root``), stamped with its
+    owner so that a later emulator can remove it if this one dies without ``stop()``."""
     if data_root is None:
         _sweep_stale(Path(tempfile.gettempdir()), "azure-sessions-emulator-")
         root = Path(tempfile.mkdtemp(prefix=f"azure-sessions-emulator-{instance}-"))
@@ -169,54 +203,52 @@ def start_emulator(
         _sweep_stale(Path(data_root).resolve(), "emulator-")
         root = Path(data_root).resolve() / f"emulator-{instance}"
         root.mkdir(parents=True, mode=0o711)
-    remove_root = root
     os.chmod(root, 0o711)
     (root / OWNER_FILE).write_text(_owner_stamp(os.getpid()))
-    try:
-        rules = parse_rules(faults if faults is not None else os.environ.get(ENV_RULES))
-        seed = fault_seed if fault_seed is not None else _int_or_none(os.environ.get(ENV_SEED))
-        injector = FaultInjector(rules, seed)
-        launcher = Launcher(mode, root, limits, instance)
-        pool = WorkerPool(launcher, prestart)
-        registry = SessionRegistry(pool, cooldown=cooldown, max_sessions=max_sessions,
-                                   interrupt_grace=interrupt_grace)  # fmt: skip
-        started_at = iso_time(time.time())
-        info = {
-            "emulator": "azure-sessions-emulator",
-            "sandboxMode": mode,
-            "isolated": mode != "unisolated",
-            "isolationWarning": warning,
-            "startedAt": started_at,
-            "limits": launcher.describe()["limits"],
-            "preloadedModules": launcher.preload,
-            "landlockAbi": landlock_abi() if mode == "landlock" else None,
-        }
-        state = AppState(registry=registry, token=token, faults=injector, staging_dir=root / "staging", info=info)
-        app = create_app(state)
-        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=3, timeout_keep_alive=120, ws="none")  # fmt: skip
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        thread = threading.Thread(target=server.run, name="emulator-server", daemon=True)
-        pool.start()
-        registry.start()
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                registry.close()
-                raise RuntimeError(f"the emulator could not start serving on {host}:{port}")
-            time.sleep(0.005)
-        bound_port = server.servers[0].sockets[0].getsockname()[1]
-    except BaseException:
-        shutil.rmtree(remove_root, ignore_errors=True)
-        raise
-    handle = EmulatorHandle(server=server, thread=thread, registry=registry, faults=injector, host=host,
-                            port=bound_port, token=token, sandbox_mode=mode, isolation_warning=warning, root=root,
-                            remove_root=remove_root)  # fmt: skip
-    handle.landlock_abi = info["landlockAbi"]
-    atexit.register(handle.stop)
-    return handle
+    return root
+
+
+def _fault_injector(faults: str | list[str | dict | FaultRule] | None, seed: int | None) -> FaultInjector:
+    """The given fault rules and seed, else those of the environment."""
+    rules = parse_rules(faults if faults is not None else os.environ.get(ENV_RULES))
+    return FaultInjector(rules, seed if seed is not None else _int_or_none(os.environ.get(ENV_SEED)))
+
+
+def _instance_info(mode: str, warning: str | None, launcher: Launcher) -> dict[str, Any]:
+    """What ``.emulator/info`` says about this instance (its statistics are added on each request)."""
+    return {
+        "emulator": "azure-sessions-emulator",
+        "sandboxMode": mode,
+        "isolated": mode != "unisolated",
+        "isolationWarning": warning,
+        "startedAt": iso_time(time.time()),
+        "limits": asdict(launcher.limits),
+        "preloadedModules": launcher.preload,
+        "landlockAbi": landlock_abi() if mode == "landlock" else None,
+    }
+
+
+def _server(app: Any, host: str, port: int, log_level: str) -> tuple[Any, threading.Thread]:
+    """A uvicorn server for ``app`` and the thread that will run it (not started)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=3, timeout_keep_alive=120, ws="none")  # fmt: skip
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server, threading.Thread(target=server.run, name="emulator-server", daemon=True)
+
+
+def _serve(server: Any, thread: threading.Thread, pool: EmulatedPool, address: str) -> int:
+    """Start serving and return the bound port once the server listens (closing ``pool`` if it cannot)."""
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pool.close()
+            raise RuntimeError(f"the emulator could not start serving on {address}")
+        time.sleep(0.005)
+    return server.servers[0].sockets[0].getsockname()[1]
 
 
 def _make_undumpable() -> None:
@@ -229,11 +261,8 @@ def _make_undumpable() -> None:
 
 def _owner_stamp(pid: int) -> str:
     """``pid start-time``: identifies the owning process even if its pid is later reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return f"{pid} {fh.read().rsplit(b')', 1)[1].split()[19].decode()}"
-    except (OSError, IndexError):
-        return str(pid)
+    stat = read_stat(pid)
+    return f"{pid} {stat.start}" if stat is not None else str(pid)
 
 
 def _sweep_stale(parent: Path, prefix: str) -> None:

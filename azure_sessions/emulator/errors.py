@@ -1,7 +1,7 @@
 """One error type and one factory for every error the emulator puts on the wire.
 
 Every error becomes the Azure.Core shape ``{"error": {"code": ..., "message": ...}}`` plus an ``x-ms-error-code``
-header (reference §2.7). Messages say what to do next.
+header, as the service answers. Messages say what to do next.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ class EmulatorError(Exception):
 
 def bad_request(message: str, code: str = "BadRequest") -> EmulatorError:
     return EmulatorError(400, code, message)
+
+
+def invalid_body(message: str) -> EmulatorError:
+    return bad_request(message, "InvalidRequestBody")
 
 
 def invalid_file_name(name: str, why: str) -> EmulatorError:

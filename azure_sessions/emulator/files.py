@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..errors import MAX_UPLOAD_BYTES
 from . import errors
 
-MAX_UPLOAD_BYTES = 128 * 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MNT = "/mnt/data"
 

@@ -20,13 +20,11 @@ class MultipartFile:
     def __init__(self, content_type: str | None, open_upload: Callable[[str], Upload]) -> None:
         ctype, params = parse_options_header(content_type or "")
         if ctype != b"multipart/form-data" or not params.get(b"boundary"):
-            raise errors.bad_request(
-                "Uploads must be multipart/form-data with one part named 'file' that carries a filename.",
-                "InvalidRequestBody",
+            raise errors.invalid_body(
+                "Uploads must be multipart/form-data with one part named 'file' that carries a filename."
             )
         self._open_upload = open_upload
         self.upload: Upload | None = None
-        self.filename: str | None = None
         self._target: Upload | None = None
         self._headers: dict[bytes, bytes] = {}
         self._field = bytearray()
@@ -61,7 +59,6 @@ class MultipartFile:
             filename = raw.decode("utf-8")
         except UnicodeDecodeError:
             filename = raw.decode("latin-1")
-        self.filename = filename
         self.upload = self._target = self._open_upload(filename)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -78,18 +75,17 @@ class MultipartFile:
         try:
             self._parser.write(chunk)
         except FormParserError as exc:
-            raise errors.bad_request(f"The multipart body is malformed: {exc}", "InvalidRequestBody") from None
+            raise errors.invalid_body(f"The multipart body is malformed: {exc}") from None
 
     def finish(self) -> Upload:
         try:
             self._parser.finalize()
         except FormParserError as exc:
-            raise errors.bad_request(f"The multipart body is malformed: {exc}", "InvalidRequestBody") from None
+            raise errors.invalid_body(f"The multipart body is malformed: {exc}") from None
         if self.upload is None:
-            raise errors.bad_request(
-                "The multipart body has no file part; send one part named 'file' with a filename.",
-                "InvalidRequestBody",
+            raise errors.invalid_body(
+                "The multipart body has no file part; send one part named 'file' with a filename."
             )
         if not self.complete:
-            raise errors.bad_request("The multipart body ended early (no closing boundary).", "InvalidRequestBody")
+            raise errors.invalid_body("The multipart body ended early (no closing boundary).")
         return self.upload

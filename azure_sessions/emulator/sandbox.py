@@ -32,7 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -429,9 +429,6 @@ class Launcher:
         proc = fork_worker(self._ensure_template(), config, env, log_path, outlives_template=self.mode != "bubblewrap")
         return Spawned(proc, guid, data_dir, scratch, log_path, uid, self.mode)
 
-    def describe(self) -> dict:
-        return {"mode": self.mode, "limits": asdict(self.limits), "preload": self.preload, "root": str(self.root)}
-
 
 def _confinement(read_write: list[str]) -> dict:
     """The arguments of ``confine.confine`` for a Landlock worker whose own directories are ``read_write``."""
@@ -439,12 +436,6 @@ def _confinement(read_write: list[str]) -> dict:
     # The server's process and process group, out of reach of signals even where Landlock has no signal scope.
     protected = sorted({os.getpid(), os.getpgid(0)})
     return {"read_only": read_only, "read_write": read_write, "devices": list(DEVICES), "protected_pids": protected}
-
-
-def json_dumps(value: object) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _installed(module: str) -> bool:

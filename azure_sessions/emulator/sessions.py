@@ -1,4 +1,4 @@
-"""The session registry: the emulator's whole state, usable and testable without HTTP (the moto "backend").
+"""The emulated session pool: the emulator's whole state, usable and testable without HTTP (the moto "backend").
 
 A session is created by the first call that names an identifier, owns one worker (its session guid and its
 ``/mnt/data`` directory), and is destroyed by ``DELETE session``, by the cooldown reaper after ``cooldown`` idle
@@ -20,19 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..models import MAX_EXECUTION_SECONDS
 from . import errors
 from .workers import CellResult, WorkerLost
 
 log = logging.getLogger("azure_sessions.emulator")
 
-MAX_TIMEOUT_SECONDS = 220
 DEFAULT_TIMEOUT_SECONDS = 100
-# The union of the documented rule sets (reference §2.3): printable ASCII without spaces, 1-256 characters.
+# The union of the rule sets the service documents: printable ASCII without spaces, 1-256 characters.
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_|}{\[\]:\"';<>?/.,@#$%^&*()\-+=!~`]{1,256}")
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
 
 
 class WorkerLike(Protocol):
+    """What a session needs of its worker (``workers.WorkerProcess``)."""
+
     guid: str
     data_dir: Path
     uid: int | None
@@ -47,7 +49,9 @@ class WorkerLike(Protocol):
     def cleanup(self) -> None: ...
 
 
-class PoolLike(Protocol):
+class WorkerSource(Protocol):
+    """Where a session gets a new worker (``workers.WorkerPool``)."""
+
     def acquire(self) -> WorkerLike: ...
 
     def close(self) -> None: ...
@@ -80,7 +84,6 @@ class Execution:
     duration_ms: int = 0
     session_guid: str = ""
     output_max_length: int | None = None
-    started_at: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -99,7 +102,6 @@ class Session:
         self.busy = 0
         self.deleted = False
         self.executions: OrderedDict[str, Execution] = OrderedDict()
-        self.execution_count = 0
 
     def touch(self) -> None:
         self.last_accessed_at = time.time()
@@ -114,12 +116,12 @@ class Session:
         return self.last_accessed_at + self._cooldown
 
 
-class SessionRegistry:
+class EmulatedPool:
     """All sessions of one pool. Thread-safe; executions in different sessions run concurrently."""
 
     def __init__(
         self,
-        pool: PoolLike,
+        workers: WorkerSource,
         *,
         cooldown: float = 300.0,
         max_sessions: int = 100,
@@ -128,7 +130,7 @@ class SessionRegistry:
         executions_kept: int = 500,
         interruptible: bool = True,
     ) -> None:
-        self.pool = pool
+        self.workers = workers
         self.interruptible = interruptible  # False: answer the interrupt route like the service (no such operation)
         self.cooldown = float(cooldown)
         self.max_sessions = int(max_sessions)
@@ -175,7 +177,7 @@ class SessionRegistry:
                 session.worker = None
             started = time.perf_counter()
             try:
-                worker = self.pool.acquire()
+                worker = self.workers.acquire()
             except WorkerLost as exc:
                 raise errors.EmulatorError(
                     503, "SessionAllocationFailed", f"Could not start a session sandbox: {exc}"
@@ -276,7 +278,7 @@ class SessionRegistry:
         A repeated ``execution_id`` (the ``operation-id`` request header) returns the earlier execution instead of
         running the code again, so a client can retry a POST whose reply was lost without executing twice.
         """
-        timeout = min(max(float(timeout), 1.0), MAX_TIMEOUT_SECONDS)
+        timeout = min(max(float(timeout), 1.0), MAX_EXECUTION_SECONDS)
         session = self._session(identifier)
         record = Execution(execution_id or str(uuid.uuid4()), identifier, execution_type, code)
         record.output_max_length = output_max_length
@@ -305,7 +307,6 @@ class SessionRegistry:
                 record.session_guid = worker.guid
                 with self._cond:
                     self.executions_total += 1
-                    session.execution_count += 1
                     self.execution_log.append({"id": record.id, "identifier": session.identifier,
                                                "sessionGuid": worker.guid, "code": record.code,
                                                "startedAt": time.time()})  # fmt: skip
@@ -318,17 +319,7 @@ class SessionRegistry:
             record.stdout, record.stderr, record.result = cell.stdout, cell.stderr, cell.result
             record.duration_ms = cell.duration_ms
             if cell.timed_out:
-                ended = cell.ended_processes
-                record.stderr += (
-                    f"\nTimeoutError: the execution exceeded its timeout of {timeout:g} seconds and was interrupted "
-                    "(KeyboardInterrupt)."
-                    + (
-                        f" {ended} process{'es' if ended != 1 else ''} it started {'were' if ended != 1 else 'was'} ended."
-                        if ended
-                        else ""
-                    )
-                    + " The session and its variables were kept.\n"
-                )
+                record.stderr += _timeout_notice(timeout, cell.ended_processes)
             record.status = SUCCEEDED if cell.ok else FAILED
             record.timings = {
                 "allocation": allocation_ms,
@@ -407,6 +398,19 @@ class SessionRegistry:
         for session in doomed:
             self._destroy(session)
         self._async.shutdown(wait=False, cancel_futures=True)
-        self.pool.close()
+        self.workers.close()
         if self._reaper.is_alive():
             self._reaper.join(timeout=5)
+
+
+def _timeout_notice(timeout: float, ended: int) -> str:
+    """What an execution's stderr says after its timeout interrupted it."""
+    processes = (
+        f" {ended} process{'es' if ended != 1 else ''} it started {'were' if ended != 1 else 'was'} ended."
+        if ended
+        else ""
+    )
+    return (
+        f"\nTimeoutError: the execution exceeded its timeout of {timeout:g} seconds and was interrupted "
+        f"(KeyboardInterrupt).{processes} The session and its variables were kept.\n"
+    )

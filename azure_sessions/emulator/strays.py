@@ -1,5 +1,8 @@
 """End what a timed-out cell left running (standalone, stdlib only: loaded by worker.py, imported by the host).
 
+It also holds the one reader of ``/proc/<pid>/stat`` (:func:`read_stat`, :func:`process_table`) that the emulator,
+the benchmarks and the tests use.
+
 A cell interrupted at its timeout may leave processes behind: a fork bomb held at the process limit, a busy
 background job. They would burn CPU until the session ends. Every process started since the cell began is stopped
 (SIGSTOP, so nothing can fork any more), then killed. Which processes are candidates depends on the tier:
@@ -20,12 +23,45 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 _MAX_ROUNDS = 100
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
-ProcessTable = dict[int, tuple[int, int, bytes, int]]  # pid -> (parent pid, start ticks, state, session id)
+
+class ProcStat(NamedTuple):
+    """What is read of a process's ``/proc/<pid>/stat``."""
+
+    ppid: int
+    start: int  # when it started, in clock ticks since boot
+    state: str  # one letter: R running, S sleeping, T stopped, Z zombie, X dead, ...
+    session: int  # its session id
+    cpu_ticks: int  # user and system time, in clock ticks
+
+    @property
+    def ended(self) -> bool:
+        """It runs no more (a zombie, or dead), though it may still wait to be reaped."""
+        return self.state in ("Z", "X")
+
+
+ProcessTable = dict[int, ProcStat]
 Selector = Callable[[ProcessTable], set[int]]
+
+
+def read_stat(pid: int | str) -> ProcStat | None:
+    """Process ``pid``'s stat, or None when it is gone or cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold anything
+        return ProcStat(
+            ppid=int(fields[1]),
+            start=int(fields[19]),
+            state=fields[0].decode("ascii"),
+            session=int(fields[3]),
+            cpu_ticks=int(fields[11]) + int(fields[12]),
+        )
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def boot_ticks() -> int:
@@ -66,7 +102,7 @@ def _existing(whole_namespace: bool) -> frozenset[int]:
                 with open(f"/proc/{pid}/task/{tid}/children") as fh:
                     children = [int(c) for c in fh.read().split()]
             except FileNotFoundError:  # a kernel without /proc/.../children: fall back to a full scan
-                return frozenset(_descendants(me, process_table()))
+                return frozenset(descendants(me, process_table()))
             except OSError:
                 continue
             stack.extend(c for c in children if c not in found)
@@ -75,24 +111,19 @@ def _existing(whole_namespace: bool) -> frozenset[int]:
 
 
 def process_table() -> ProcessTable:
-    """pid -> (parent pid, start time in ticks, state letter, session id) for every visible process."""
+    """Every visible process's stat, by pid."""
     table = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-            table[int(entry)] = (int(fields[1]), int(fields[19]), fields[0], int(fields[3]))
-        except (OSError, IndexError, ValueError):
-            continue
+        if entry.isdigit() and (stat := read_stat(entry)) is not None:
+            table[int(entry)] = stat
     return table
 
 
-def _descendants(root: int, table: ProcessTable) -> set[int]:
+def descendants(root: int, table: ProcessTable) -> set[int]:
+    """The pids of ``root``'s children, their children, and so on."""
     children: dict[int, list[int]] = {}
-    for pid, (ppid, *_) in table.items():
-        children.setdefault(ppid, []).append(pid)
+    for pid, stat in table.items():
+        children.setdefault(stat.ppid, []).append(pid)
     found, stack = set(), [root]
     while stack:
         for child in children.get(stack.pop(), []):
@@ -104,12 +135,12 @@ def _descendants(root: int, table: ProcessTable) -> set[int]:
 
 def in_session(session_id: int, exclude: frozenset[int] = frozenset()) -> Selector:
     """Every process whose session id is ``session_id``, but ``exclude``."""
-    return lambda table: {pid for pid, row in table.items() if row[3] == session_id} - exclude
+    return lambda table: {pid for pid, stat in table.items() if stat.session == session_id} - exclude
 
 
 def _in_sandbox(whole_namespace: bool) -> Selector:
     me = os.getpid()
-    return (lambda table: set(table) - {1, me}) if whole_namespace else (lambda table: _descendants(me, table))
+    return (lambda table: set(table) - {1, me}) if whole_namespace else (lambda table: descendants(me, table))
 
 
 def end_processes(select: Selector, is_new: Callable[[int, int], bool] = lambda pid, start: True) -> set[int]:
@@ -119,7 +150,7 @@ def end_processes(select: Selector, is_new: Callable[[int, int], bool] = lambda 
 
     def live() -> set[int]:
         table = process_table()
-        return {p for p in select(table) if table[p][2] not in (b"Z", b"X") and is_new(p, table[p][1])}
+        return {p for p in select(table) if not table[p].ended and is_new(p, table[p].start)}
 
     for _ in range(_MAX_ROUNDS):
         stopped = live()

@@ -7,7 +7,7 @@ workers share the template's prepared memory copy-on-write.
 
 The template is the forked workers' parent, so it reaps them and reports how each ended; the host holds a pidfd for
 each (race-free signals and exit detection) in a :class:`ForkedProcess`, which offers the part of
-``subprocess.Popen`` that :class:`~azure_sessions.emulator.workers.Worker` uses.
+``subprocess.Popen`` that :class:`~azure_sessions.emulator.workers.WorkerProcess` uses.
 """
 
 from __future__ import annotations

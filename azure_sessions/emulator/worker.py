@@ -211,7 +211,9 @@ def _apply_limits(config: dict) -> None:
             resource.setrlimit(getattr(resource, rlimit), (int(value), int(value)))
 
 
-class Worker:
+class Kernel:
+    """The session's IPython shell and the pipe protocol around it: what runs user code, inside the sandbox."""
+
     def __init__(self, config: dict) -> None:
         self.config = config
         self.chan: Channel | None = None
@@ -296,7 +298,7 @@ class Worker:
         from IPython.core.interactiveshell import InteractiveShell
         from traitlets.config import Config
 
-        worker = self
+        kernel = self
 
         class QuietDisplayHook(DisplayHook):
             """Records the last expression's value without printing ``Out[n]:``."""
@@ -316,7 +318,7 @@ class Worker:
             def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
                 png = data.get("image/png")
                 if png is not None:
-                    worker.images.append(base64.b64decode(png) if isinstance(png, str) else png)
+                    kernel.images.append(base64.b64decode(png) if isinstance(png, str) else png)
                 elif "text/plain" in data:
                     print(data["text/plain"])
 
@@ -529,17 +531,17 @@ class Template:
         import socket
 
         self.sock = socket.socket(fileno=int(config["control_fd"]))
-        self.worker = Worker(config)
-        self.worker.load_helpers(config.get("helpers", ()))
+        self.kernel = Kernel(config)
+        self.kernel.load_helpers(config.get("helpers", ()))
         # bubblewrap: every worker is PID 1 of a PID namespace of its own (namespaces.py does the rest)
-        self.namespaces = self.worker.helpers.get("namespaces")
+        self.namespaces = self.kernel.helpers.get("namespaces")
 
     def serve(self) -> None:
         import gc
         import select
         import socket
 
-        self.worker.prepare()
+        self.kernel.prepare()
         gc.collect()
         gc.freeze()  # the prepared objects stay out of the collector's way: their pages stay shared after fork
         if self.namespaces is not None:  # adopt the workers whose short-lived first parent made their PID namespace
@@ -639,12 +641,12 @@ class Template:
             tempfile.tempdir = None  # found again from the session's TMPDIR, not the template's
             if "numpy" in sys.modules:  # `random` reseeds itself after a fork; numpy's global generator does not
                 sys.modules["numpy"].random.seed()
-            worker = self.worker
-            worker.config = request["config"]
-            worker.enter_session()
+            kernel = self.kernel
+            kernel.config = request["config"]
+            kernel.enter_session()
         except BaseException as exc:
             _setup_failed(exc)
-        worker.serve()
+        kernel.serve()
         os._exit(0)
 
 
@@ -664,14 +666,14 @@ def main() -> None:
         except BaseException as exc:
             _setup_failed(exc)
         template.serve()
-    worker = Worker(config)
+    kernel = Kernel(config)
     try:
-        worker.load_helpers(config.get("helpers", ()))
-        worker.enter_session()
-        worker.prepare()
+        kernel.load_helpers(config.get("helpers", ()))
+        kernel.enter_session()
+        kernel.prepare()
     except BaseException as exc:
         _setup_failed(exc)
-    worker.serve()
+    kernel.serve()
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ class CellResult:
     ended_processes: int = 0  # processes a timed-out cell left running, ended by the worker
 
 
-class Worker:
+class WorkerProcess:
     """One sandboxed IPython process. Not thread-safe for executions: the owning session serializes them."""
 
     def __init__(self, spawned: Spawned) -> None:
@@ -53,8 +53,6 @@ class Worker:
         self.guid = spawned.guid
         self.data_dir = spawned.data_dir
         self.uid = spawned.uid
-        self.created_at = time.time()
-        self.info: dict[str, Any] = {}
         self._rfd = self.proc.stdout.fileno()
         self._wfd = self.proc.stdin.fileno()
         self._buf = bytearray()
@@ -116,7 +114,7 @@ class Worker:
                 raise WorkerLost(self._stopped_because or self.describe_exit())
             self._buf += data
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict:
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         try:
             message = self._recv(time.monotonic() + timeout)
         except TimeoutError:
@@ -129,8 +127,6 @@ class Worker:
         if message.get("op") != "ready":
             self.cleanup()
             raise WorkerLost(f"unexpected first message from the worker: {message.get('op')!r}")
-        self.info = message
-        return message
 
     def execute(self, code: str, timeout: float, grace: float = 3.0) -> CellResult:
         """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed."""
@@ -252,7 +248,10 @@ class Worker:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.proc.pid, signal.SIGSTOP)
             session = strays.end_processes(strays.in_session(self.proc.pid))
-        pids = [] if self._s.isolated else _descendants(self.proc.pid)
+        pids: set[int] = set()
+        if not self._s.isolated:
+            with contextlib.suppress(OSError):  # no /proc (not Linux): the process group is all there is to kill
+                pids = strays.descendants(self.proc.pid, strays.process_table())
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # bwrap: its sandbox dies with it (pid namespace)
         for pid in pids:
@@ -284,9 +283,9 @@ class WorkerPool:
     def __init__(self, launcher: Launcher, size: int) -> None:
         self.launcher = launcher
         self.size = max(0, int(size))
-        self._ready: deque[Worker] = deque()
+        self._ready: deque[WorkerProcess] = deque()
         self._spawning = 0
-        self._inflight: Worker | None = None
+        self._inflight: WorkerProcess | None = None
         self._failures = 0
         self._closed = False
         self._cond = threading.Condition()
@@ -298,16 +297,12 @@ class WorkerPool:
         if self.size:
             self._thread.start()
 
-    def ready_count(self) -> int:
-        with self._cond:
-            return len(self._ready)
-
     def wait_full(self, timeout: float) -> bool:
         """Block until the pool holds ``size`` ready workers (used at start-up and by tests)."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self._ready) >= self.size or self._closed, timeout)
 
-    def acquire(self) -> Worker:
+    def acquire(self) -> WorkerProcess:
         with self._cond:
             while self._ready:
                 worker = self._ready.popleft()
@@ -319,7 +314,7 @@ class WorkerPool:
                 raise WorkerLost("the emulator is shutting down")
         self.cold_starts += 1
         try:
-            worker = Worker(self.launcher.spawn(preload=False))
+            worker = WorkerProcess(self.launcher.spawn(preload=False))
         except (OSError, RuntimeError) as exc:
             raise WorkerLost(f"could not start a worker: {exc}") from None
         worker.wait_ready()
@@ -334,7 +329,7 @@ class WorkerPool:
                 self._spawning += 1
             worker = None
             try:
-                worker = Worker(self.launcher.spawn(preload=True))
+                worker = WorkerProcess(self.launcher.spawn(preload=True))
                 with self._cond:
                     self._inflight = worker
                     closed = self._closed
@@ -374,28 +369,6 @@ class WorkerPool:
         if self._thread.is_alive():
             self._thread.join(timeout=READY_TIMEOUT + 5)
         self.launcher.close()
-
-
-def _descendants(pid: int) -> list[int]:
-    """All descendants of ``pid`` (Linux /proc), deepest last; used to kill unisolated workers' children."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return []
-    for entry in entries:
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def _rmtree(path) -> None:

@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 import requests
 
+from azure_sessions.dialects import ENVELOPE_VERSIONS
 from azure_sessions.emulator.sandbox import bubblewrap_problem, landlock_problem
 
-RESOURCE_VERSIONS = ("2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview")
-ENVELOPE_VERSIONS = ("2024-02-02-preview", "2024-08-02-preview")
 DEFAULT = "2024-10-02-preview"
 
 

@@ -1,4 +1,4 @@
-"""Route-by-route wire conformance for both dialects, with raw HTTP (reference §3-6, §10)."""
+"""Route-by-route wire conformance for both dialects, with raw HTTP."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from tests.emulator.conftest import ENVELOPE_VERSIONS, RESOURCE_VERSIONS, new_id
+from azure_sessions.dialects import ENVELOPE_VERSIONS, RESOURCE_VERSIONS
+from tests.emulator.conftest import new_id
 from tests.support.harness import wait_until
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")

@@ -54,7 +54,7 @@ def test_idle_session_expires_after_cooldown(short_cooldown):
 
 
 def test_a_busy_session_is_not_reaped(short_cooldown):
-    """An execution longer than the cooldown keeps its session (idle-timer resets are unit-tested in test_registry)."""
+    """An execution longer than the cooldown keeps its session (idle-timer resets are unit-tested in test_emulated_pool)."""
     api = Api(short_cooldown.endpoint, "t")
     identifier = new_id()
     guid = api.run(identifier, "x = 1")["guid"]
@@ -78,7 +78,7 @@ def test_max_sessions_answers_404():
 
 def test_stop_leaves_no_workers_and_no_files(tmp_path):
     emu = start_emulator(token="t", prestart=1, data_root=tmp_path)
-    instance = emu.backend.pool.launcher.instance_id
+    instance = emu.backend.workers.launcher.instance_id
     api = Api(emu.endpoint, "t")
     for _ in range(2):
         api.run(new_id(), "import subprocess; p = subprocess.Popen(['sleep', '600'])")

@@ -130,7 +130,7 @@ def test_iso_time_has_seven_fraction_digits():
 )
 def test_execution_request_is_liberal(body):
     parsed = wire.parse_execution_request(body)
-    assert parsed["code"] == "1" and parsed["asynchronous"] is False
+    assert parsed.code == "1" and parsed.asynchronous is False
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from azure_sessions import RetryPolicy
+from azure_sessions.emulator.strays import read_stat
 from tests.support import harness
 from tests.support.harness import free_port, wait_until  # noqa: F401  (re-exported for the reliability tests)
 
@@ -23,6 +25,15 @@ FAST_RETRY = RetryPolicy(attempts=8, backoff_base=0.01, backoff_cap=0.05, jitter
 
 def new_identifier() -> str:
     return f"rel-{uuid.uuid4()}"
+
+
+def run_together(target: Callable[[Any], None], args: Iterable[Any]) -> None:
+    """``target(arg)`` for each of ``args``, all at once, each in its own thread; returns when all have ended."""
+    threads = [threading.Thread(target=target, args=(arg,)) for arg in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -36,14 +47,6 @@ def _read(path: str) -> bytes:
         return b""
 
 
-def _state(pid: str) -> str:
-    stat = _read(f"/proc/{pid}/stat")
-    try:
-        return stat.rsplit(b")", 1)[1].split()[0].decode()
-    except IndexError:
-        return ""
-
-
 def processes_matching(needles: list[bytes]) -> list[tuple[int, str]]:
     """Live (non-zombie) processes whose environment or command line contains one of ``needles``."""
     found = []
@@ -51,7 +54,10 @@ def processes_matching(needles: list[bytes]) -> list[tuple[int, str]]:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         blob = _read(f"/proc/{entry}/environ") + b"\0" + _read(f"/proc/{entry}/cmdline")
-        if any(needle in blob for needle in needles) and _state(entry) not in ("Z", "X", ""):
+        if not any(needle in blob for needle in needles):
+            continue
+        stat = read_stat(entry)
+        if stat is not None and not stat.ended:
             cmd = _read(f"/proc/{entry}/cmdline").replace(b"\0", b" ")[:160].decode("utf-8", "replace")
             found.append((int(entry), cmd))
     return found
@@ -60,7 +66,7 @@ def processes_matching(needles: list[bytes]) -> list[tuple[int, str]]:
 def emulator_needles(emu: Any) -> list[bytes]:
     """What identifies the processes of one emulator: its instance id (in every worker's environment, inside and
     outside bubblewrap) and its data root (on bubblewrap's and the unisolated worker's command line)."""
-    instance = emu.backend.pool.launcher.instance_id.encode()
+    instance = emu.backend.workers.launcher.instance_id.encode()
     return [INSTANCE_ENV + instance, str(emu.data_root).encode()]
 
 
@@ -92,11 +98,6 @@ def tree_state(root: Path, skip: Callable[[Path], bool] = lambda p: False) -> di
                 digest = hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size < 1 << 20 else str(st.st_mtime)
                 state[str(path.relative_to(root))] = ("file", st.st_size, digest)
     return state
-
-
-def session_dirs(emu: Any) -> set[Path]:
-    sessions = Path(emu.data_root) / "sessions"
-    return {p for p in sessions.iterdir()} if sessions.exists() else set()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import time
 from collections import namedtuple
 
 from azure_sessions import AzureDynamicSessionsExecutor, SessionsClient
-from tests.reliability.support import new_identifier, raw_request
+from tests.reliability.support import new_identifier, raw_request, run_together
 from tests.support.scripted_model import ScriptedModel, code_reply
 
 AccessToken = namedtuple("AccessToken", ["token", "expires_on"])
@@ -111,11 +111,7 @@ def test_32_threads_sharing_one_credential_refresh_once_per_lifetime(start_emula
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=hammer, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(hammer, clients)
     for client in clients:
         client.close()
     assert errors == []

@@ -16,7 +16,7 @@ import pytest
 from azure_sessions import AzureDynamicSessionsExecutor, SessionsClient, SessionsError
 from azure_sessions.emulator.faults import parse_rule
 from azure_sessions.errors import ServiceError, ServiceResponseError, ThrottledError
-from tests.reliability.support import FAST_RETRY, new_identifier
+from tests.reliability.support import FAST_RETRY, new_identifier, run_together
 
 TOKEN = "faults-token"
 # About 10 % of all requests hit a fault.
@@ -85,11 +85,7 @@ def run_through_faults(emu, sessions: int, per_session: int) -> None:
         client.close()
 
     started = time.monotonic()
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(sessions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(run, range(sessions))
     fired = emu.faults.snapshot()["fired"]
     emu.faults.clear()
     total = sessions * per_session

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from azure_sessions import SessionsClient
-from tests.reliability.support import new_identifier, processes_matching
+from tests.reliability.support import new_identifier, processes_matching, run_together
 
 TOKEN = "load-token"
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,11 +66,7 @@ def run_load(emu, sessions: int, executions: int) -> dict:
             client.close()
 
     started = time.monotonic()
-    threads = [threading.Thread(target=user, args=(n,)) for n in range(sessions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(user, range(sessions))
     elapsed = time.monotonic() - started
     assert errors == []
     assert all(len(g) == 1 for g in guids.values())  # no session was recycled under load

@@ -106,7 +106,7 @@ def session_processes(sandbox: SimpleNamespace, client: SessionsClient) -> Calla
     if uid is not None:
         return lambda: processes_of_uid(uid)
     worker_pid = session.worker.pid
-    return lambda: [pid for pid, row in process_table().items() if row[3] == worker_pid and row[2] not in (b"Z", b"X")]
+    return lambda: [pid for pid, stat in process_table().items() if stat.session == worker_pid and not stat.ended]
 
 
 def tasks_of_uid(uid: int) -> int:
