@@ -27,7 +27,9 @@ command -v "$python" >/dev/null 2>&1 || missing+=(python3)
 "$python" -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 # the Landlock tier's seccomp filter goes through the system's libseccomp (apt depends on it, so it is nearly always here)
-{ /sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null; } | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
+# (read whole before matching: with pipefail, `ldconfig -p | grep -q` fails when grep stops reading early)
+libraries=$(/sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null || true)
+[[ "$libraries" == *libseccomp.so.2* ]] || missing+=(libseccomp2)
 if [ "$mode" = test ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 
 if [ ${#missing[@]} -gt 0 ]; then
