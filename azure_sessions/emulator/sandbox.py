@@ -180,10 +180,13 @@ def _probe_landlock() -> str | None:
 _LANDLOCK_PROBE = """
 import importlib.util, json, os, socket, sys
 spec = json.loads(sys.argv[1])
+loader = importlib.util.spec_from_file_location("confine", spec["helper"])  # loaded first, as the template does
+confine = importlib.util.module_from_spec(loader); loader.loader.exec_module(confine)
 if spec["uid"] is not None:
     os.setgroups([]); os.setresgid(spec["uid"], spec["uid"], spec["uid"]); os.setresuid(spec["uid"], spec["uid"], spec["uid"])
-loader = importlib.util.spec_from_file_location("confine", spec["helper"])
-confine = importlib.util.module_from_spec(loader); loader.loader.exec_module(confine)
+    if not os.access(sys.prefix, os.R_OK | os.X_OK):
+        print(f"the unprivileged uid each worker of a root emulator gets cannot reach the Python environment "
+              f"{sys.prefix} (a directory above it is closed to other users, as `mktemp -d` makes them)"); sys.exit(1)
 try:
     confine.confine(**spec["confine"])
 except Exception as exc:
