@@ -166,7 +166,11 @@ def _probe_landlock() -> str | None:
         uid = _UID_BASE + secrets.randbelow(_UID_SPAN) if _is_root() else None
         if uid is not None:
             os.chmod(scratch, 0o711)
-        spec = {"uid": uid, "confine": _confinement([scratch]), "helper": str(Path(__file__).with_name("confine.py"))}
+        spec = {
+            "uid": uid,
+            "confine": _confinement([scratch], _python_paths()),
+            "helper": str(Path(__file__).with_name("confine.py")),
+        }
         try:
             proc = subprocess.run([os.path.abspath(sys.executable), "-I", "-B", "-c", _LANDLOCK_PROBE, json.dumps(spec)],
                                   capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
@@ -278,7 +282,8 @@ class Launcher:
         self.python = os.path.abspath(sys.executable)
         self.preload = [name for name in PRELOAD_CANDIDATES if _installed(name)]
         # The Python environment below /tmp (a checkout in a temporary directory): kept out of each session's /tmp.
-        self._python_under_tmp = [str(p) for p in _python_paths() if _under(p, Path("/tmp"))]
+        self._python_paths = _python_paths()
+        self._python_under_tmp = [str(p) for p in self._python_paths if _under(p, Path("/tmp"))]
         self._drop_uid = mode != "unisolated" and _is_root()
         self._uids = itertools.count(secrets.randbelow(_UID_SPAN))  # distinct per instance, most likely
         self._mount_args = self._mounts() if mode == "bubblewrap" else []
@@ -290,7 +295,7 @@ class Launcher:
 
     # -- command line -------------------------------------------------------------------------------------------
     def _mounts(self) -> list[str]:
-        python_paths = _python_paths()
+        python_paths = self._python_paths
         masked = [Path(p) for p in ("/root", "/home", "/run")] + [self.root.resolve()]
         project = Path(__file__).resolve().parents[2]
         if not any(_under(project, p) for p in python_paths):  # a source checkout, not an installed package
@@ -423,7 +428,7 @@ class Launcher:
             config |= {"data_dir": str(data_dir), "map_paths": {"/mnt/data": str(data_dir), "/tmp": str(tmp)},
                        "own_dirs": [str(data_dir), str(scratch), *self._python_under_tmp]}  # fmt: skip
             if self.mode == "landlock":
-                config["confine"] = _confinement([str(data_dir), str(scratch)])
+                config["confine"] = _confinement([str(data_dir), str(scratch)], self._python_paths)
             env = self._env(str(home), str(tmp))
         if uid is not None:
             for path in (data_dir, *([scratch, scratch / "home", scratch / "tmp"] if scratch else [])):
@@ -433,9 +438,10 @@ class Launcher:
         return Spawned(proc, guid, data_dir, scratch, log_path, uid, self.mode)
 
 
-def _confinement(read_write: list[str]) -> dict:
-    """The arguments of ``confine.confine`` for a Landlock worker whose own directories are ``read_write``."""
-    read_only = [*SYSTEM_READ_ONLY, *(str(p) for p in _python_paths())]
+def _confinement(read_write: list[str], python_paths: list[Path]) -> dict:
+    """The arguments of ``confine.confine`` for a Landlock worker whose own directories are ``read_write``, in the
+    Python environment at ``python_paths``."""
+    read_only = [*SYSTEM_READ_ONLY, *(str(p) for p in python_paths)]
     # The server's process and process group, out of reach of signals even where Landlock has no signal scope.
     protected = sorted({os.getpid(), os.getpgid(0)})
     return {"read_only": read_only, "read_write": read_write, "devices": list(DEVICES), "protected_pids": protected}
