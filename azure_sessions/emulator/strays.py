@@ -92,22 +92,32 @@ def _existing(whole_namespace: bool) -> frozenset[int]:
     found: set[int] = set()
     stack = [me]
     while stack:
-        pid = stack.pop()
         try:
-            tasks = os.listdir(f"/proc/{pid}/task")
+            kids = children(stack.pop())
+        except FileNotFoundError:  # a kernel without /proc/.../children: fall back to a full scan
+            return frozenset(descendants(me, process_table()))
+        stack.extend(c for c in kids if c not in found)
+        found.update(kids)
+    return frozenset(found)
+
+
+def children(pid: int) -> list[int]:
+    """The children of ``pid``, from /proc/<pid>/task/<tid>/children ([] for a process that is gone). Raises
+    FileNotFoundError where the kernel does not offer those files."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found += [int(c) for c in fh.read().split()]
+        except FileNotFoundError:
+            raise
         except OSError:
             continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                    children = [int(c) for c in fh.read().split()]
-            except FileNotFoundError:  # a kernel without /proc/.../children: fall back to a full scan
-                return frozenset(descendants(me, process_table()))
-            except OSError:
-                continue
-            stack.extend(c for c in children if c not in found)
-            found.update(children)
-    return frozenset(found)
+    return found
 
 
 def process_table() -> ProcessTable:

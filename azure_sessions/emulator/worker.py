@@ -475,20 +475,11 @@ class Kernel:
                 reply["id"] = job.get("id")
                 self.running = None
                 self.chan.write(reply)
-                if os.getpid() == 1:  # the namespace's init: orphans of the session become ours to collect
-                    self._reap(_children())
+                if os.getpid() == 1 and self.strays:  # the namespace's init: orphans of the session become ours
+                    with contextlib.suppress(OSError):
+                        self._reap(self.strays.children(1))
             except KeyboardInterrupt:  # a late interrupt that arrived between cells
                 continue
-
-
-def _children() -> list[int]:
-    """This process's children (from /proc)."""
-    found = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir("/proc/self/task"):
-            with contextlib.suppress(OSError, ValueError), open(f"/proc/self/task/{task}/children") as fh:
-                found += [int(pid) for pid in fh.read().split()]
-    return found
 
 
 def _popen_pids() -> set[int]:
