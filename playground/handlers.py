@@ -55,10 +55,13 @@ class Handlers:
 
     # ---- helpers ------------------------------------------------------------------------------------------------
     def _session(self, request: gr.Request) -> UserSession:
+        """The caller's session; on a server that runs no code, every action that needs one says why instead."""
+        if self.backend.refusal:
+            raise gr.Error(f"This server runs no code. {self.backend.refusal}", title="No sandbox")
         return self.registry.session(request.session_hash)
 
     def _tab(self, request: gr.Request) -> Tab:
-        self.registry.session(request.session_hash)  # binds the tab if it was not yet
+        self._session(request)  # binds the tab if it was not yet
         tab = self.registry.tab(request.session_hash)
         assert tab is not None
         return tab
@@ -239,8 +242,6 @@ class Handlers:
         return self._listing(self._session(request), self._tab(request))
 
     def upload(self, paths: list[str] | None, request: gr.Request) -> Updates:
-        if self.backend.refusal:
-            return {"status": "This server runs no code, so it keeps no files."}
         session = self._session(request)
         uploaded, refused = fs.upload(session, [str(p) for p in paths or []])
         return self._listing(session, self._tab(request), fs.upload_report(uploaded, refused))

@@ -69,6 +69,10 @@ def test_a_space_without_isolation_runs_no_code_and_says_why(space_app: str, pag
     expect(box).to_be_disabled()
     expect(box).to_have_attribute("placeholder", "This server runs no code (see above).")
     expect(page.locator('#session-panel [data-key="Backend"]')).to_contain_text("no isolation tier")
+    reason = page.get_by_text("so no code is run", exact=False)
+    expect(reason).to_have_count(1)  # the banner
+    page.locator("#refresh-btn").click()  # any other action is refused with the same reason, not silently
+    expect(reason).to_have_count(2)
 
 
 def test_the_emulator_refuses_a_public_address_without_isolation() -> None:
