@@ -57,7 +57,9 @@ class Handlers:
     def _session(self, request: gr.Request) -> UserSession:
         """The caller's session; on a server that runs no code, every action that needs one says why instead."""
         if self.backend.refusal:
-            raise gr.Error(f"This server runs no code. {self.backend.refusal}", title="No sandbox")
+            # a toast renders its message as HTML: the reason quotes tool output such as "<https://...>"
+            reason = html.escape(f"This server runs no code. {self.backend.refusal}")
+            raise gr.Error(reason, title="No sandbox", print_exception=False)
         return self.registry.session(request.session_hash)
 
     def _tab(self, request: gr.Request) -> Tab:

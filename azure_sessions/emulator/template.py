@@ -102,21 +102,28 @@ class TemplateProcess:
 
     def close(self) -> None:
         """Stop the template (the workers it forked live on: each ends with its own session)."""
-        self._sock.close()  # the template leaves when its control socket closes
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # the template leaves when its control socket closes
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
+        reader = getattr(self, "_reader", None)
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=10)  # it sees the end of the socket; only then may the socket's number be reused
+        self._sock.close()
         with self._cond:
             self._dead = True
             self._cond.notify_all()
 
     def _receive(self, deadline: float) -> tuple[dict, list[int]] | None:
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.proc.poll() is not None:
                 return None
-            if select.select([self._sock], [], [], min(remaining, 1.0))[0]:
+            if poller.poll(int(min(remaining, 1.0) * 1000)):
                 try:
                     data, fds, _, _ = socket.recv_fds(self._sock, 1 << 16, 1)
                 except OSError:
@@ -184,8 +191,14 @@ class ForkedProcess:
         self._pidfd = pidfd  # readable once the process has ended; kept open until this object goes
         self._lock = threading.Lock()
 
+    def _ended(self, timeout: float | None) -> bool:
+        """Whether the process has ended, waiting up to ``timeout`` seconds (None: until it does)."""
+        poller = select.poll()  # not select(): a busy emulator's descriptors go past FD_SETSIZE
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+
     def poll(self) -> int | None:
-        if self.returncode is None and select.select([self._pidfd], [], [], 0)[0]:
+        if self.returncode is None and self._ended(0):
             self._collect(timeout=1.0)  # it has ended: the template reports how in a moment
         if self.returncode is None and not self.outlives_template and not self._template.alive:
             self.kill()  # the end of the template's sandbox ends it too, if not already
@@ -194,7 +207,7 @@ class ForkedProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            if not select.select([self._pidfd], [], [], timeout)[0]:
+            if not self._ended(timeout):
                 raise subprocess.TimeoutExpired(f"forked worker {self.pid}", timeout or 0)
             self._collect(timeout=5.0)
         assert self.returncode is not None

@@ -9,6 +9,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import struct
 import threading
 import time
@@ -60,7 +61,13 @@ class WorkerProcess:
         self._poll.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
         self._kill_lock = threading.Lock()
         self._killed = False
+        self._cleaned = False  # cleanup() ran (a deleted session's worker is also lost by its running cell)
         self._send_lock = threading.Lock()  # execute() and interrupt() write to the pipe from different threads
+        # The pipes close only when no thread is reading or writing them: a number closed under a reader would be
+        # reused by the next worker's pipe, and the reader would take that worker's replies (or write into it).
+        self._fd_lock = threading.Lock()
+        self._fd_users = 0
+        self._fds_closed = False
         self._running: str | None = None  # the id of the cell being executed
         self._idle = threading.Event()
         self._idle.set()
@@ -76,17 +83,46 @@ class WorkerProcess:
         return self.proc.pid
 
     # -- protocol ------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _pipes(self):
+        """Use the protocol pipes; they stay open (their numbers not reusable) until the last user leaves."""
+        with self._fd_lock:
+            if self._fds_closed or self._killed:
+                raise WorkerLost(self._stopped_because or self.describe_exit())
+            self._fd_users += 1
+        try:
+            yield
+        finally:
+            with self._fd_lock:
+                self._fd_users -= 1
+            if self._killed:
+                self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        with self._fd_lock:
+            if self._fds_closed or self._fd_users:
+                return  # closed already, or the last user closes them when it leaves
+            self._fds_closed = True
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(Exception):
+                stream.close()
+
     def _send(self, message: dict) -> None:
         data = json.dumps(message).encode("utf-8")
         view = memoryview(_HEADER.pack(len(data)) + data)
-        try:
-            with self._send_lock:
-                while view:
-                    view = view[os.write(self._wfd, view) :]
-        except OSError as exc:
-            raise WorkerLost(self.describe_exit()) from exc
+        with self._pipes():
+            try:
+                with self._send_lock:
+                    while view:
+                        view = view[os.write(self._wfd, view) :]
+            except OSError as exc:
+                raise WorkerLost(self.describe_exit()) from exc
 
     def _recv(self, deadline: float) -> dict:
+        with self._pipes():
+            return self._read_message(deadline)
+
+    def _read_message(self, deadline: float) -> dict:
         while True:
             if len(self._buf) >= _HEADER.size:
                 size = _HEADER.unpack_from(self._buf)[0]
@@ -263,13 +299,15 @@ class WorkerProcess:
             self.proc.wait(timeout=10)
         if self.tracks_session:  # orphans of the dead worker come to us, or to init, which reaps its own
             strays.reap(session - {self.proc.pid}, wait=False)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            with contextlib.suppress(Exception):
-                stream.close()
+        self._close_pipes()
 
     def cleanup(self) -> None:
-        """Kill the process and delete its session directory, scratch directory and log."""
+        """Kill the process and delete its session directory, scratch directory and log (once)."""
         self.kill()
+        with self._kill_lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
         for path in (self.data_dir, self._s.scratch_dir):
             if path is not None:
                 _rmtree(path)
@@ -372,10 +410,20 @@ class WorkerPool:
 
 
 def _rmtree(path) -> None:
-    def retry(func, target, _exc):
+    """Remove a session's tree, also where its code took permissions away inside it. Only directories inside the
+    tree are made writable again: never its parent (every session's directory lives there), never a link's target."""
+    root = os.path.abspath(path)
+
+    def retry(func, target, exc):
+        if isinstance(exc, tuple):  # onerror gives exc_info
+            exc = exc[1]
+        if isinstance(exc, FileNotFoundError):
+            return  # gone already
         with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(target), 0o700)
-            os.chmod(target, 0o700)
+            for directory in (os.path.dirname(target), target):
+                inside = directory == root or directory.startswith(root + os.sep)
+                if inside and stat.S_ISDIR(os.lstat(directory).st_mode):
+                    os.chmod(directory, 0o700)
             func(target)
 
     if os.path.lexists(path):

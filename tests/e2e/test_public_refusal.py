@@ -72,7 +72,8 @@ def test_a_space_without_isolation_runs_no_code_and_says_why(space_app: str, pag
     reason = page.get_by_text("so no code is run", exact=False)
     expect(reason).to_have_count(1)  # the banner
     page.locator("#refresh-btn").click()  # any other action is refused with the same reason, not silently
-    expect(reason).to_have_count(2)
+    expect(reason).to_have_count(2)  # the whole reason: it quotes bubblewrap's "See <https://...>" hint
+    expect(page.get_by_test_id("toast-text")).to_contain_text("Configure an Azure dynamic-sessions pool")
 
 
 def test_the_emulator_refuses_a_public_address_without_isolation() -> None:

@@ -168,3 +168,99 @@ def test_directories_of_killed_emulators_are_swept(tmp_path):
     (live / OWNER_FILE).write_text(_owner_stamp(os.getpid()))
     with start_emulator(token="t", prestart=0, data_root=tmp_path, sandbox="none"):
         assert not stale.exists() and live.exists() and foreign.exists()
+
+
+class _Process:
+    """A worker process stand-in: a real process, with a protocol pipe the test also writes to."""
+
+    def __init__(self, reply_pipe: int) -> None:
+        self._proc = subprocess.Popen(["sleep", "60"], stdin=subprocess.PIPE, start_new_session=True)
+        self.pid, self.stdin = self._proc.pid, self._proc.stdin
+        self.stdout = open(reply_pipe, "rb", buffering=0)  # noqa: SIM115  (the worker handle closes it)
+
+    def poll(self):
+        return self._proc.poll()
+
+    def wait(self, timeout=None):
+        return self._proc.wait(timeout)
+
+    def kill(self):
+        self._proc.kill()
+
+
+def test_a_killed_worker_keeps_its_pipes_until_its_reader_leaves(tmp_path):
+    """A worker killed from another thread (its session deleted) while a cell waits for its reply: the reply pipe
+    stays open until that reader leaves, or its number would go to the next worker's pipe and the reader would take
+    that worker's replies (a fresh session then hangs until its timeout)."""
+    from azure_sessions.emulator.sandbox import Spawned
+    from azure_sessions.emulator.workers import WorkerLost, WorkerProcess
+
+    replies_r, replies_w = os.pipe()  # the test keeps the write end: the reader sees no end when the process dies
+    process = _Process(replies_r)
+    worker = WorkerProcess(Spawned(process, "guid", tmp_path, None, tmp_path / "log", None, "bubblewrap"))
+    outcome: queue.Queue = queue.Queue()
+
+    def run_cell() -> None:
+        try:
+            outcome.put(worker.execute("import time; time.sleep(30)", timeout=30))
+        except WorkerLost as exc:
+            outcome.put(exc)
+
+    reader = threading.Thread(target=run_cell)
+    reader.start()
+    wait_until(lambda: "_recv" in _function_names(reader), what="the cell waits for its reply")
+    worker.kill()
+    assert not process.stdout.closed  # its number is still taken while the reader polls it
+    with pytest.raises(WorkerLost):  # and nothing more is written to the pipes of a killed worker
+        worker._send({"op": "interrupt", "id": "x"})
+    os.close(replies_w)
+    assert isinstance(outcome.get(timeout=10), WorkerLost)
+    reader.join(timeout=10)
+    assert process.stdout.closed and process.stdin.closed  # the last user closed them
+
+
+def _function_names(thread: threading.Thread) -> set[str]:
+    frame, names = sys._current_frames().get(thread.ident), set()
+    while frame is not None:
+        names.add(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
+
+
+def test_removing_a_tree_another_cleanup_removed_leaves_its_parent_alone(tmp_path, monkeypatch):
+    """A deleted session's worker is cleaned up by the delete and by its lost cell at once: the one that finds the
+    tree gone must not touch the directory every session's tree lives in (made 0700, no worker could enter it)."""
+    from azure_sessions.emulator.workers import _rmtree
+
+    parent = tmp_path / "scratch"
+    tree = parent / "session"
+    (tree / "tmp").mkdir(parents=True)
+    parent.chmod(0o755)
+    real_rmdir = os.rmdir
+
+    def raced(path, *args, **kwargs):
+        real_rmdir(path, *args, **kwargs)
+        if os.fspath(path) == str(tree):
+            raise FileNotFoundError(2, "No such file or directory", str(tree))  # the other cleanup was first
+
+    monkeypatch.setattr(os, "rmdir", raced)
+    _rmtree(tree)
+    assert not tree.exists() and (parent.stat().st_mode & 0o777) == 0o755
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root removes what it likes: no permission to restore")
+def test_a_tree_whose_code_locked_a_directory_is_removed_without_following_its_links(tmp_path):
+    from azure_sessions.emulator.workers import _rmtree
+
+    outside = tmp_path / "host-file"
+    outside.write_text("host")
+    outside.chmod(0o644)
+    tree = tmp_path / "session"
+    locked = tree / "locked"
+    locked.mkdir(parents=True)
+    (locked / "link").symlink_to(outside)  # alone: the first entry that cannot be unlinked
+    locked.chmod(0o500)  # what session code may do: nothing in it can be unlinked until it is writable again
+    (tree / "data.txt").write_text("x")
+    _rmtree(tree)
+    assert not tree.exists()
+    assert (outside.stat().st_mode & 0o777) == 0o644 and outside.read_text() == "host"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
 
 from azure_sessions import FileInfo
 from azure_sessions.errors import FileTooLargeError, InvalidFileNameError, NotFoundError
@@ -30,3 +33,24 @@ def test_errors_become_one_sentence():
     assert "128 MB" in describe_error(FileTooLargeError("too big", status_code=413), "big.bin")
     assert "no longer" in describe_error(NotFoundError("gone", status_code=404), "x")
     assert "Traceback" not in describe_error(RuntimeError("boom"))
+
+
+def test_a_refused_action_says_why_in_a_toast_that_shows_the_whole_reason():
+    import gradio as gr
+
+    from playground.backend import Backend
+    from playground.handlers import Handlers
+    from playground.model_catalog import ModelCatalog
+    from playground.settings import Settings
+
+    settings = Settings()
+    reason = "bubblewrap is unavailable: see <https://deb.li/bubblewrap> & its README; so no code is run."
+    handlers = Handlers(settings, Backend.refused(reason), ModelCatalog.from_settings(settings, {}))
+    with pytest.raises(gr.Error) as refused:
+        handlers.refresh_files(SimpleNamespace(session_hash="tab"))
+    # the toast renders HTML: the reason's "<...>" must show as text, not vanish as a tag
+    assert refused.value.message == (
+        "This server runs no code. bubblewrap is unavailable: see &lt;https://deb.li/bubblewrap&gt; &amp; its README; "
+        "so no code is run."
+    )
+    assert refused.value.title == "No sandbox" and not refused.value.print_exception
