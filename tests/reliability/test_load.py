@@ -5,6 +5,8 @@ whole browser suite has run.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import os
 import shutil
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from azure_sessions import SessionsClient
+from azure_sessions.errors import SessionsError
 from tests.reliability.support import new_identifier, processes_matching, run_together
 
 TOKEN = "load-token"
@@ -86,6 +89,58 @@ def test_20_sessions_x_50_executions_at_once(start_emulator_checked) -> None:
 def test_soak_50_sessions_x_200_executions(start_emulator_checked) -> None:
     emu = start_emulator_checked(token=TOKEN, prestart=8)
     run_load(emu, sessions=50, executions=200)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("tier", ["bubblewrap", "landlock"])
+def test_sessions_ended_mid_cell_never_hurt_fresh_ones(start_emulator_checked, tier: str) -> None:
+    """Threads delete and interrupt sessions whose cells are running (some ignore the interrupt and are killed)
+    while others start fresh sessions: every fresh session answers at once. (Once, a killed worker's reader took
+    the next worker's replies; once, two cleanups of one worker locked every later worker out of its scratch.)"""
+    from azure_sessions.emulator.sandbox import bubblewrap_problem, landlock_problem
+
+    problem = bubblewrap_problem() if tier == "bubblewrap" else landlock_problem()
+    if problem:
+        pytest.skip(f"the {tier} tier is not usable here: {problem}")
+    emu = start_emulator_checked(token=TOKEN, prestart=2, sandbox=tier)
+    stop_at = time.monotonic() + 30
+    cells = ["import time; time.sleep(5)",
+             "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(8)"]  # fmt: skip
+    problems: list[str] = []
+    fresh_runs = [0]
+
+    def ender(n: int) -> None:
+        turn = 0
+        while time.monotonic() < stop_at:
+            turn += 1
+            with SessionsClient(emu.endpoint, new_identifier(), TOKEN) as client:
+                run = functools.partial(client.execute, cells[turn % 2], timeout=1 + turn % 2 * 59)
+                cell = threading.Thread(target=quietly, args=(run,))
+                cell.start()
+                time.sleep(0.05 * (1 + (n + turn) % 8))
+                if turn % 3:
+                    quietly(client.interrupt)
+                if turn % 3 != 1:
+                    quietly(client.delete_session)
+                cell.join()
+
+    def newcomer(n: int) -> None:
+        while time.monotonic() < stop_at:
+            with SessionsClient(emu.endpoint, new_identifier(), TOKEN) as client:
+                started = time.monotonic()
+                result = client.execute("'value' in dir()")
+                if result.result is not False or time.monotonic() - started > 10:
+                    problems.append(f"{result.status}: {result.stderr[:300]} ({time.monotonic() - started:.1f} s)")
+                fresh_runs[0] += 1
+                client.delete_session()
+
+    def quietly(call) -> None:  # the ended sessions' own outcomes vary by design
+        with contextlib.suppress(SessionsError):
+            call()
+
+    run_together(lambda n: ender(n) if n < 3 else newcomer(n), range(5))
+    assert problems == [], f"{len(problems)} of {fresh_runs[0]} fresh sessions failed: {problems[:3]}"
+    print(f"\n{tier}: {fresh_runs[0]} fresh sessions beside sessions ended mid-cell, none failed")
 
 
 @pytest.mark.soak
