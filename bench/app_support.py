@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from azure_sessions.emulator.strays import process_table
+from azure_sessions.emulator.inside.strays import process_table
 from bench.common import ROOT
 from tests.support.harness import free_port
 

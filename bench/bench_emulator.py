@@ -133,10 +133,10 @@ def tier_rows(tier: str, quick: bool, fresh_burst_ms: float) -> tuple[list[Row],
     """New sessions forked from the template with no warm pool, alone and in a burst (against ``fresh_burst_ms``,
     the median of as many fresh interpreters started at once); warm print(1); the unique memory of idle sessions; in
     an emulator that must use ``tier``."""
-    from azure_sessions.emulator.sandbox import TIER_LABELS, bubblewrap_problem, landlock_problem
+    from azure_sessions.emulator.tiers import tier_for_choice
 
-    problem = {"bubblewrap": bubblewrap_problem, "landlock": landlock_problem}[tier]()
-    label = TIER_LABELS[tier]
+    kind = tier_for_choice(tier)
+    problem, label = kind.problem(), kind.label
     if problem:
         return [Row(f"{label} tier", f"not measured: {problem}", "", "")], {}
     n_first, n_burst, n_warm = (3, 4, 30) if quick else (20, 16, 300)
@@ -262,8 +262,8 @@ def body(quick: bool) -> BenchReport:
         "own start-up, so they flatter the old way.",
         "Unique memory (USS) is a process's private pages, the memory it alone costs; PSS adds its share of the pages "
         "it shares with the template and the other sessions.",
-        f"Emulator counters at the end of the main section: {info['http']['sessionsCreated']} sessions created, "
-        f"{info['http']['executionsTotal']} executions.",
+        f"Emulator counters at the end of the main section: {info['http']['sessions_created']} sessions created, "
+        f"{info['http']['executions']} executions.",
         f"Sandbox of the main section: {emu.sandbox}. Client and emulator share the machine's cores; the throughput "
         "clients are threads of one Python process (the GIL), so the figures are a floor for the emulator.",
     ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -212,14 +213,12 @@ def _serve(args: argparse.Namespace) -> int:
                 _reply({"ok": ok, "waited": time.perf_counter() - start})
             elif op == "wait_template":
                 start = time.perf_counter()
-                ok = all(_wait_template(h, float(command.get("timeout", 120))) for h in handles.values())
+                ok = all(h.wait_for_template(float(command.get("timeout", 120))) for h in handles.values())
                 _reply({"ok": ok, "waited": time.perf_counter() - start})
             elif op == "memory":
                 _reply({s: _session_memory(h) for s, h in handles.items()})
             elif op == "info":
-                _reply(
-                    {s: h.backend.stats() | {"cold_starts": h.backend.workers.cold_starts} for s, h in handles.items()}
-                )
+                _reply({s: dataclasses.asdict(h.counters()) for s, h in handles.items()})
             else:
                 _reply({"error": f"unknown op {op!r}"})
     finally:
@@ -228,20 +227,10 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_template(handle: Any, timeout: float) -> bool:
-    launcher = handle.backend.workers.launcher
-    deadline = time.monotonic() + timeout
-    while launcher.template_pid is None:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def _session_memory(handle: Any) -> dict[str, Any]:
     """Unique (USS) and proportional (PSS) memory of every live session's worker and of the template, in KiB."""
-    workers = [s.worker.pid for s in handle.backend.list_sessions() if s.worker is not None and s.worker.alive]
-    template = handle.backend.workers.launcher.template_pid
+    workers = [view.worker_pid for view in handle.sessions() if view.alive]
+    template = handle.template_pid
     return {"workers": [smaps_kb(pid) for pid in workers], "template": smaps_kb(template) if template else None}
 
 

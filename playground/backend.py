@@ -7,12 +7,12 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from azure_sessions.emulator.sandbox import TIER_LABELS
 from azure_sessions.endpoint import pool_name_from_endpoint
 from playground.settings import Settings
 
 if TYPE_CHECKING:
     from azure_sessions import AzureDynamicSessionsExecutor
+    from azure_sessions.emulator import Tier
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,6 @@ UNISOLATED_WARNING = (
     "Not isolated: code written by the model runs as your user on this machine "
     "(no isolation tier works here). Configure an Azure pool for real isolation."
 )
-TIER_DESCRIPTIONS = {
-    "bubblewrap": "bubblewrap sandbox",
-    "landlock": "Landlock + seccomp sandbox",
-    "unisolated": "not isolated",
-}
 
 
 class SandboxRefused(RuntimeError):
@@ -43,7 +38,7 @@ class Backend:
     isolated: bool
     warning: str | None = None
     emulator: Any = None  # the EmulatorHandle this backend owns (stopped by `stop`), if any
-    tier: str = ""  # local only: the emulator's sandbox tier ("bubblewrap" | "landlock" | "unisolated")
+    tier: Tier | None = None  # local only: the emulator's sandbox tier (its label and description)
     refusal: str | None = None
 
     @property
@@ -56,7 +51,7 @@ class Backend:
             return f"Azure pool · {self.pool_name}"
         if self.kind == "refused":
             return "No sandbox · code is not run"
-        return f"Local sandbox · {TIER_LABELS.get(self.tier, self.tier)}"
+        return f"Local sandbox · {self.tier.label if self.tier else 'unknown'}"
 
     @property
     def description(self) -> str:
@@ -64,7 +59,7 @@ class Backend:
             return f"Azure dynamic sessions pool {self.pool_name}"
         if self.kind == "refused":
             return "None: no isolation tier works on this host"
-        return f"Local emulator, {TIER_DESCRIPTIONS.get(self.tier, self.tier)}"
+        return f"Local emulator, {self.tier.description if self.tier else 'unknown sandbox'}"
 
     @property
     def effective_api_version(self) -> str:
@@ -110,7 +105,7 @@ class Backend:
             credential=token or emulator.token or "local-emulator",
             isolated=bool(emulator.isolated),
             warning=warning,
-            tier=emulator.sandbox_mode,
+            tier=emulator.tier,
         )
 
     @classmethod
@@ -151,5 +146,5 @@ def start_backend(settings: Settings) -> Backend:
         return Backend.refused(str(exc), settings.api_version)
     backend = Backend.for_emulator(emulator, token, settings.api_version)
     backend.emulator = emulator
-    log.info("local emulator started (%s)", emulator.sandbox_mode)
+    log.info("local emulator started (%s)", emulator.tier.name)
     return backend

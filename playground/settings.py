@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from azure_sessions.emulator import is_loopback
-from azure_sessions.emulator.sandbox import SANDBOX_CHOICES
+from azure_sessions.emulator.tiers import CHOICES as SANDBOX_CHOICES
 
 DEFAULT_HF_MODEL_ID = "Qwen/Qwen2.5-Coder-32B-Instruct"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"

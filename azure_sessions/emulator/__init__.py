@@ -22,20 +22,30 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .._extras import missing_extra
-from .confine import landlock_abi
 from .faults import ENV_RULES, ENV_SEED, FaultInjector, FaultRule, parse_rules
 from .files import MAX_UPLOAD_BYTES, iso_time
-from .sandbox import Launcher, Limits, SandboxUnavailable, resolve_mode
+from .inside.strays import read_stat
+from .launcher import Launcher, Limits
 from .sessions import EmulatedPool
-from .strays import read_stat
+from .tiers import SandboxUnavailable, Tier, resolve_tier
 from .workers import WorkerPool
 
-__all__ = ["MAX_UPLOAD_BYTES", "EmulatorHandle", "FaultRule", "Limits", "SandboxUnavailable", "start_emulator"]
+__all__ = [
+    "MAX_UPLOAD_BYTES",
+    "Counters",
+    "EmulatorHandle",
+    "FaultRule",
+    "Limits",
+    "SandboxUnavailable",
+    "SessionView",
+    "Tier",
+    "start_emulator",
+]
 
 log = logging.getLogger("azure_sessions.emulator")
 
@@ -47,23 +57,53 @@ EMULATOR_MODULES = ("fastapi", "uvicorn", "python_multipart", "IPython")
 """What the emulator cannot run without: its HTTP server and the sandbox's Python shell (the ``emulator`` extra)."""
 
 
-class EmulatorHandle:
-    """A running emulator. ``stop()`` (or leaving the ``with`` block) kills every worker and removes its files."""
+@dataclass(frozen=True)
+class SessionView:
+    """A session's worker as it is now, seen from outside (for tests, benchmarks and operators)."""
 
-    def __init__(self, *, server: Any, thread: threading.Thread, pool: EmulatedPool, faults: FaultInjector,
-                 host: str, port: int, token: str | None, sandbox_mode: str, isolation_warning: str | None,
-                 root: Path) -> None:  # fmt: skip
+    identifier: str
+    guid: str  # the session id the service reports (``x-ms-session-guid``): a new one for each new worker
+    worker_pid: int  # as this process sees it
+    alive: bool
+    data_dir: Path  # its /mnt/data on the host
+    scratch_dir: Path | None  # its home and /tmp on the host, in the tiers without a private /tmp
+    uid: int | None  # its private uid (a root emulator's isolating tiers), else None: this process's
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What an emulator has done since it started."""
+
+    sessions: int  # live now
+    sessions_created: int
+    sessions_expired: int  # by their cooldown or a forced expiry
+    executions: int
+    cold_starts: int  # workers started on demand because no pre-started one was ready
+
+
+class EmulatorHandle:
+    """A running emulator. ``stop()`` (or leaving the ``with`` block) kills every worker and removes its files.
+
+    Besides its address (``endpoint``, ``base_url``), it tells what runs the sessions: ``tier`` (a
+    :class:`~azure_sessions.emulator.tiers.Tier`: ``name``, ``label``, ``description``, ``isolated``, ``warning``),
+    and lets a test or a benchmark look at them without reaching into the emulator's parts: ``session()``,
+    ``sessions()``, ``template_pid``, ``counters()``, ``execution_log()``. ``backend`` is the
+    :class:`~azure_sessions.emulator.sessions.EmulatedPool` itself, the emulator's state without HTTP.
+    """
+
+    def __init__(self, *, server: Any, thread: threading.Thread, pool: EmulatedPool, workers: WorkerPool,
+                 faults: FaultInjector, host: str, port: int, token: str | None, tier: Tier, root: Path,
+                 info: dict[str, Any]) -> None:  # fmt: skip
         self._server = server
         self._thread = thread
         self.backend = pool
+        self._workers = workers
         self.faults = faults
         self.host = host
         self.port = port
         self.token = token
-        self.sandbox_mode = sandbox_mode
-        self.isolated = sandbox_mode != "unisolated"
-        self.isolation_warning = isolation_warning
-        self.landlock_abi: int | None = None  # the kernel's Landlock ABI, in the Landlock tier
+        self.tier = tier
+        self.landlock_abi: int | None = info.get("landlockAbi")  # the kernel's Landlock ABI, in the Landlock tier
         self.data_root = root
         self._stopped = False
         self._stop_lock = threading.Lock()
@@ -73,10 +113,95 @@ class EmulatorHandle:
             f"{self.base_url}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/sessionPools/{POOL_NAME}"
         )
 
+    # -- what runs the sessions ------------------------------------------------------------------------------------
+    @property
+    def sandbox_mode(self) -> str:
+        """The tier's name: ``bubblewrap``, ``landlock`` or ``unisolated``."""
+        return self.tier.name
+
+    @property
+    def isolated(self) -> bool:
+        return self.tier.isolated
+
+    @property
+    def isolation_warning(self) -> str | None:
+        """What a user must be told before running code here (None in an isolating tier)."""
+        return self.tier.warning
+
+    @property
+    def instance_id(self) -> str:
+        """This emulator's id, in every worker's environment (``AZURE_SESSIONS_EMULATOR_INSTANCE``)."""
+        return self._workers.launcher.instance_id
+
+    @property
+    def prestart(self) -> int:
+        """How many pre-started workers it keeps ready."""
+        return self._workers.size
+
+    @property
+    def template_pid(self) -> int | None:
+        """The pid of the template every worker is forked from (None while there is none)."""
+        return self._workers.launcher.template_pid
+
     def wait_for_pool(self, timeout: float = 60.0) -> bool:
         """Block until all pre-started workers are ready (benchmarks call this before measuring)."""
-        return self.backend.workers.wait_full(timeout)
+        return self._workers.wait_full(timeout)
 
+    def wait_for_template(self, timeout: float = 120.0) -> bool:
+        """Block until a template is ready to fork workers (a new one if it died)."""
+        return self._workers.launcher.wait_template(timeout)
+
+    # -- its sessions ----------------------------------------------------------------------------------------------
+    def session(self, identifier: str) -> SessionView:
+        """The session ``identifier``'s worker; LookupError when there is no such session, or it has no worker."""
+        found = next((s for s in self.backend.list_sessions() if s.identifier == identifier), None)
+        view = _view(found) if found is not None else None
+        if view is None:
+            raise LookupError(f"no session {identifier!r} with a worker in this emulator")
+        return view
+
+    def sessions(self) -> list[SessionView]:
+        """Every session that has a worker, oldest first."""
+        return [view for s in self.backend.list_sessions() if (view := _view(s)) is not None]
+
+    def session_identifiers(self) -> list[str]:
+        """Every session's identifier, with a worker or not yet, oldest first."""
+        return [s.identifier for s in self.backend.list_sessions()]
+
+    def counters(self) -> Counters:
+        stats = self.backend.stats()
+        return Counters(sessions=stats["sessions"], sessions_created=stats["sessionsCreated"],
+                        sessions_expired=stats["sessionsExpired"], executions=stats["executionsTotal"],
+                        cold_starts=self._workers.cold_starts)  # fmt: skip
+
+    def execution_count(self, identifier: str | None = None) -> int:
+        """Executions run so far (of one identifier's sessions, or all)."""
+        return self.backend.execution_count(identifier)
+
+    def execution_log(self) -> list[dict[str, Any]]:
+        """Every execution so far, oldest first: ``id``, ``identifier``, ``sessionGuid``, ``code``, ``startedAt``."""
+        return [dict(entry) for entry in list(self.backend.execution_log)]
+
+    # -- behaviour a test may change -------------------------------------------------------------------------------
+    @property
+    def interruptible(self) -> bool:
+        """Whether the interrupt route works (False: it answers like the service, which has no such operation)."""
+        return self.backend.interruptible
+
+    @interruptible.setter
+    def interruptible(self, value: bool) -> None:
+        self.backend.interruptible = value
+
+    @property
+    def interrupt_grace(self) -> float:
+        """Seconds an interrupted cell has to stop before its worker is killed."""
+        return self.backend.interrupt_grace
+
+    @interrupt_grace.setter
+    def interrupt_grace(self, value: float) -> None:
+        self.backend.interrupt_grace = value
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return not self._stopped and self._thread.is_alive()
@@ -102,6 +227,14 @@ class EmulatorHandle:
     def __repr__(self) -> str:
         token = "set" if self.token else "none"
         return f"EmulatorHandle(endpoint={self.endpoint!r}, sandbox={self.sandbox_mode!r}, token={token})"
+
+
+def _view(session: Any) -> SessionView | None:
+    worker = session.worker
+    if worker is None:
+        return None
+    return SessionView(identifier=session.identifier, guid=worker.guid, worker_pid=worker.pid, alive=worker.alive,
+                       data_dir=worker.data_dir, scratch_dir=worker.scratch_dir, uid=worker.uid)  # fmt: skip
 
 
 def is_loopback(host: str) -> bool:
@@ -142,7 +275,7 @@ def start_emulator(
     ``faults.py``); None reads ``AZURE_SESSIONS_EMULATOR_FAULTS``.
 
     In the Landlock tier this process makes itself non-dumpable (``PR_SET_DUMPABLE``), so processes of the same
-    user cannot read its memory or environment through ``/proc`` or attach to it.
+    user cannot read its memory or environment through ``/proc`` or attach to it (``Tier.prepare_host``).
     """
     problem = missing_extra("emulator", "The emulator", EMULATOR_MODULES)
     if problem is not None:
@@ -150,15 +283,15 @@ def start_emulator(
     from .api import AppState, create_app
 
     _refuse_open_without_token(host, token)
-    mode, warning = _enter_tier(sandbox, refuse_unisolated)
+    tier = _enter_tier(sandbox, refuse_unisolated)
     instance = uuid.uuid4().hex[:12]
     root = _make_root(data_root, instance)
     try:
         injector = _fault_injector(faults, fault_seed)
-        launcher = Launcher(mode, root, limits, instance)
+        launcher = Launcher(tier, root, limits, instance)
         workers = WorkerPool(launcher, prestart)
         pool = EmulatedPool(workers, cooldown=cooldown, max_sessions=max_sessions, interrupt_grace=interrupt_grace)
-        info = _instance_info(mode, warning, launcher)
+        info = _instance_info(tier, launcher)
         state = AppState(pool=pool, token=token, faults=injector, staging_dir=root / "staging", info=info)
         server, thread = _server(create_app(state), host, port, log_level)
         workers.start()
@@ -167,9 +300,8 @@ def start_emulator(
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
-    handle = EmulatorHandle(server=server, thread=thread, pool=pool, faults=injector, host=host, port=bound_port,
-                            token=token, sandbox_mode=mode, isolation_warning=warning, root=root)  # fmt: skip
-    handle.landlock_abi = info["landlockAbi"]
+    handle = EmulatorHandle(server=server, thread=thread, pool=pool, workers=workers, faults=injector, host=host,
+                            port=bound_port, token=token, tier=tier, root=root, info=info)  # fmt: skip
     atexit.register(handle.stop)
     return handle
 
@@ -182,15 +314,13 @@ def _refuse_open_without_token(host: str, token: str | None) -> None:
         )
 
 
-def _enter_tier(sandbox: str, refuse_unisolated: bool) -> tuple[str, str | None]:
-    """The isolation tier to run workers in, and its warning (logged); the Landlock tier also makes this process
-    non-dumpable."""
-    mode, warning = resolve_mode(sandbox, refuse_unisolated)
-    if warning:
-        log.warning("%s", warning)
-    if mode == "landlock":
-        _make_undumpable()
-    return mode, warning
+def _enter_tier(sandbox: str, refuse_unisolated: bool) -> Tier:
+    """The isolation tier to run workers in (its warning logged), and what this process does for it."""
+    tier = resolve_tier(sandbox, refuse_unisolated)
+    if tier.warning:
+        log.warning("%s", tier.warning)
+    tier.prepare_host()
+    return tier
 
 
 def _make_root(data_root: str | os.PathLike | None, instance: str) -> Path:
@@ -214,17 +344,17 @@ def _fault_injector(faults: str | list[str | dict | FaultRule] | None, seed: int
     return FaultInjector(rules, seed if seed is not None else _int_or_none(os.environ.get(ENV_SEED)))
 
 
-def _instance_info(mode: str, warning: str | None, launcher: Launcher) -> dict[str, Any]:
+def _instance_info(tier: Tier, launcher: Launcher) -> dict[str, Any]:
     """What ``.emulator/info`` says about this instance (its statistics are added on each request)."""
     return {
         "emulator": "azure-sessions-emulator",
-        "sandboxMode": mode,
-        "isolated": mode != "unisolated",
-        "isolationWarning": warning,
+        "sandboxMode": tier.name,
+        "isolated": tier.isolated,
+        "isolationWarning": tier.warning,
         "startedAt": iso_time(time.time()),
         "limits": asdict(launcher.limits),
         "preloadedModules": launcher.preload,
-        "landlockAbi": landlock_abi() if mode == "landlock" else None,
+        **tier.info(),
     }
 
 
@@ -249,14 +379,6 @@ def _serve(server: Any, thread: threading.Thread, pool: EmulatedPool, address: s
             raise RuntimeError(f"the emulator could not start serving on {address}")
         time.sleep(0.005)
     return server.servers[0].sockets[0].getsockname()[1]
-
-
-def _make_undumpable() -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def _owner_stamp(pid: int) -> str:

@@ -12,13 +12,8 @@ import threading
 
 from . import is_loopback, start_emulator
 from .faults import ENV_RULES
-from .sandbox import SANDBOX_CHOICES, Limits, SandboxUnavailable
-
-SANDBOX_SUMMARIES = {
-    "bubblewrap": "bubblewrap (no network, read-only root, private /mnt/data per session)",
-    "landlock": "Landlock + seccomp (no network, no /proc, read-only system, writes only in the session's own "
-    "directories; /mnt/data mapped for Python file APIs)",
-}
+from .launcher import Limits
+from .tiers import CHOICES, SandboxUnavailable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-sessions", type=int, default=100, help="concurrent sessions; more get 404")
     parser.add_argument("--data-root", default=None, help="directory for session files (default: a temp dir)")
     parser.add_argument("--prestart", type=int, default=2, help="pre-started workers kept ready (default 2)")
-    parser.add_argument("--sandbox", choices=SANDBOX_CHOICES, default="auto",
+    parser.add_argument("--sandbox", choices=CHOICES, default="auto",
                         help="auto: the strongest tier that works here (bubblewrap, else landlock; unisolated only on "
                         "loopback); bubblewrap or landlock: require that tier; none: unisolated on purpose")  # fmt: skip
     parser.add_argument("--fault", action="append", default=None, metavar="RULE",
@@ -66,12 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     print("Azure dynamic-sessions emulator is serving.", flush=True)
     print(f"  endpoint: {emu.endpoint}", flush=True)
     print(f"  auth:     Authorization: Bearer {'<your --token>' if emu.token else '<any non-empty token>'}")
-    if emu.isolated:
-        abi = f", Landlock ABI {emu.landlock_abi}" if emu.landlock_abi else ""
-        print(f"  sandbox:  {SANDBOX_SUMMARIES[emu.sandbox_mode]}{abi}")
+    if emu.tier.isolated:
+        print(f"  sandbox:  {emu.tier.summary}")
     else:
         banner = "!" * 100
-        print(f"{banner}\n  sandbox:  NONE. {emu.isolation_warning}\n{banner}", flush=True)
+        print(f"{banner}\n  sandbox:  {emu.tier.summary}\n{banner}", flush=True)
     if emu.faults.active:
         print(f"  faults:   {emu.faults.rules()}")
     print("Press Ctrl-C to stop.", flush=True)

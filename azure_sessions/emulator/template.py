@@ -1,7 +1,7 @@
 """Host side of the fork server: one prepared worker (the template) per emulator, and the sessions forked from it.
 
 Starting a worker from scratch means a fresh interpreter importing IPython, numpy, pandas and matplotlib: about a
-CPU-second. The template pays that once; each new session's worker is forked from it (``worker.py`` ``Template``)
+CPU-second. The template pays that once; each new session's worker is forked from it (``inside/forkserver.py``)
 and then set up for its own session, limits and confinement included, before any user code runs. The forked
 workers share the template's prepared memory copy-on-write.
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import select
 import signal
@@ -24,6 +23,9 @@ import threading
 import time
 from pathlib import Path
 from typing import IO
+
+from .inside import protocol
+from .inside.protocol import Exited, Fork, Forked, ForkFailed, TemplateConfig, TemplateReady, WorkerConfig
 
 READY_TIMEOUT = 120.0
 FORK_TIMEOUT = 30.0
@@ -36,12 +38,16 @@ class TemplateError(RuntimeError):
 class TemplateProcess:
     """A running template: ``fork()`` gives a new session's worker process."""
 
-    def __init__(self, command: list[str], config: dict, env: dict[str, str], log_path: Path, cwd: Path) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, cwd: Path, *, helpers: list[str],
+                 preload: list[str]) -> None:  # fmt: skip
+        """Start ``command`` (the template's, from its tier) with its configuration: the tier's ``helpers``, the
+        modules to ``preload``, the control socket."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
-        config = {**config, "template": True, "control_fd": theirs.fileno()}
+        config = TemplateConfig(helpers=helpers, preload=preload, control_fd=theirs.fileno())
+        argument = protocol.to_json(config)
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen([*command, json.dumps(config, separators=(",", ":"))], env=env, cwd=cwd,
+            self.proc = subprocess.Popen([*command, argument], env=env, cwd=cwd,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                                          pass_fds=[theirs.fileno()], start_new_session=True)  # fmt: skip
         theirs.close()
@@ -55,7 +61,7 @@ class TemplateProcess:
         self._host_pids: dict[int, int] = {}  # the template's pid of a worker -> ours
         self._dead = False
         ready = self._receive(time.monotonic() + READY_TIMEOUT)
-        if ready is None or ready[0].get("op") != "ready" or not ready[1]:
+        if ready is None or not isinstance(ready[0], TemplateReady) or not ready[1]:
             self.close()
             raise TemplateError(f"the sandbox template did not start: {self._log_tail()}")
         self.pid = _host_pid(ready[1][0])  # the prepared interpreter itself (inside bubblewrap, not bwrap)
@@ -67,10 +73,10 @@ class TemplateProcess:
     def alive(self) -> bool:
         return not self._dead and self.proc.poll() is None
 
-    def fork(self, config: dict, env: dict[str, str], fds: tuple[int, int, int]) -> tuple[int, int]:
+    def fork(self, config: WorkerConfig, env: dict[str, str], fds: tuple[int, int, int]) -> tuple[int, int]:
         """Fork a worker for one session with ``fds`` as its stdin, stdout and log; returns (pid, pidfd)."""
         request_id = next(self._ids)
-        message = json.dumps({"op": "fork", "id": request_id, "config": config, "env": env}).encode()
+        message = protocol.encode(Fork(id=request_id, config=config, env=env))
         with self._send_lock:
             try:
                 socket.send_fds(self._sock, [message], list(fds))
@@ -116,7 +122,7 @@ class TemplateProcess:
             self._dead = True
             self._cond.notify_all()
 
-    def _receive(self, deadline: float) -> tuple[dict, list[int]] | None:
+    def _receive(self, deadline: float) -> tuple[protocol.Message, list[int]] | None:
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
         while True:
@@ -128,7 +134,7 @@ class TemplateProcess:
                     data, fds, _, _ = socket.recv_fds(self._sock, 1 << 16, 1)
                 except OSError:
                     return None
-                return (json.loads(data), fds) if data else None
+                return (protocol.decode(data, protocol.FROM_TEMPLATE), fds) if data else None
 
     def _read(self) -> None:
         while True:
@@ -141,20 +147,20 @@ class TemplateProcess:
                     self._dead = True
                     self._cond.notify_all()
                 return
-            message = json.loads(data)
+            message = protocol.decode(data, protocol.FROM_TEMPLATE)
             with self._cond:
-                if message.get("op") == "forked" and fds and message.get("id") in self._abandoned:
-                    with contextlib.suppress(OSError):
-                        signal.pidfd_send_signal(fds[0], signal.SIGKILL)
-                    os.close(fds[0])
-                elif message.get("op") == "forked" and fds:
-                    pid = self._host_pids[int(message["pid"])] = _host_pid(fds[0])
-                    self._forked[int(message["id"])] = (pid, fds[0])
-                elif message.get("op") == "failed":
-                    self._forked[int(message["id"])] = str(message.get("error"))
-                elif message.get("op") == "exited":
-                    pid = int(message["pid"])
-                    self._exited[self._host_pids.pop(pid, pid)] = int(message["status"])
+                match message:
+                    case Forked() if fds and message.id in self._abandoned:
+                        with contextlib.suppress(OSError):
+                            signal.pidfd_send_signal(fds[0], signal.SIGKILL)
+                        os.close(fds[0])
+                    case Forked() if fds:
+                        pid = self._host_pids[message.pid] = _host_pid(fds[0])
+                        self._forked[message.id] = (pid, fds[0])
+                    case ForkFailed():
+                        self._forked[message.id] = message.error
+                    case Exited():
+                        self._exited[self._host_pids.pop(message.pid, message.pid)] = message.status
                 self._cond.notify_all()
 
     def _log_tail(self, limit: int = 2000) -> str:
@@ -233,7 +239,11 @@ class ForkedProcess:
 
 
 def fork_worker(
-    template: TemplateProcess, config: dict, env: dict[str, str], log_path: Path, outlives_template: bool = True
+    template: TemplateProcess,
+    config: WorkerConfig,
+    env: dict[str, str],
+    log_path: Path,
+    outlives_template: bool = True,
 ) -> ForkedProcess:
     """A new session's worker from ``template``, with fresh protocol pipes and its own log file."""
     stdin_r, stdin_w = os.pipe()

@@ -1,32 +1,36 @@
-"""Host side of a worker process (pipe protocol, deadlines, interrupt, kill) and the pool of pre-started workers."""
+"""Host side of a worker process (the protocol, deadlines, interrupt, kill) and the pool of pre-started workers."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
 import shutil
-import signal
 import stat
-import struct
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from . import strays
-from .sandbox import Launcher, Spawned
+from .inside import protocol, strays
+
+if TYPE_CHECKING:
+    from .launcher import Launcher
+    from .template import ForkedProcess
+    from .tiers import Tier
 
 log = logging.getLogger("azure_sessions.emulator")
 
-_HEADER = struct.Struct(">I")
-MAX_FRAME = 256 * 1024 * 1024
 READY_TIMEOUT = 60.0
 _INTERRUPT_REPEAT = 0.1
+
+OutputCallback = Callable[[str, str], None]
+"""``on_output(stream, text)``: text a running cell wrote to ``stream`` ("stdout" | "stderr"), as it comes."""
 
 
 class WorkerLost(Exception):
@@ -45,18 +49,33 @@ class CellResult:
     ended_processes: int = 0  # processes a timed-out cell left running, ended by the worker
 
 
+@dataclass
+class Spawned:
+    """A started worker process and the host resources that belong to it."""
+
+    proc: ForkedProcess
+    guid: str
+    data_dir: Path
+    scratch_dir: Path | None
+    log_path: Path
+    uid: int | None
+    tier: Tier
+
+
 class WorkerProcess:
     """One sandboxed IPython process. Not thread-safe for executions: the owning session serializes them."""
 
     def __init__(self, spawned: Spawned) -> None:
         self._s = spawned
+        self._tier = spawned.tier
         self.proc = spawned.proc
         self.guid = spawned.guid
         self.data_dir = spawned.data_dir
+        self.scratch_dir = spawned.scratch_dir
         self.uid = spawned.uid
         self._rfd = self.proc.stdout.fileno()
         self._wfd = self.proc.stdin.fileno()
-        self._buf = bytearray()
+        self._frames = protocol.FrameReader(protocol.FROM_WORKER)
         self._poll = select.poll()
         self._poll.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
         self._kill_lock = threading.Lock()
@@ -107,36 +126,31 @@ class WorkerProcess:
             with contextlib.suppress(Exception):
                 stream.close()
 
-    def _send(self, message: dict) -> None:
-        data = json.dumps(message).encode("utf-8")
-        view = memoryview(_HEADER.pack(len(data)) + data)
+    def _send(self, message: protocol.Message) -> None:
+        data = protocol.frame(message)
         with self._pipes():
             try:
                 with self._send_lock:
-                    while view:
-                        view = view[os.write(self._wfd, view) :]
+                    protocol.write_all(self._wfd, data)
             except OSError as exc:
                 raise WorkerLost(self.describe_exit()) from exc
 
-    def _recv(self, deadline: float) -> dict:
+    def _recv(self, deadline: float) -> protocol.Message:
         with self._pipes():
             return self._read_message(deadline)
 
-    def _read_message(self, deadline: float) -> dict:
+    def _read_message(self, deadline: float) -> protocol.Message:
         while True:
-            if len(self._buf) >= _HEADER.size:
-                size = _HEADER.unpack_from(self._buf)[0]
-                if size > MAX_FRAME:
-                    self.kill()
-                    raise WorkerLost("the worker sent an oversized reply and was stopped")
-                if len(self._buf) >= _HEADER.size + size:
-                    body = bytes(self._buf[_HEADER.size : _HEADER.size + size])
-                    del self._buf[: _HEADER.size + size]
-                    try:
-                        return json.loads(body)
-                    except ValueError as exc:
-                        self.kill()
-                        raise WorkerLost("the worker sent a malformed reply and was stopped") from exc
+            try:
+                message = self._frames.next()
+            except protocol.FrameTooLarge:
+                self.kill()
+                raise WorkerLost("the worker sent an oversized reply and was stopped") from None
+            except protocol.ProtocolError as exc:
+                self.kill()
+                raise WorkerLost(f"the worker sent a malformed reply and was stopped ({exc})") from None
+            if message is not None:
+                return message
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
@@ -148,7 +162,7 @@ class WorkerProcess:
                 data = b""
             if not data:
                 raise WorkerLost(self._stopped_because or self.describe_exit())
-            self._buf += data
+            self._frames.feed(data)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         try:
@@ -160,11 +174,17 @@ class WorkerProcess:
             detail = self.log_tail()
             self.cleanup()
             raise WorkerLost(f"{exc}; worker log: {detail}" if detail else str(exc)) from None
-        if message.get("op") != "ready":
+        if not isinstance(message, protocol.Ready):
             self.cleanup()
-            raise WorkerLost(f"unexpected first message from the worker: {message.get('op')!r}")
+            raise WorkerLost(f"unexpected first message from the worker: {message.op!r}")
+        problem = self._tier.check_ready(message)
+        if problem is not None:
+            self.cleanup()
+            raise WorkerLost(problem)
 
-    def execute(self, code: str, timeout: float, grace: float = 3.0) -> CellResult:
+    def execute(
+        self, code: str, timeout: float, grace: float = 3.0, on_output: OutputCallback | None = None
+    ) -> CellResult:
         """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed."""
         exec_id = uuid.uuid4().hex
         started_ticks = strays.boot_ticks()
@@ -172,17 +192,23 @@ class WorkerProcess:
         self._running = exec_id
         self._interrupted = False
         try:
-            self._send({"op": "exec", "id": exec_id, "code": code})
-            cell = self._await_result(exec_id, timeout, grace)
+            self._send(protocol.Exec(id=exec_id, code=code, live_output=on_output is not None))
+            cell = self._await_result(exec_id, timeout, grace, on_output)
         finally:
             self._running = None
             self._idle.set()
-        if cell.interrupted and (cell.timed_out or self._interrupted) and self.tracks_session:
-            # the worker cannot see /proc here: the host ends what the cell left running
-            cell.ended_processes += self._end_session_processes(lambda pid, start: start >= started_ticks)
+        if cell.interrupted and (cell.timed_out or self._interrupted):
+            # where the worker cannot see its processes, the host ends what the cell left running
+            ended = self._tier.end_cell_leftovers(self.pid, started_ticks)
+            if ended:  # the worker, their subreaper, collects them
+                with contextlib.suppress(WorkerLost):
+                    self._send(protocol.Reap(pids=sorted(ended)))
+                cell.ended_processes += len(ended)
         return cell
 
-    def _await_result(self, exec_id: str, timeout: float, grace: float) -> CellResult:
+    def _await_result(
+        self, exec_id: str, timeout: float, grace: float, on_output: OutputCallback | None
+    ) -> CellResult:
         deadline = time.monotonic() + timeout
         timed_out = False
         while True:
@@ -197,21 +223,23 @@ class WorkerProcess:
                     ) from None
                 timed_out = True
                 with contextlib.suppress(WorkerLost):
-                    self._send({"op": "interrupt", "id": exec_id})
+                    self._send(protocol.Interrupt(id=exec_id))
                 deadline = time.monotonic() + grace
                 continue
-            if message.get("op") == "result" and message.get("id") == exec_id:
-                break
-        return CellResult(
-            ok=bool(message.get("ok")),
-            stdout=str(message.get("stdout", "")),
-            stderr=str(message.get("stderr", "")),
-            result=message.get("result", ""),
-            duration_ms=int(message.get("duration_ms", 0)),
-            interrupted=bool(message.get("interrupted")),
-            timed_out=timed_out and bool(message.get("interrupted")),
-            ended_processes=int(message.get("ended_processes", 0) or 0),
-        )
+            match message:
+                case protocol.Result(id=result_id) if result_id == exec_id:
+                    return CellResult(
+                        ok=message.ok,
+                        stdout=message.stdout,
+                        stderr=message.stderr,
+                        result=message.result,
+                        duration_ms=message.duration_ms,
+                        interrupted=message.interrupted,
+                        timed_out=timed_out and message.interrupted,
+                        ended_processes=message.ended_processes,
+                    )
+                case protocol.Output(id=output_id) if output_id == exec_id and on_output is not None:
+                    _deliver(on_output, message.stream, message.text)
 
     def interrupt(self, grace: float = 3.0) -> bool:
         """Interrupt the running cell (KeyboardInterrupt, as at a timeout; the worker also ends processes the cell
@@ -225,7 +253,7 @@ class WorkerProcess:
         # The worker drops an interrupt that arrives before the cell's code has started: repeat until it ends.
         while self._running == exec_id:
             with contextlib.suppress(WorkerLost):
-                self._send({"op": "interrupt", "id": exec_id})
+                self._send(protocol.Interrupt(id=exec_id))
             remaining = deadline - time.monotonic()
             if self._idle.wait(min(_INTERRUPT_REPEAT, max(remaining, 0))):
                 break
@@ -235,39 +263,13 @@ class WorkerProcess:
                 break
         return True
 
-    @property
-    def tracks_session(self) -> bool:
-        """The host finds this worker's processes by their session id (the Landlock tier, where seccomp keeps every
-        process in the worker's session)."""
-        return self._s.mode == "landlock"
-
-    def _end_session_processes(self, is_new=lambda pid, start: True) -> int:
-        """End the processes of this worker's session (but the worker) that ``is_new`` accepts; the worker, their
-        subreaper, collects them."""
-        ended = strays.end_processes(strays.in_session(self.pid, frozenset({self.pid})), is_new)
-        if ended:
-            with contextlib.suppress(WorkerLost):
-                self._send({"op": "reap", "pids": sorted(ended)})
-        return len(ended)
-
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def describe_exit(self) -> str:
         try:
             code = self.proc.wait(timeout=2)
         except Exception:
             return "the sandbox process stopped responding"
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = str(-code)
-            return f"the sandbox process was killed by signal {name}"
-        if code > 128 and self._s.mode == "bubblewrap":  # bwrap reports its child's fatal signal this way
-            try:
-                return f"the sandbox process was killed by signal {signal.Signals(code - 128).name}"
-            except ValueError:
-                pass
-        return f"the sandbox process exited unexpectedly with status {code}"
+        return self._tier.exit_reason(code)
 
     def log_tail(self, limit: int = 2000) -> str:
         try:
@@ -280,25 +282,7 @@ class WorkerProcess:
             if self._killed:
                 return
             self._killed = True
-        if self.tracks_session:  # every process of the session, the worker first: nothing is left to fork
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self.proc.pid, signal.SIGSTOP)
-            session = strays.end_processes(strays.in_session(self.proc.pid))
-        pids: set[int] = set()
-        if not self._s.isolated:
-            with contextlib.suppress(OSError):  # no /proc (not Linux): the process group is all there is to kill
-                pids = strays.descendants(self.proc.pid, strays.process_table())
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # bwrap: its sandbox dies with it (pid namespace)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        with contextlib.suppress(Exception):
-            self.proc.wait(timeout=10)
-        if self.tracks_session:  # orphans of the dead worker come to us, or to init, which reaps its own
-            strays.reap(session - {self.proc.pid}, wait=False)
+        self._tier.end_worker(self.proc)
         self._close_pipes()
 
     def cleanup(self) -> None:
@@ -308,7 +292,7 @@ class WorkerProcess:
             if self._cleaned:
                 return
             self._cleaned = True
-        for path in (self.data_dir, self._s.scratch_dir):
+        for path in (self.data_dir, self.scratch_dir):
             if path is not None:
                 _rmtree(path)
         with contextlib.suppress(OSError):
@@ -352,7 +336,7 @@ class WorkerPool:
                 raise WorkerLost("the emulator is shutting down")
         self.cold_starts += 1
         try:
-            worker = WorkerProcess(self.launcher.spawn(preload=False))
+            worker = self.launcher.start_worker()
         except (OSError, RuntimeError) as exc:
             raise WorkerLost(f"could not start a worker: {exc}") from None
         worker.wait_ready()
@@ -367,7 +351,7 @@ class WorkerPool:
                 self._spawning += 1
             worker = None
             try:
-                worker = WorkerProcess(self.launcher.spawn(preload=True))
+                worker = self.launcher.start_worker()
                 with self._cond:
                     self._inflight = worker
                     closed = self._closed
@@ -407,6 +391,14 @@ class WorkerPool:
         if self._thread.is_alive():
             self._thread.join(timeout=READY_TIMEOUT + 5)
         self.launcher.close()
+
+
+def _deliver(on_output: OutputCallback, stream: str, text: str) -> None:
+    """Hand live output to the caller's callback; its failure is logged, and the cell goes on."""
+    try:
+        on_output(stream, text)
+    except Exception:
+        log.exception("the live-output callback failed")
 
 
 def _rmtree(path) -> None:

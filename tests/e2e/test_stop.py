@@ -56,7 +56,7 @@ def test_stop_interrupts_a_python_message(screen: Page, playground) -> None:
 def test_a_sandbox_that_cannot_interrupt_says_so_times_it_and_offers_a_reset(
     screen: Page, playground, emulator, monkeypatch
 ) -> None:
-    monkeypatch.setattr(emulator.backend, "interruptible", False)  # the service's answer: no such operation
+    monkeypatch.setattr(emulator, "interruptible", False)  # the service's answer: no such operation
     page = open_app(screen, playground.url)
     before = session_id(page)
     send(page, "count slowly")

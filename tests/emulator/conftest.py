@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from azure_sessions.dialects import ENVELOPE_VERSIONS
-from azure_sessions.emulator.sandbox import bubblewrap_problem, landlock_problem
+from azure_sessions.emulator.tiers import BubblewrapTier, LandlockTier
 
 DEFAULT = "2024-10-02-preview"
 
@@ -78,7 +78,7 @@ def ident() -> str:
 
 @pytest.fixture(scope="session")
 def bwrap_ok() -> None:
-    problem = bubblewrap_problem()
+    problem = BubblewrapTier.problem()
     if problem:
         pytest.skip(f"bubblewrap is not usable here: {problem}")
 
@@ -88,7 +88,7 @@ def landlock_emulator() -> Iterator[Any]:
     """A second emulator in the Landlock tier (sandbox='landlock'), where the kernel allows it."""
     from azure_sessions.emulator import start_emulator
 
-    problem = landlock_problem()
+    problem = LandlockTier.problem()
     if problem:
         pytest.skip(f"the Landlock tier is not usable here: {problem}")
     with start_emulator(token="landlock-token", prestart=1, sandbox="landlock") as handle:
@@ -103,7 +103,7 @@ def landlock_api(landlock_emulator) -> Api:
 @pytest.fixture(scope="session")
 def bubblewrap_emulator(emulator) -> Iterator[Any]:
     """An emulator in the bubblewrap tier: the shared one when it is, else skipped."""
-    problem = bubblewrap_problem()
+    problem = BubblewrapTier.problem()
     if problem:
         pytest.skip(f"bubblewrap is not usable here: {problem}")
     assert emulator.sandbox_mode == "bubblewrap"  # auto takes bubblewrap whenever it works

@@ -84,7 +84,7 @@ def test_timeout_interrupts_and_session_survives(api, shared_id):
 
 
 def test_unstoppable_code_is_killed_and_session_restarts(api, emulator, monkeypatch):
-    monkeypatch.setattr(emulator.backend, "interrupt_grace", 0.5)
+    monkeypatch.setattr(emulator, "interrupt_grace", 0.5)
     identifier = new_id()
     guid = api.run(identifier, "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nx = 1")["guid"]
     result = api.run(identifier, "while True:\n    time.sleep(0.05)", timeout=1)
@@ -113,7 +113,7 @@ def test_interrupt_route_stops_the_running_cell_and_the_session_survives(api, sh
 
 
 def test_interrupt_route_ends_code_that_ignores_it_by_ending_the_worker(api, emulator, monkeypatch):
-    monkeypatch.setattr(emulator.backend, "interrupt_grace", 0.5)
+    monkeypatch.setattr(emulator, "interrupt_grace", 0.5)
     identifier = new_id()
     guid = api.run(identifier, "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)")["guid"]
     replies: dict = {}

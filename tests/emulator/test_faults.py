@@ -38,13 +38,13 @@ def test_faults_from_start_argument_and_env(monkeypatch):
 def test_429_with_retry_after_before_processing(fapi, faulty):
     identifier = new_id()
     fapi.run(identifier, "x = 0")
-    before = faulty.backend.execution_count(identifier)
+    before = faulty.execution_count(identifier)
     put = admin(fapi, "PUT", "faults", json={"rules": ["429:count=1:retry_after=2:path=executions"]})
     assert put.status_code == 200 and put.json()["rules"][0]["status"] == 429
     throttled = fapi.execute(identifier, "x += 1")
     assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "2"
     assert throttled.json()["error"]["code"] == "TooManyRequests" == throttled.headers["x-ms-error-code"]
-    assert faulty.backend.execution_count(identifier) == before  # nothing ran
+    assert faulty.execution_count(identifier) == before  # nothing ran
     assert fapi.run(identifier, "x += 1\nx")["executionResult"] == 1
     assert admin(fapi, "GET", "faults").json()["fired"] == {"429": 1}
 

@@ -45,8 +45,8 @@ def test_idle_session_expires_after_cooldown(short_cooldown):
     api = Api(short_cooldown.endpoint, "t")
     identifier = new_id()
     guid = api.run(identifier, "x = 1")["guid"]
-    data_dir = short_cooldown.backend.session_dir(identifier)[1]
-    wait_until(lambda: not any(s.identifier == identifier for s in short_cooldown.backend.list_sessions()), 10)
+    data_dir = short_cooldown.session(identifier).data_dir
+    wait_until(lambda: identifier not in short_cooldown.session_identifiers(), 10)
     wait_until(lambda: not data_dir.exists(), 10)  # the worker is killed and its directory removed just after
     assert api.request("GET", "session", identifier, "2025-02-02-preview").status_code == 404
     fresh = api.run(identifier, "'x' in dir()")
@@ -78,7 +78,7 @@ def test_max_sessions_answers_404():
 
 def test_stop_leaves_no_workers_and_no_files(tmp_path):
     emu = start_emulator(token="t", prestart=1, data_root=tmp_path)
-    instance = emu.backend.workers.launcher.instance_id
+    instance = emu.instance_id
     api = Api(emu.endpoint, "t")
     for _ in range(2):
         api.run(new_id(), "import subprocess; p = subprocess.Popen(['sleep', '600'])")
@@ -192,12 +192,13 @@ def test_a_killed_worker_keeps_its_pipes_until_its_reader_leaves(tmp_path):
     """A worker killed from another thread (its session deleted) while a cell waits for its reply: the reply pipe
     stays open until that reader leaves, or its number would go to the next worker's pipe and the reader would take
     that worker's replies (a fresh session then hangs until its timeout)."""
-    from azure_sessions.emulator.sandbox import Spawned
-    from azure_sessions.emulator.workers import WorkerLost, WorkerProcess
+    from azure_sessions.emulator.inside.protocol import Interrupt
+    from azure_sessions.emulator.tiers import BubblewrapTier
+    from azure_sessions.emulator.workers import Spawned, WorkerLost, WorkerProcess
 
     replies_r, replies_w = os.pipe()  # the test keeps the write end: the reader sees no end when the process dies
     process = _Process(replies_r)
-    worker = WorkerProcess(Spawned(process, "guid", tmp_path, None, tmp_path / "log", None, "bubblewrap"))
+    worker = WorkerProcess(Spawned(process, "guid", tmp_path, None, tmp_path / "log", None, BubblewrapTier()))
     outcome: queue.Queue = queue.Queue()
 
     def run_cell() -> None:
@@ -212,7 +213,7 @@ def test_a_killed_worker_keeps_its_pipes_until_its_reader_leaves(tmp_path):
     worker.kill()
     assert not process.stdout.closed  # its number is still taken while the reader polls it
     with pytest.raises(WorkerLost):  # and nothing more is written to the pipes of a killed worker
-        worker._send({"op": "interrupt", "id": "x"})
+        worker._send(Interrupt(id="x"))
     os.close(replies_w)
     assert isinstance(outcome.get(timeout=10), WorkerLost)
     reader.join(timeout=10)

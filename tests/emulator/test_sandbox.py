@@ -134,7 +134,7 @@ def test_host_processes_homes_and_checkout_are_out_of_reach(tier):
 def test_mnt_data_and_tmp_are_private_to_each_session(tier):
     alice, bob = new_id(), new_id()
     tier.api.run(alice, "open('/mnt/data/alice.txt', 'w').write('a'); open('/tmp/alice.tmp', 'w').write('t')")
-    alice_dir = tier.emu.backend.session_dir(alice)[1]
+    alice_dir = tier.emu.session(alice).data_dir
     code = ATTEMPT + (
         "import os, glob\n"
         f"(os.listdir('/mnt/data'), os.listdir('/tmp'), attempt(lambda: open({str(alice_dir / 'alice.txt')!r}).read()),\n"
@@ -183,10 +183,11 @@ def test_memory_limit_gives_memory_error(tier):
 
 def test_workers_outlive_the_thread_that_started_them(bwrap_ok, tmp_path):
     """bwrap --die-with-parent is per *thread*: a worker started from a short-lived thread must survive it."""
-    from azure_sessions.emulator.sandbox import Launcher
+    from azure_sessions.emulator.launcher import Launcher
+    from azure_sessions.emulator.tiers import BubblewrapTier
     from azure_sessions.emulator.workers import WorkerPool
 
-    pool = WorkerPool(Launcher("bubblewrap", tmp_path), size=0)
+    pool = WorkerPool(Launcher(BubblewrapTier(), tmp_path), size=0)
     started = []
     thread = threading.Thread(target=lambda: started.append(pool.acquire()))
     thread.start()

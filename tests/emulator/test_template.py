@@ -26,7 +26,7 @@ def tier(request) -> SimpleNamespace:
 
 
 def worker_pid(tier: SimpleNamespace, identifier: str) -> int:
-    return tier.emu.backend.session_dir(identifier)[0].worker.pid
+    return tier.emu.session(identifier).worker_pid
 
 
 def open_files(pid: int) -> list[str]:
@@ -42,7 +42,7 @@ def open_files(pid: int) -> list[str]:
 def test_a_forked_worker_holds_none_of_the_templates_descriptors(tier) -> None:
     identifier = new_id()
     assert tier.api.run(identifier, "print('ready')")["stdout"] == "ready\n"
-    template = tier.emu.backend.workers.launcher.template_pid
+    template = tier.emu.template_pid
     assert template is not None and worker_pid(tier, identifier) != template
     targets = open_files(worker_pid(tier, identifier))
     assert not [t for t in targets if t.startswith("socket:")], targets  # not the template's control socket
@@ -59,16 +59,16 @@ def test_every_session_gets_fresh_random_state(tier) -> None:
 
 
 def test_sessions_survive_the_template_and_new_ones_get_a_new_one(tier) -> None:
-    launcher = tier.emu.backend.workers.launcher
+    emu = tier.emu
     old = new_id()
     guid = tier.api.run(old, "kept = 'still here'")["guid"]
-    template = launcher.template_pid
+    template = emu.template_pid
     os.kill(template, signal.SIGKILL)
-    wait_until(lambda: launcher.template_pid != template, timeout=20, what="the template's death is noticed")
-    for _ in range(tier.emu.backend.workers.size + 1):  # beyond the warm pool: a fork from a new template
+    wait_until(lambda: emu.template_pid != template, timeout=20, what="the template's death is noticed")
+    for _ in range(emu.prestart + 1):  # beyond the warm pool: a fork from a new template
         fresh = tier.api.run(new_id(), "print('new session')")
         assert fresh["status"] == "Succeeded" and fresh["stdout"] == "new session\n", fresh
-    wait_until(lambda: launcher.template_pid not in (None, template), timeout=30, what="a new template")
+    wait_until(lambda: emu.template_pid not in (None, template), timeout=30, what="a new template")
     if tier.name != "bubblewrap":
         assert tier.api.run(old, "kept")["executionResult"] == "still here"  # it outlived its parent
         return

@@ -199,26 +199,32 @@ def test_fault_rate_is_seeded():
     assert 30 < sum(picks[0]) < 90
 
 
-def test_sandbox_mode_resolution(monkeypatch):
-    from azure_sessions.emulator import sandbox
+def test_sandbox_choice_resolution(monkeypatch):
+    from azure_sessions.emulator import tiers
 
-    monkeypatch.setattr(sandbox, "bubblewrap_problem", lambda: "the bwrap executable was not found on PATH")
-    monkeypatch.setattr(sandbox, "landlock_problem", lambda: "this kernel offers no Landlock")
-    mode, warning = sandbox.resolve_mode("auto")
-    assert mode == "unisolated" and "UNISOLATED" in warning and "bwrap executable was not found" in warning
-    assert "Landlock is unavailable: this kernel offers no Landlock" in warning
-    with pytest.raises(sandbox.SandboxUnavailable, match="not found"):
-        sandbox.resolve_mode("bubblewrap")
-    with pytest.raises(sandbox.SandboxUnavailable, match="no Landlock"):
-        sandbox.resolve_mode("landlock")
-    with pytest.raises(sandbox.SandboxUnavailable, match=r"no code is run.*AZURE_SESSIONS_POOL_ENDPOINT"):
-        sandbox.resolve_mode("auto", refuse_unisolated=True)
-    assert sandbox.resolve_mode("none")[0] == "unisolated"
-    assert sandbox.resolve_mode("none", refuse_unisolated=True)[0] == "unisolated"  # chosen on purpose
-    monkeypatch.setattr(sandbox, "landlock_problem", lambda: None)
-    assert sandbox.resolve_mode("auto") == ("landlock", None)  # the second tier, when bubblewrap cannot start
-    monkeypatch.setattr(sandbox, "bubblewrap_problem", lambda: None)
-    assert sandbox.resolve_mode("auto") == ("bubblewrap", None)
-    assert sandbox.resolve_mode("landlock") == ("landlock", None)
+    def probed(answer):
+        return classmethod(lambda cls: answer)
+
+    monkeypatch.setattr(tiers.BubblewrapTier, "problem", probed("the bwrap executable was not found on PATH"))
+    monkeypatch.setattr(tiers.LandlockTier, "problem", probed("this kernel offers no Landlock"))
+    tier = tiers.resolve_tier("auto")
+    assert tier.name == "unisolated" and not tier.isolated
+    assert "UNISOLATED" in tier.warning and "bwrap executable was not found" in tier.warning
+    assert "Landlock is unavailable: this kernel offers no Landlock" in tier.warning
+    with pytest.raises(tiers.SandboxUnavailable, match="not found"):
+        tiers.resolve_tier("bubblewrap")
+    with pytest.raises(tiers.SandboxUnavailable, match="no Landlock"):
+        tiers.resolve_tier("landlock")
+    with pytest.raises(tiers.SandboxUnavailable, match=r"no code is run.*AZURE_SESSIONS_POOL_ENDPOINT"):
+        tiers.resolve_tier("auto", refuse_unisolated=True)
+    assert tiers.resolve_tier("none").name == "unisolated"
+    assert tiers.resolve_tier("none", refuse_unisolated=True).name == "unisolated"  # chosen on purpose
+    monkeypatch.setattr(tiers.LandlockTier, "problem", probed(None))
+    landlock = tiers.resolve_tier("auto")  # the second tier, when bubblewrap cannot start
+    assert (landlock.name, landlock.label, landlock.isolated, landlock.warning) == ("landlock", "Landlock", True, None)
+    monkeypatch.setattr(tiers.BubblewrapTier, "problem", probed(None))
+    assert isinstance(tiers.resolve_tier("auto"), tiers.BubblewrapTier)
+    assert isinstance(tiers.resolve_tier("landlock"), tiers.LandlockTier)
     with pytest.raises(ValueError):
-        sandbox.resolve_mode("docker")
+        tiers.resolve_tier("docker")
+    assert tiers.CHOICES == ("auto", "bubblewrap", "landlock", "none")  # what settings and the CLI accept

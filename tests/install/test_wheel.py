@@ -132,7 +132,9 @@ def test_wheel_holds_the_typed_library_and_declares_its_dependencies(wheel: Path
         info = f"azure_sessions-{azure_sessions.__version__}.dist-info"
         metadata = email.parser.Parser().parsestr(archive.read(f"{info}/METADATA").decode())
         entry_points = archive.read(f"{info}/entry_points.txt").decode()
-    assert {"azure_sessions/py.typed", "azure_sessions/executor.py", "azure_sessions/emulator/worker.py"} <= set(names)
+    assert {"azure_sessions/py.typed", "azure_sessions/executor.py", "azure_sessions/emulator/inside/main.py"} <= set(
+        names
+    )
     assert all(name.startswith(("azure_sessions/", f"{info}/")) for name in names), "only the library is packaged"
     assert (metadata["Name"], metadata["Version"]) == ("azure-sessions", azure_sessions.__version__)
     requirements = [Requirement(text) for text in metadata.get_all("Requires-Dist")]

@@ -142,11 +142,11 @@ def test_an_azure_pool_says_it_cannot_interrupt_without_sending_anything():
 
 
 def test_a_service_without_the_interrupt_route_is_detected(emulator, make_client, monkeypatch):
-    monkeypatch.setattr(emulator.backend, "interruptible", False)  # answers like the service: no such operation
+    monkeypatch.setattr(emulator, "interruptible", False)  # answers like the service: no such operation
     client = make_client("2024-10-02-preview")
     with pytest.raises(InterruptNotSupportedError):
         client.interrupt()
     assert client.supports_interrupt is False
-    monkeypatch.setattr(emulator.backend, "interruptible", True)
+    monkeypatch.setattr(emulator, "interruptible", True)
     with pytest.raises(InterruptNotSupportedError):
         client.interrupt()  # remembered: not asked again

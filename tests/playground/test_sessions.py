@@ -31,7 +31,7 @@ def registry(emulator, emulator_token):
 
 
 def sandbox_ids(emulator) -> set[str]:
-    return {s.identifier for s in emulator.backend.list_sessions()}
+    return set(emulator.session_identifiers())
 
 
 def finished(run):
@@ -154,7 +154,7 @@ def test_stop_interrupts_the_running_code_and_the_agent_ends(registry, sleeping)
 
 
 def test_stop_without_interrupt_says_so_and_reset_sandbox_ends_the_code(registry, emulator, monkeypatch, sleeping):
-    monkeypatch.setattr(emulator.backend, "interruptible", False)
+    monkeypatch.setattr(emulator, "interruptible", False)
     session = registry.session("azure-like")
     session.catalog = ModelCatalog.from_settings(
         Settings(), {"Slow": lambda: ScriptedModel([code_reply("import time\ntime.sleep(60)")] * 5)}

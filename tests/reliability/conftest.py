@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from azure_sessions.emulator.sandbox import bubblewrap_problem
+from azure_sessions.emulator.tiers import BubblewrapTier
 from tests.reliability.support import wait_until, worker_processes
 
 
@@ -63,6 +63,6 @@ def start_emulator_checked() -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture(scope="session")
 def bwrap_required() -> None:
-    problem = bubblewrap_problem()
+    problem = BubblewrapTier.problem()
     if problem:
         pytest.skip(f"bubblewrap is not usable here, so the sandbox cannot be tested: {problem}")

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from azure_sessions import RetryPolicy
-from azure_sessions.emulator.strays import read_stat
+from azure_sessions.emulator.inside.strays import read_stat
 from tests.support import harness
 from tests.support.harness import free_port, wait_until  # noqa: F401  (re-exported for the reliability tests)
 
@@ -66,7 +66,7 @@ def processes_matching(needles: list[bytes]) -> list[tuple[int, str]]:
 def emulator_needles(emu: Any) -> list[bytes]:
     """What identifies the processes of one emulator: its instance id (in every worker's environment, inside and
     outside bubblewrap) and its data root (on bubblewrap's and the unisolated worker's command line)."""
-    instance = emu.backend.workers.launcher.instance_id.encode()
+    instance = emu.instance_id.encode()
     return [INSTANCE_ENV + instance, str(emu.data_root).encode()]
 
 

@@ -98,13 +98,13 @@ def run_through_faults(emu, sessions: int, per_session: int) -> None:
     assert {"429", "503", "drop", "delay"} <= set(fired), fired  # every kind of fault really happened
 
     # Ground truth 1, the emulator's log: no code ran twice, and every call that succeeded ran exactly once.
-    logged = Counter(entry["code"].split("\n", 1)[0] + "\n" for entry in emu.backend.execution_log)
+    logged = Counter(entry["code"].split("\n", 1)[0] + "\n" for entry in emu.execution_log())
     twice = {code: n for code, n in logged.items() if n > 1}
     assert twice == {}
     assert all(logged[code] == 1 for code in succeeded)
     # Ground truth 2, each session's own record of what ran: no duplicates, and it matches the log.
-    for identifier in {entry["identifier"] for entry in emu.backend.execution_log}:
-        executed = emu.backend.execution_count(identifier)
+    for identifier in {entry["identifier"] for entry in emu.execution_log()}:
+        executed = emu.execution_count(identifier)
         client = SessionsClient(emu.endpoint, identifier, TOKEN)
         ran = client.execute("_ran").result
         client.close()
@@ -163,5 +163,5 @@ def test_each_fault_on_execute(single_fault_emulator, rule: str, error: type | N
     finally:
         emu.faults.clear()
     assert client.execute("x").result == runs
-    assert emu.backend.execution_count(client.identifier) == 2 + runs
+    assert emu.execution_count(client.identifier) == 2 + runs
     client.close()

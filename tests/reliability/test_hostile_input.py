@@ -70,9 +70,7 @@ def hostile(tmp_path_factory) -> Iterator[SimpleNamespace]:
         canaries = Canaries(emu, tmp_path_factory.mktemp("elsewhere"))
         client = SessionsClient(emu.endpoint, new_identifier(), TOKEN)
         client.execute("1")
-        yield SimpleNamespace(
-            emu=emu, canaries=canaries, client=client, home=emu.backend.session_dir(client.identifier)[1]
-        )
+        yield SimpleNamespace(emu=emu, canaries=canaries, client=client, home=emu.session(client.identifier).data_dir)
         client.close()
         canaries.check()
 
@@ -340,7 +338,7 @@ def test_identifiers_that_look_like_paths_get_their_own_directory(hostile) -> No
     for identifier in ("../../etc", "..", "/etc/passwd", "a/../../b"):
         client = SessionsClient(emu.endpoint, identifier, TOKEN)
         client.upload(io.BytesIO(b"mine"), "mine.txt")
-        home = emu.backend.session_dir(identifier)[1]
+        home = emu.session(identifier).data_dir
         assert home.parent == Path(emu.data_root) / "sessions" and (home / "mine.txt").read_bytes() == b"mine"
         client.delete_session()
         client.close()
@@ -442,7 +440,7 @@ def test_ui_upload_handler_with_hostile_names(hostile, tmp_path: Path) -> None:
         update = handlers.upload(paths, request)
         table, message = update["files"], update["status"]
         session = handlers.registry.session("hostile-tab")
-        home = hostile.emu.backend.session_dir(session.session_id)[1]
+        home = hostile.emu.session(session.session_id).data_dir
         stored = {p.name for p in home.iterdir()}
         listed = set(table["Name"])
         for name in UI_NAMES:

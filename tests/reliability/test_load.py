@@ -82,7 +82,7 @@ def run_load(emu, sessions: int, executions: int) -> dict:
 def test_20_sessions_x_50_executions_at_once(start_emulator_checked) -> None:
     emu = start_emulator_checked(token=TOKEN, prestart=4)
     run_load(emu, sessions=20, executions=50)
-    assert emu.backend.stats()["sessions"] == 0  # every session deleted itself
+    assert emu.counters().sessions == 0  # every session deleted itself
 
 
 @pytest.mark.soak
@@ -97,9 +97,9 @@ def test_sessions_ended_mid_cell_never_hurt_fresh_ones(start_emulator_checked, t
     """Threads delete and interrupt sessions whose cells are running (some ignore the interrupt and are killed)
     while others start fresh sessions: every fresh session answers at once. (Once, a killed worker's reader took
     the next worker's replies; once, two cleanups of one worker locked every later worker out of its scratch.)"""
-    from azure_sessions.emulator.sandbox import bubblewrap_problem, landlock_problem
+    from azure_sessions.emulator.tiers import tier_for_choice
 
-    problem = bubblewrap_problem() if tier == "bubblewrap" else landlock_problem()
+    problem = tier_for_choice(tier).problem()
     if problem:
         pytest.skip(f"the {tier} tier is not usable here: {problem}")
     emu = start_emulator_checked(token=TOKEN, prestart=2, sandbox=tier)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from azure_sessions import SessionsClient
-from azure_sessions.emulator.sandbox import bubblewrap_problem
+from azure_sessions.emulator.tiers import BubblewrapTier
 from tests.reliability.support import new_identifier
 
 TOKEN = "runaway-token"
@@ -25,8 +25,8 @@ while True:
 
 @pytest.mark.parametrize("sandbox", ["none", pytest.param("bubblewrap", marks=pytest.mark.bwrap)])
 def test_a_timed_out_execution_ends_what_it_started(start_emulator_checked, sandbox: str) -> None:
-    if sandbox == "bubblewrap" and bubblewrap_problem():
-        pytest.skip(f"bubblewrap is not usable here: {bubblewrap_problem()}")
+    if sandbox == "bubblewrap" and BubblewrapTier.problem():
+        pytest.skip(f"bubblewrap is not usable here: {BubblewrapTier.problem()}")
     emu = start_emulator_checked(token=TOKEN, prestart=0, sandbox=sandbox, interrupt_grace=2.0)
     client = SessionsClient(emu.endpoint, new_identifier(), TOKEN)
     first = client.execute("import subprocess\nkept = subprocess.Popen(['sleep', '1000'])\nvalue = 42")

@@ -22,8 +22,8 @@ import pytest
 
 from azure_sessions import SessionsClient
 from azure_sessions.emulator import Limits
-from azure_sessions.emulator.sandbox import bubblewrap_problem, landlock_problem
-from azure_sessions.emulator.strays import process_table
+from azure_sessions.emulator.inside.strays import process_table
+from azure_sessions.emulator.tiers import tier_for_choice
 from tests.reliability.support import env_vars, new_identifier, wait_until
 from tests.support.probes import ATTEMPT
 
@@ -75,7 +75,7 @@ class Prober(threading.Thread):
 def sandbox(request) -> Iterator[SimpleNamespace]:
     from tests.reliability.conftest import checked_emulator
 
-    problem = {"bubblewrap": bubblewrap_problem, "landlock": landlock_problem}[request.param]()
+    problem = tier_for_choice(request.param).problem()
     if problem:
         pytest.skip(f"the {request.param} tier is not usable here, so it cannot be tested: {problem}")
     limits = Limits(memory_mb=1536, cpu_seconds=120, max_processes=MAX_PROCESSES, file_size_mb=64)
@@ -102,10 +102,10 @@ def attack(sandbox: SimpleNamespace, code: str, timeout: float = 30) -> tuple[Se
 def session_processes(sandbox: SimpleNamespace, client: SessionsClient) -> Callable[[], list[int]]:
     """Counts the live processes of this client's sandbox: those of its private uid (a root emulator gives each
     worker one), else those in its worker's session (the Landlock tier keeps every process in it)."""
-    session, _, uid = sandbox.emu.backend.session_dir(client.identifier)
-    if uid is not None:
-        return lambda: processes_of_uid(uid)
-    worker_pid = session.worker.pid
+    session = sandbox.emu.session(client.identifier)
+    if session.uid is not None:
+        return lambda: processes_of_uid(session.uid)
+    worker_pid = session.worker_pid
     return lambda: [pid for pid, stat in process_table().items() if stat.session == worker_pid and not stat.ended]
 
 
@@ -240,7 +240,7 @@ while True:
     client = SessionsClient(sandbox.emu.endpoint, new_identifier(), TOKEN)
     before = client.execute("1")
     own = session_processes(sandbox, client)
-    worker = sandbox.emu.backend.session_dir(client.identifier)[0].worker
+    worker = sandbox.emu.session(client.identifier)
     peak: list[int] = []
     uid_peak: list[int] = []
     watching = threading.Event()
@@ -263,7 +263,7 @@ while True:
     if worker.uid is not None:  # a private uid: a per-worker cap
         assert MAX_PROCESSES - 5 <= max(peak) <= MAX_PROCESSES + 2, max(peak)  # the bomb went off; RLIMIT_NPROC held
     else:  # one uid for the server and every worker: RLIMIT_NPROC caps the uid's tasks, the server's threads too
-        limit = process_limit(worker.pid) if worker.alive else None
+        limit = process_limit(worker.worker_pid) if sandbox.emu.session(client.identifier).alive else None
         assert max(peak) >= 10, max(peak)  # the bomb went off
         assert limit is None or max(uid_peak) <= limit + 16, (max(uid_peak), limit)  # (the server's own threads)
     # ended at the timeout: only the worker itself is left (the last ones may still be being reaped)
@@ -307,7 +307,7 @@ def test_other_sessions_files_are_out_of_reach(sandbox) -> None:
     victim = SessionsClient(sandbox.emu.endpoint, new_identifier(), TOKEN)
     canary = f"victim-{uuid.uuid4().hex}"
     victim.execute(f"open('/mnt/data/canary.txt', 'w').write({canary!r})")
-    victim_dir = sandbox.emu.backend.session_dir(victim.identifier)[1]
+    victim_dir = sandbox.emu.session(victim.identifier).data_dir
     code = (
         ATTEMPT
         + f"""
@@ -336,7 +336,7 @@ def test_the_apps_files_and_the_emulators_data_are_out_of_reach(sandbox) -> None
         + f"""
 import os, glob
 [attempt(lambda: open({str(CHECKOUT / "app.py")!r}).read()[:20]),
- attempt(lambda: open({str(CHECKOUT / "azure_sessions" / "emulator" / "worker.py")!r}).read()[:20]),
+ attempt(lambda: open({str(CHECKOUT / "azure_sessions" / "emulator" / "inside" / "main.py")!r}).read()[:20]),
  attempt(lambda: os.listdir({str(CHECKOUT)!r})),
  attempt(lambda: os.listdir({data_root!r})),
  attempt(lambda: os.listdir({data_root + "/logs"!r})),

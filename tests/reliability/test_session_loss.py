@@ -65,7 +65,7 @@ def test_agent_sees_the_loss_and_finishes_on_the_new_session(loss_emulator) -> N
     agent = CodeAgent(tools=[], model=model, executor=executor, max_steps=5, verbosity_level=0)
     try:
         answer = agent.run("store data, then reuse it")
-        guids = [e["sessionGuid"] for e in emu.backend.execution_log if e["identifier"] == executor.session_id]
+        guids = [e["sessionGuid"] for e in emu.execution_log() if e["identifier"] == executor.session_id]
     finally:
         executor.cleanup()
     assert answer == "rebuilt: 6"

@@ -46,11 +46,11 @@ def app(tmp_path_factory) -> Iterator[SimpleNamespace]:
             remember()
         # the app closed every session: temp dirs gone, sandbox sessions deleted; then the emulator leaves nothing
         assert [str(p) for p in seen.values() if p.exists()] == []
-        assert emu.backend.list_sessions() == []
+        assert emu.session_identifiers() == []
 
 
 def sandbox_ids(emu) -> set[str]:
-    return {s.identifier for s in emu.backend.list_sessions()}
+    return set(emu.session_identifiers())
 
 
 def user_session(app, page: Page):

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from azure_sessions import SessionsClient
-from azure_sessions.emulator.sandbox import bubblewrap_problem, landlock_problem
+from azure_sessions.emulator.tiers import BubblewrapTier, LandlockTier
 
 STAGE = os.environ.get("SESSIONS_PLAYGROUND_SPACE_STAGE") == "1"
 CANARIES = ("HF_TOKEN", "AZURE_CLIENT_SECRET", "OPENAI_API_KEY")
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(not STAGE, reason="runs in the Space-conditions 
 
 def test_the_stage_has_a_spaces_conditions() -> None:
     assert os.getuid() != 0 and os.geteuid() != 0
-    assert "Creating new namespace failed" in (bubblewrap_problem() or "")
-    assert landlock_problem() is None
+    assert "Creating new namespace failed" in (BubblewrapTier.problem() or "")
+    assert LandlockTier.problem() is None
     assert all(os.environ.get(name) for name in CANARIES)
     # the environment was built from a bare interpreter: nothing of the sandbox's can come from outside it
     bare = subprocess.run([sys._base_executable, "-I", "-c", "import IPython"], capture_output=True, text=True)

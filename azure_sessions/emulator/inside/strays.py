@@ -1,4 +1,4 @@
-"""End what a timed-out cell left running (standalone, stdlib only: loaded by worker.py, imported by the host).
+"""End what a timed-out cell left running (stdlib only: loaded in the sandbox, imported by the host).
 
 It also holds the one reader of ``/proc/<pid>/stat`` (:func:`read_stat`, :func:`process_table`) that the emulator,
 the benchmarks and the tests use.

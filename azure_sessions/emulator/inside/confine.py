@@ -1,4 +1,4 @@
-"""Inside the sandbox (standalone; loaded by worker.py): the unprivileged isolation tier, Landlock plus seccomp.
+"""Inside the sandbox (loaded by the Landlock tier's template): the unprivileged isolation tier, Landlock plus seccomp.
 
 For hosts where no user namespace can be created (containers, Hugging Face Spaces), so bubblewrap cannot start. A
 worker applies this to itself before any user code runs; every process it starts inherits it; nothing undoes it.

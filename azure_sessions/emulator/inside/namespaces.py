@@ -1,12 +1,12 @@
-"""Inside the bubblewrap template (standalone, stdlib only; loaded by worker.py): a forked worker's own namespaces.
+"""Inside the bubblewrap template (stdlib only; loaded by the template): a forked worker's own namespaces.
 
 Bubblewrap builds the sandbox the template runs in: a read-only view of the host with home directories, the
 checkout and the emulator's data hidden, no network, the sessions' directories at ``SESSIONS_MOUNT``. A worker
-forked from the template starts in its own PID namespace (as its PID 1; see ``worker.Template``), then takes its own
+forked from the template starts in its own PID namespace (as its PID 1; see ``forkserver.py``), then takes its own
 mount, network, IPC and UTS namespaces here: a fresh ``/proc`` showing only its processes, its session's directory
 bound at ``/mnt/data`` and every other session's hidden, private ``/tmp`` and ``/dev/shm``, a loopback of its
 own, hostname ``session``. Then it gives up the capabilities that took (as root by changing to its own uid in
-``worker._apply_limits``; in a user namespace by dropping them here), before any user code runs.
+``limits.apply_limits``; in a user namespace by dropping them here), before any user code runs.
 """
 
 from __future__ import annotations

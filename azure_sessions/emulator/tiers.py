@@ -1,0 +1,520 @@
+"""The isolation tiers a session's worker can run in, one class each, strongest first.
+
+1. :class:`BubblewrapTier` (one sandbox per emulator, a set of namespaces per worker): read-only view of the host
+   root, with home directories, ``/run``, the emulator's data directory and the project checkout hidden behind empty
+   tmpfs mounts (the Python environment is bound back read-only); the worker's own session directory bound
+   read-write at the real path ``/mnt/data``; private ``/tmp``; new PID, network, IPC and UTS namespaces (no network
+   at all, like a pool with egress disabled); an empty environment plus PATH/HOME/LANG/MPLBACKEND; dies with its
+   parent; its own session. When the emulator runs as root, each worker drops to its own unprivileged uid so the
+   process-count limit is per worker.
+2. :class:`LandlockTier` (hosts where no user namespace can be created: containers, Hugging Face Spaces): the worker
+   confines itself with Landlock and seccomp (``inside/confine.py``) before any user code runs: it reads only the
+   system directories and the Python environment, writes only its session directory and scratch directory, sees
+   nothing of ``/proc``, opens no socket, and signals or traces nothing outside its session. ``/mnt/data`` and
+   ``/tmp`` are mapped for Python's file APIs (``inside/pathmap.py``). Root workers drop to their own uid here too.
+3. :class:`UnisolatedTier`: the same worker without any of that, labelled loudly; ``/mnt/data`` paths still work
+   for Python file APIs and the working directory is the session directory.
+
+A tier owns everything that differs between them: its probe, its label and description, the helper modules its
+template loads, its template's command, the configuration of each worker, whether the host ends a session's
+processes, how an exit status reads, and what killing a worker means. The rest of the emulator asks the tier object
+and never compares tier names; a new tier (gVisor, nsjail) is one new class in ``ISOLATING``.
+
+The user's choice (``CHOICES``: the ``--sandbox`` option, the ``sandbox`` argument, the playground's setting) is
+resolved once, by :func:`resolve_tier`, into a tier object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .inside import strays
+from .inside.namespaces import SESSIONS_MOUNT
+from .inside.protocol import Confinement, Namespaces, PathMapping, Ready, Rlimits, WorkerConfig
+from .launcher import INSIDE_DIR, UID_BASE, UID_SPAN, is_root, python_paths, under
+
+if TYPE_CHECKING:
+    from .launcher import Launcher
+    from .template import ForkedProcess
+
+log = logging.getLogger("azure_sessions.emulator")
+
+SANDBOX_WORKER_DIR = "/run/azure-sessions-emulator"
+"""Where bubblewrap's sandbox sees the in-sandbox files (``inside/``, bound read-only)."""
+SYSTEM_READ_ONLY = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys/devices/system/cpu")
+"""What a Landlock worker may read besides the Python environment: programs, libraries, configuration, CPU count."""
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+MAX_STREAM_BYTES = 1 << 20
+MAX_RESULT_CHARS = 1_000_000
+
+
+class SandboxUnavailable(RuntimeError):
+    """The requested isolation tier does not work here, or none does where code must not run unisolated."""
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """How a new session's worker is made in a tier: its configuration, its environment, and the scratch directory
+    the host made for it (its home and ``/tmp``, where there is no private ``/tmp``)."""
+
+    config: WorkerConfig
+    env: dict[str, str]
+    scratch_dir: Path | None
+
+
+_probe_lock = threading.Lock()
+_probe_results: dict[type, str | None] = {}
+
+
+class Tier:
+    """An isolation tier. Class attributes say what it is; methods do what differs between tiers."""
+
+    name: ClassVar[str]
+    """What ``.emulator/info`` calls it (``sandboxMode``): ``bubblewrap``, ``landlock``, ``unisolated``."""
+    choice: ClassVar[str]
+    """The user's choice that requires this tier (``CHOICES``)."""
+    label: ClassVar[str]
+    """A badge's word for it."""
+    description: ClassVar[str]
+    """A sentence's words for it."""
+    isolated: ClassVar[bool]
+    helpers: ClassVar[tuple[str, ...]]
+    """The helper modules of ``inside/`` its template loads (``inside/session.py: HELPERS``)."""
+    private_uids: ClassVar[bool]
+    """A root emulator gives each worker an unprivileged uid of its own."""
+    host_ends_session_processes: ClassVar[bool]
+    """The worker cannot see its session's processes (no ``/proc``): the host finds and ends them."""
+    workers_outlive_template: ClassVar[bool]
+    """False where workers live in the template's own sandbox and end with it."""
+
+    @property
+    def warning(self) -> str | None:
+        """What a user must be told before running code in it (None for an isolating tier)."""
+        return None
+
+    @property
+    def summary(self) -> str:
+        """The command line's banner for it."""
+        return self.description
+
+    # -- whether it works here -------------------------------------------------------------------------------------
+    @classmethod
+    def problem(cls) -> str | None:
+        """None when this tier works on this host, else why not (probed once per process)."""
+        with _probe_lock:
+            if cls not in _probe_results:
+                _probe_results[cls] = cls._probe()
+            return _probe_results[cls]
+
+    @classmethod
+    def _probe(cls) -> str | None:
+        return None
+
+    def prepare_host(self) -> None:
+        """What this process does once it has chosen the tier."""
+
+    def info(self) -> dict[str, Any]:
+        """What ``.emulator/info`` says of it, beyond its name (every tier has the same keys)."""
+        return {"landlockAbi": None}
+
+    # -- starting workers ----------------------------------------------------------------------------------------
+    def template_command(self, launcher: Launcher, home: Path) -> tuple[list[str], dict[str, str]]:
+        """The command line (without its configuration argument) and environment of the template."""
+        command = [launcher.python, "-I", "-B", str(INSIDE_DIR / "main.py")]
+        return command, launcher.env(str(home / "home"), str(home / "tmp"))
+
+    def new_session(
+        self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits
+    ) -> SessionPlan:
+        """A new session's worker: its configuration and environment (and its scratch directory, made here)."""
+        raise NotImplementedError
+
+    def check_ready(self, ready: Ready) -> str | None:
+        """None when a worker's ``Ready`` shows the set-up this tier requires, else what is missing."""
+        return None
+
+    # -- ending them ---------------------------------------------------------------------------------------------
+    def end_cell_leftovers(self, worker_pid: int, since_ticks: int) -> set[int]:
+        """Processes an interrupted cell left running that the host must end (the worker ends them itself where it
+        can see them); returns their pids."""
+        return set()
+
+    def end_worker(self, proc: ForkedProcess) -> None:
+        """Kill a worker and whatever of its session must go with it; waits for the worker."""
+        _kill_group_and_wait(proc)
+
+    def exit_reason(self, code: int) -> str:
+        """What a worker's exit code (``Popen.returncode``) says about how it ended."""
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"the sandbox process was killed by signal {name}"
+        return f"the sandbox process exited unexpectedly with status {code}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+class BubblewrapTier(Tier):
+    name = "bubblewrap"
+    choice = "bubblewrap"
+    label = "bubblewrap"
+    description = "bubblewrap sandbox"
+    isolated = True
+    helpers = ("strays", "namespaces")
+    private_uids = True
+    host_ends_session_processes = False  # the worker sees its whole PID namespace
+    workers_outlive_template = False  # they live in the template's sandbox
+
+    @property
+    def summary(self) -> str:
+        return "bubblewrap (no network, read-only root, private /mnt/data per session)"
+
+    @classmethod
+    def _probe(cls) -> str | None:
+        if not sys.platform.startswith("linux"):
+            return f"bubblewrap needs Linux (this is {sys.platform})"
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            return "the bwrap executable was not found on PATH"
+        # What the template does for each worker: a PID namespace made by a middle process, then the worker's own
+        # mount and network namespaces with a fresh /proc.
+        check = (
+            "import ctypes, os\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "def ok(result, what):\n"
+            "    if result: raise SystemExit(f'{what} failed: {os.strerror(ctypes.get_errno())}')\n"
+            "ok(libc.unshare(0x20000000), 'a PID namespace for a worker')\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    ok(libc.unshare(0x40020000), 'mount and network namespaces for a worker')\n"
+            "    ok(libc.mount(b'proc', b'/proc', b'proc', 0, None), 'mounting /proc for a worker')\n"
+            "    os._exit(0)\n"
+            "raise SystemExit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+        )
+        cmd = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/mnt",
+               *_namespace_flags(), "--die-with-parent", "--new-session", "--clearenv",
+               os.path.abspath(sys.executable), "-I", "-c", check]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bwrap could not run: {exc}"
+        if proc.returncode != 0:
+            return "bwrap failed: " + (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return None
+
+    def template_command(self, launcher: Launcher, home: Path) -> tuple[list[str], dict[str, str]]:
+        """The template's bubblewrap sandbox: the workers' view of the host, every session's directory at
+        ``SESSIONS_MOUNT`` (each worker keeps only its own, at /mnt/data), an empty environment."""
+        cmd = [shutil.which("bwrap") or "bwrap", *_mounts(launcher), "--bind", str(launcher.sessions_dir),
+               SESSIONS_MOUNT, "--perms", "0555", "--size", "1048576", "--tmpfs", "/mnt", "--perms", "0755", "--dir",
+               "/mnt/data", *_namespace_flags(), "--hostname", "session", "--chdir", "/tmp", "--die-with-parent",
+               "--new-session", "--clearenv"]  # fmt: skip
+        for key, value in launcher.env("/tmp", "/tmp").items():
+            cmd += ["--setenv", key, value]
+        return [*cmd, launcher.python, "-I", "-B", f"{SANDBOX_WORKER_DIR}/inside/main.py"], {"PATH": "/usr/bin:/bin"}
+
+    def new_session(
+        self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits
+    ) -> SessionPlan:
+        namespaces = Namespaces(guid=guid, tmp_mb=launcher.limits.tmp_mb, drop_capabilities=not is_root(),
+                                tmp_binds=launcher.python_under_tmp)  # fmt: skip
+        config = _worker_config(uid, limits, data_dir="/mnt/data", whole_pid_namespace=True, namespaces=namespaces,
+                                confinement=None, path_mapping=None)  # fmt: skip
+        return SessionPlan(config, launcher.env("/tmp", "/tmp"), scratch_dir=None)
+
+    def exit_reason(self, code: int) -> str:
+        if code > 128:  # bwrap reports its child's fatal signal this way
+            with contextlib.suppress(ValueError):
+                return f"the sandbox process was killed by signal {signal.Signals(code - 128).name}"
+        return super().exit_reason(code)
+
+
+def _namespace_flags() -> list[str]:
+    """The template's sandbox: its own PID, network, IPC and UTS namespaces, and the capabilities it needs to give
+    each forked worker namespaces of its own (inside/namespaces.py); every worker drops them before user code."""
+    keep = ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_NET_ADMIN"]
+    if is_root():  # no user namespace: bwrap mounts as real root, each worker then drops to its own uid
+        return ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", *keep]  # fmt: skip
+    return ["--unshare-all", *keep]
+
+
+def _mounts(launcher: Launcher) -> list[str]:
+    """The host as bubblewrap's sandbox shows it: read-only, with what must stay private masked, the Python
+    environment bound back, and the in-sandbox files at ``SANDBOX_WORKER_DIR``."""
+    paths = launcher.python_paths
+    masked = [Path(p) for p in ("/root", "/home", "/run")] + [launcher.root.resolve()]
+    project = Path(__file__).resolve().parents[2]
+    if not any(under(project, p) for p in paths):  # a source checkout, not an installed package
+        masked.append(project)
+    masked = sorted({p for p in masked if p.exists() and not under(p, Path("/tmp")) and p != Path("/")})
+    args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "--perms", "1777", "--size", str(launcher.limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", str(64 * 1024 * 1024), "--tmpfs", "/dev/shm"]  # fmt: skip
+    for path in masked:  # tiny and read-only for the sandbox user: they only hide what is beneath
+        args += ["--perms", "0555", "--size", str(1024 * 1024), "--tmpfs", str(path)]
+    made: set[Path] = set()
+    for path in paths:  # bind the interpreter back where a mask hides it
+        cover = next((m for m in [*masked, Path("/tmp")] if under(path, m)), None)
+        if cover is None:
+            continue
+        for parent in reversed(path.parents):
+            if under(parent, cover) and parent != cover and parent not in made:
+                args += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+        args += ["--ro-bind", str(path), str(path)]
+    args += ["--perms", "0755", "--dir", SANDBOX_WORKER_DIR]
+    return [*args, "--ro-bind", str(INSIDE_DIR.resolve()), f"{SANDBOX_WORKER_DIR}/inside"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+class _MappedTier(Tier):
+    """A tier without a mount namespace: the session's ``/mnt/data`` and ``/tmp`` are real directories of the host,
+    mapped for Python's file APIs, and its home and ``/tmp`` live in a scratch directory the host makes."""
+
+    helpers = ("pathmap", "strays")
+
+    def new_session(
+        self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits
+    ) -> SessionPlan:
+        scratch = launcher.scratch_root / guid
+        home, tmp = scratch / "home", scratch / "tmp"
+        for path in (scratch, home, tmp):
+            path.mkdir(mode=0o700)
+        mapping = PathMapping(virtual={"/mnt/data": str(data_dir), "/tmp": str(tmp)},
+                              own=[str(data_dir), str(scratch), *launcher.python_under_tmp])  # fmt: skip
+        config = _worker_config(uid, limits, data_dir=str(data_dir), whole_pid_namespace=False, namespaces=None,
+                                confinement=self._confinement(launcher, [str(data_dir), str(scratch)]),
+                                path_mapping=mapping)  # fmt: skip
+        return SessionPlan(config, launcher.env(str(home), str(tmp)), scratch_dir=scratch)
+
+    def _confinement(self, launcher: Launcher, own: list[str]) -> Confinement | None:
+        return None
+
+
+class LandlockTier(_MappedTier):
+    name = "landlock"
+    choice = "landlock"
+    label = "Landlock"
+    description = "Landlock + seccomp sandbox"
+    isolated = True
+    helpers = ("pathmap", "confine")
+    private_uids = True
+    host_ends_session_processes = True  # seccomp keeps every process in the worker's session; no /proc inside
+    workers_outlive_template = True
+
+    @property
+    def summary(self) -> str:
+        abi = self.info()["landlockAbi"]
+        return ("Landlock + seccomp (no network, no /proc, read-only system, writes only in the session's own "
+                "directories; /mnt/data mapped for Python file APIs)" + (f", Landlock ABI {abi}" if abi else ""))  # fmt: skip
+
+    @classmethod
+    def _probe(cls) -> str | None:
+        """Confine a throw-away process exactly as a worker is confined (as the worker's uid when we are root) and
+        check that it still finds the sandbox's packages but can no longer read ``/proc`` or open a socket."""
+        if not sys.platform.startswith("linux"):
+            return f"Landlock needs Linux (this is {sys.platform})"
+        with tempfile.TemporaryDirectory(prefix="azure-sessions-landlock-probe-") as scratch:
+            uid = UID_BASE + secrets.randbelow(UID_SPAN) if is_root() else None
+            if uid is not None:
+                os.chmod(scratch, 0o711)
+            confinement = _confinement([scratch], python_paths())
+            spec = {"uid": uid, "confine": vars(confinement), "helper": str(INSIDE_DIR / "confine.py")}
+            try:
+                proc = subprocess.run([os.path.abspath(sys.executable), "-I", "-B", "-c", _LANDLOCK_PROBE,
+                                       json.dumps(spec)], capture_output=True, text=True, timeout=30,
+                                      env={"PATH": "/usr/bin:/bin"}, cwd=scratch)  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return f"the Landlock probe could not run: {exc}"
+        lines = (proc.stdout.strip() or proc.stderr.strip() or f"exit status {proc.returncode}").splitlines()
+        return None if proc.returncode == 0 and lines[-1] == "ok" else lines[-1]
+
+    def prepare_host(self) -> None:
+        """Workers share this process's uid here: it becomes non-dumpable, so no process of the same user can read
+        its memory or environment through ``/proc`` or attach to it."""
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+    def info(self) -> dict[str, Any]:
+        from .inside.confine import landlock_abi
+
+        return {"landlockAbi": landlock_abi()}
+
+    def _confinement(self, launcher: Launcher, own: list[str]) -> Confinement:
+        return _confinement(own, launcher.python_paths)
+
+    def check_ready(self, ready: Ready) -> str | None:
+        return None if ready.confined else "the worker did not confine itself with Landlock and seccomp"
+
+    def end_cell_leftovers(self, worker_pid: int, since_ticks: int) -> set[int]:
+        return strays.end_processes(strays.in_session(worker_pid, frozenset({worker_pid})),
+                                    lambda pid, start: start >= since_ticks)  # fmt: skip
+
+    def end_worker(self, proc: ForkedProcess) -> None:
+        """Every process of the session, the worker first: nothing is left to fork."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGSTOP)
+        session = strays.end_processes(strays.in_session(proc.pid))
+        _kill_group_and_wait(proc)
+        strays.reap(session - {proc.pid}, wait=False)  # orphans of the dead worker come to us, or to init
+
+
+def _confinement(read_write: list[str], python: list[Path]) -> Confinement:
+    """``confine.confine``'s arguments for a Landlock worker whose own directories are ``read_write``, in the Python
+    environment at ``python``."""
+    # The server's process and group, out of reach of signals even where Landlock has no signal scope.
+    protected = sorted({os.getpid(), os.getpgid(0)})
+    return Confinement(read_only=[*SYSTEM_READ_ONLY, *(str(p) for p in python)], read_write=list(read_write),
+                       devices=list(DEVICES), protected_pids=protected)  # fmt: skip
+
+
+_LANDLOCK_PROBE = """
+import importlib.util, json, os, socket, sys
+spec = json.loads(sys.argv[1])
+loader = importlib.util.spec_from_file_location("confine", spec["helper"])  # loaded first, as the template does
+confine = importlib.util.module_from_spec(loader); loader.loader.exec_module(confine)
+if spec["uid"] is not None:
+    os.setgroups([]); os.setresgid(spec["uid"], spec["uid"], spec["uid"]); os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+    if not os.access(sys.prefix, os.R_OK | os.X_OK):
+        print(f"the unprivileged uid each worker of a root emulator gets cannot reach the Python environment "
+              f"{sys.prefix} (a directory above it is closed to other users, as `mktemp -d` makes them)"); sys.exit(1)
+try:
+    confine.confine(**spec["confine"])
+except Exception as exc:
+    print(f"Landlock and seccomp could not be applied: {getattr(exc, 'strerror', None) or exc}"); sys.exit(1)
+missing = [m for m in ("IPython", "numpy") if importlib.util.find_spec(m) is None]
+if missing:
+    print(f"the confined worker cannot read its Python environment ({sys.prefix}): {', '.join(missing)} not found"); sys.exit(1)
+for name, attempt in (("/proc", lambda: open("/proc/1/stat").read()), ("a socket", socket.socket)):
+    try:
+        attempt(); print(f"the confined worker could still reach {name}"); sys.exit(1)
+    except PermissionError:
+        pass
+print("ok")
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+class UnisolatedTier(_MappedTier):
+    name = "unisolated"
+    choice = "none"
+    label = "not isolated"
+    description = "not isolated"
+    isolated = False
+    private_uids = False
+    host_ends_session_processes = False  # the worker ends its descendants itself
+    workers_outlive_template = True
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason  # why code runs unisolated
+
+    @property
+    def warning(self) -> str:
+        return (
+            "Code runs UNISOLATED on this machine: " + self.reason + ". Session code can read and write your files, "
+            "use the network and see your processes. On Linux, install bubblewrap (e.g. `apt-get install "
+            "bubblewrap`) where user namespaces work; elsewhere the Landlock tier needs a kernel with Landlock (Linux "
+            "6.2 or newer, landlock among its LSMs) and a seccomp profile that allows the landlock_* system calls."
+        )
+
+    @property
+    def summary(self) -> str:
+        return f"NONE. {self.warning}"
+
+    def end_worker(self, proc: ForkedProcess) -> None:
+        """The worker's descendants too: there is no namespace or session to find them by when it is gone."""
+        pids: set[int] = set()
+        with contextlib.suppress(OSError):  # no /proc (not Linux): the process group is all there is to kill
+            pids = strays.descendants(proc.pid, strays.process_table())
+        _kill_group_and_wait(proc, also=pids)
+
+
+def _worker_config(uid: int | None, limits: Rlimits, *, data_dir: str, whole_pid_namespace: bool,
+                   namespaces: Namespaces | None, confinement: Confinement | None,
+                   path_mapping: PathMapping | None) -> WorkerConfig:  # fmt: skip
+    return WorkerConfig(uid=uid, gid=uid, limits=limits, data_dir=data_dir, max_stream_bytes=MAX_STREAM_BYTES,
+                        max_result_chars=MAX_RESULT_CHARS, whole_pid_namespace=whole_pid_namespace,
+                        namespaces=namespaces, confinement=confinement, path_mapping=path_mapping)  # fmt: skip
+
+
+def _kill_group_and_wait(proc: ForkedProcess, also: set[int] = frozenset()) -> None:
+    """SIGKILL to the worker's process group (bubblewrap: its sandbox dies with it, a PID namespace), to ``also``,
+    to the worker; then wait for it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in also:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+ISOLATING: tuple[type[Tier], ...] = (BubblewrapTier, LandlockTier)
+"""The isolating tiers, strongest first: what ``auto`` tries in turn."""
+AUTO = "auto"
+CHOICES = (AUTO, *(tier.choice for tier in ISOLATING), UnisolatedTier.choice)
+"""What a user may ask for: ``auto`` takes the strongest tier that works here; ``none`` runs unisolated on purpose."""
+
+
+def tier_for_choice(choice: str) -> type[Tier]:
+    """The tier class a choice other than ``auto`` requires (not probed)."""
+    for tier in (*ISOLATING, UnisolatedTier):
+        if tier.choice == choice:
+            return tier
+    raise ValueError(f"no tier is chosen by {choice!r}; the choices are {CHOICES}")
+
+
+def resolve_tier(choice: str, refuse_unisolated: bool = False) -> Tier:
+    """The tier the user's choice gives on this host.
+
+    ``auto`` takes the strongest isolating tier that works here, else runs unisolated with a warning, or, with
+    ``refuse_unisolated`` (a server strangers can reach), raises ``SandboxUnavailable`` saying why and what to do; an
+    isolating tier's own choice requires that tier; ``none`` runs unisolated on purpose.
+    """
+    if choice not in CHOICES:
+        raise ValueError(f"sandbox must be one of {CHOICES}, not {choice!r}")
+    if choice == UnisolatedTier.choice:
+        return UnisolatedTier(f"sandboxing was turned off (sandbox={choice!r})")
+    problems: list[str] = []
+    for tier in ISOLATING:
+        if choice not in (tier.choice, AUTO):
+            continue
+        problem = tier.problem()
+        if problem is None:
+            return tier()
+        if choice == tier.choice:
+            raise SandboxUnavailable(f"sandbox={choice!r} was requested but {problem}")
+        problems.append(f"{tier.label} is unavailable: {problem}")
+    why = "; ".join(problems)
+    if refuse_unisolated:
+        raise SandboxUnavailable(
+            f"No isolation tier works on this host ({why}). Unisolated code would run next to this server's secrets "
+            "and files for anyone who can reach it, so no code is run. Configure an Azure dynamic-sessions pool "
+            "(AZURE_SESSIONS_POOL_ENDPOINT) for real isolation, or choose the sandbox 'none' on purpose if everyone "
+            "who can reach this server may run code on it."
+        )
+    return UnisolatedTier(why)
