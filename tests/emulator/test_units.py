@@ -228,3 +228,70 @@ def test_sandbox_choice_resolution(monkeypatch):
     with pytest.raises(ValueError):
         tiers.resolve_tier("docker")
     assert tiers.CHOICES == ("auto", "bubblewrap", "landlock", "none")  # what settings and the CLI accept
+
+
+def _worker_config():
+    from azure_sessions.emulator.inside import protocol
+
+    return protocol.WorkerConfig(
+        uid=None, gid=None, limits=protocol.Rlimits(memory_bytes=1 << 30, cpu_seconds=60, max_processes=None,
+        file_size_bytes=None, core_bytes=0), data_dir="/mnt/data", max_stream_bytes=1 << 20, max_result_chars=1000,
+        whole_pid_namespace=False, namespaces=None, path_mapping=None,
+        confinement=protocol.Confinement(read_only=["/usr"], read_write=["/srv/s"], devices=["/dev/null"],
+                                         protected_pids=[1, 2]),
+    )  # fmt: skip
+
+
+def _without(fields: dict, key: str) -> dict:
+    return {k: v for k, v in fields.items() if k != key}
+
+
+def test_the_worker_configuration_round_trips_and_fails_loudly_on_a_wrong_key():
+    from azure_sessions.emulator.inside import protocol
+
+    config = _worker_config()
+    fields = protocol.to_dict(config)
+    assert protocol.from_json(protocol.WorkerConfig, protocol.to_json(config)) == config
+    for broken, says in (
+        (_without(fields, "confinement"), "missing confinement"),  # Landlock is not skipped
+        ({**fields, "confine": fields["confinement"]}, "unknown confine"),
+        (
+            {**fields, "confinement": {**_without(fields["confinement"], "read_write"), "read_writ": []}},
+            "confinement: missing read_write; unknown read_writ",
+        ),
+        ({**fields, "max_stream_bytes": True}, "max_stream_bytes: expected int, got bool"),
+        ({**fields, "limits": {**fields["limits"], "cpu_seconds": "60"}}, "limits.cpu_seconds"),
+        ({**fields, "confinement": {**fields["confinement"], "protected_pids": "1,2"}}, "expected a list"),
+    ):
+        with pytest.raises(protocol.ProtocolError, match=says):
+            protocol.from_dict(protocol.WorkerConfig, broken)
+
+
+def test_messages_are_framed_once_and_decoded_strictly_by_direction():
+    from azure_sessions.emulator.inside import protocol
+
+    messages = [protocol.Ready(pid=7, python="3.11", prefix="/venv", ipython="8", confined=None),
+                protocol.Output(id="a", stream="stdout", text="héllo\n"),
+                protocol.Result(id="a", ok=True, stdout="héllo\n", stderr="", result={"type": "image"}, duration_ms=3,
+                                interrupted=False, ended_processes=0)]  # fmt: skip
+    data = b"".join(protocol.frame(m) for m in messages)
+    reader = protocol.FrameReader(protocol.FROM_WORKER)
+    got = []
+    for i in range(0, len(data), 7):  # as a pipe delivers it: in pieces
+        reader.feed(data[i : i + 7])
+        while (message := reader.next()) is not None:
+            got.append(message)
+    assert got == messages
+    fork = protocol.Fork(id=1, config=_worker_config(), env={"HOME": "/tmp"})
+    assert protocol.decode(protocol.encode(fork), protocol.TO_TEMPLATE) == fork
+    with pytest.raises(protocol.ProtocolError, match="unexpected op 'exec'"):  # a worker never sends one
+        protocol.decode(protocol.encode(protocol.Exec(id="a", code="1", live_output=False)), protocol.FROM_WORKER)
+    with pytest.raises(protocol.ProtocolError, match="unexpected op 'execute'"):
+        protocol.decode(b'{"op": "execute", "id": "a"}', protocol.TO_WORKER)
+    with pytest.raises(protocol.ProtocolError, match="exec: unknown cod"):
+        protocol.decode(
+            b'{"op": "exec", "id": "a", "cod": "1", "code": "1", "live_output": false}', protocol.TO_WORKER
+        )
+    reader.feed(protocol.HEADER.pack(protocol.MAX_FRAME + 1))
+    with pytest.raises(protocol.FrameTooLarge):
+        reader.next()
