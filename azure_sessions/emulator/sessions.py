@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from ..models import MAX_EXECUTION_SECONDS
 from . import errors
-from .workers import CellResult, WorkerLost
+from .workers import CellResult, OutputCallback, WorkerLost
 
 log = logging.getLogger("azure_sessions.emulator")
 
@@ -42,7 +42,9 @@ class WorkerLike(Protocol):
     @property
     def alive(self) -> bool: ...
 
-    def execute(self, code: str, timeout: float, grace: float = ...) -> CellResult: ...
+    def execute(
+        self, code: str, timeout: float, grace: float = ..., on_output: OutputCallback | None = ...
+    ) -> CellResult: ...
 
     def interrupt(self, grace: float = ...) -> bool: ...
 
@@ -272,8 +274,13 @@ class EmulatedPool:
         execution_id: str | None = None,
         wait: bool = True,
         output_max_length: int | None = None,
+        on_output: OutputCallback | None = None,
     ) -> Execution:
         """Run ``code`` in the identifier's session; with ``wait=False`` return at once with status Running.
+
+        ``on_output(stream, text)`` is called with what the code writes to ``stream`` ("stdout" | "stderr") while
+        it runs (a few times a second at most, within the output cap; from the executing thread); the execution's
+        ``stdout`` and ``stderr`` hold all of it when it ends, as without a callback.
 
         A repeated ``execution_id`` (the ``operation-id`` request header) returns the earlier execution instead of
         running the code again, so a client can retry a POST whose reply was lost without executing twice.
@@ -294,12 +301,12 @@ class EmulatedPool:
                 earlier.done.wait()
             return earlier
         if wait:
-            self._run(session, record, timeout)
+            self._run(session, record, timeout, on_output)
         else:
-            self._async.submit(self._run, session, record, timeout)
+            self._async.submit(self._run, session, record, timeout, on_output)
         return record
 
-    def _run(self, session: Session, record: Execution, timeout: float) -> None:
+    def _run(self, session: Session, record: Execution, timeout: float, on_output: OutputCallback | None) -> None:
         try:
             received = time.perf_counter()
             with session.exec_lock:
@@ -312,7 +319,7 @@ class EmulatedPool:
                                                "startedAt": time.time()})  # fmt: skip
                 started = time.perf_counter()
                 try:
-                    cell = worker.execute(record.code, timeout, self.interrupt_grace)
+                    cell = worker.execute(record.code, timeout, self.interrupt_grace, on_output=on_output)
                 except WorkerLost as exc:
                     cell = self._lost(session, worker, str(exc))
                 finished = time.perf_counter()

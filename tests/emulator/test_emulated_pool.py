@@ -27,7 +27,7 @@ class FakeWorker:
     def alive(self) -> bool:
         return not self.killed
 
-    def execute(self, code: str, timeout: float, grace: float = 3.0) -> CellResult:
+    def execute(self, code: str, timeout: float, grace: float = 3.0, on_output=None) -> CellResult:
         self.ran.append(code)
         return self.behaviour(self, code)
 

@@ -15,11 +15,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from .capture import FdCapture
-from .protocol import Channel, Exec, Exit, Interrupt, Ready, Reap, Result
+from .protocol import Channel, Exec, Exit, Interrupt, Output, Ready, Reap, Result
 from .results import cell_result, figure_pngs
 from .shell import make_shell
 
@@ -143,8 +144,8 @@ class Kernel:
     def run(self, job: Exec, store_history: bool = True) -> Result:
         self.seq += 1
         self.images = []
-        self.out.restore()
-        self.err.restore()
+        self.out.begin(self._live(job, "stdout") if job.live_output else None)
+        self.err.begin(self._live(job, "stderr") if job.live_output else None)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         interrupted, value, ok = False, None, False
         self.interrupt_requested = False
@@ -183,6 +184,11 @@ class Kernel:
         return Result(id=job.id, ok=bool(ok) and not interrupted, stdout=self.out.collect(self.seq),
                       stderr=self.err.collect(self.seq), result=result, duration_ms=duration_ms,
                       interrupted=interrupted, ended_processes=ended)  # fmt: skip
+
+    def _live(self, job: Exec, stream: str) -> Callable[[str], None]:
+        """What hands a running cell's text on ``stream`` to the host, as it comes."""
+        channel = self.channel
+        return lambda text: channel.write(Output(id=job.id, stream=stream, text=text))
 
 
 def _popen_pids() -> set[int]:
