@@ -198,3 +198,53 @@ def test_workers_outlive_the_thread_that_started_them(bwrap_ok, tmp_path):
     finally:
         worker.cleanup()
         pool.close()
+
+
+# What user code can reach of the worker's set-up: every object the collector knows (frozen ones too), every
+# thread's frames, and the strings they hold.
+FIND_SETUP = """
+import gc, sys
+key = "_".join(["protected", "pids"])  # never whole in this cell's own text, which the shell keeps
+protected = [int(pid) for pid in {protected!r}.split()]
+config_keys = {{"data" + "_dir", "lim" + "its"}}
+gc.unfreeze()
+found = set()
+def suspicious(obj):
+    kind = type(obj).__name__
+    if kind in ("WorkerConfig", "Confinement", "Fork"):
+        return kind
+    if isinstance(obj, dict) and (isinstance(obj.get(key), list) or (config_keys <= obj.keys()
+                                                                      and isinstance(obj.get("data_dir"), str))):
+        return "a configuration dict"  # (not the classes' own field tables: their values are types)
+    if isinstance(obj, (list, tuple)) and obj is not protected and list(obj) == protected:
+        return "the server's pids"
+    if isinstance(obj, (str, bytes)) and key + '":' in (obj if isinstance(obj, str) else obj.decode("latin-1")):
+        return "a configuration's JSON"
+    return None
+def check(obj, where):
+    what = suspicious(obj)
+    if what:
+        found.add(f"{{what}} in {{where}}")
+for obj in gc.get_objects():
+    check(obj, type(obj).__name__)
+    members = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    for item in list(members):
+        if isinstance(item, (str, bytes)):
+            check(item, type(obj).__name__)
+for frame in sys._current_frames().values():
+    while frame is not None:
+        for value in list(frame.f_locals.values()):
+            check(value, frame.f_code.co_name)
+        frame = frame.f_back
+check(sys.argv, "sys.argv")
+sorted(found)
+"""
+
+
+def test_user_code_finds_neither_the_workers_configuration_nor_the_servers_pids(tier):
+    """The configuration (with the server's pid and process group, in the Landlock tier) is consumed while the
+    worker sets itself up, then dropped: nothing user code can reach holds it."""
+    protected = " ".join(str(pid) for pid in sorted({os.getpid(), os.getpgid(0)}))
+    result = tier.api.run(new_id(), FIND_SETUP.format(protected=protected), timeout=120)
+    assert result["status"] == "Succeeded", result["stderr"]
+    assert ast.literal_eval(result["executionResult"]) == [], result["executionResult"]
