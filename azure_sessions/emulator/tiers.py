@@ -394,6 +394,9 @@ import importlib.util, json, os, socket, sys
 spec = json.loads(sys.argv[1])
 loader = importlib.util.spec_from_file_location("confine", spec["helper"])  # loaded first, as the template does
 confine = importlib.util.module_from_spec(loader); loader.loader.exec_module(confine)
+problem = confine.landlock_problem()  # which layer refuses Landlock, if one does
+if problem:
+    print(problem); sys.exit(1)
 if spec["uid"] is not None:
     os.setgroups([]); os.setresgid(spec["uid"], spec["uid"], spec["uid"]); os.setresuid(spec["uid"], spec["uid"], spec["uid"])
     if not os.access(sys.prefix, os.R_OK | os.X_OK):

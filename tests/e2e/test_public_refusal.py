@@ -1,8 +1,8 @@
 """Where strangers can reach the page (a Space, a public bind) and no isolation tier works, the app runs no code and
 says why and what to do; so does the standalone emulator on a non-loopback address.
 
-The host without tiers is real for the child process: a container's seccomp filter (no namespaces: bubblewrap
-cannot start) and a kernel without Landlock (see tests/support/locked_down.py).
+The host without tiers is real for the child process: a container's seccomp filter that allows no namespaces
+(bubblewrap cannot start) and refuses Landlock's calls (see tests/support/locked_down.py).
 """
 
 from __future__ import annotations
@@ -82,4 +82,6 @@ def test_the_emulator_refuses_a_public_address_without_isolation() -> None:
                           preexec_fn=without_isolation_tiers())  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "No isolation tier works on this host" in proc.stderr and "no code is run" in proc.stderr
+    assert "Landlock is unavailable: Landlock's system calls are refused" in proc.stderr  # the layer that refuses
+    assert "seccomp profile" in proc.stderr and "offers no Landlock" not in proc.stderr
     assert "serving" not in proc.stdout

@@ -248,3 +248,21 @@ def test_user_code_finds_neither_the_workers_configuration_nor_the_servers_pids(
     result = tier.api.run(new_id(), FIND_SETUP.format(protected=protected), timeout=120)
     assert result["status"] == "Succeeded", result["stderr"]
     assert ast.literal_eval(result["executionResult"]) == [], result["executionResult"]
+
+
+def test_the_landlock_probe_blames_a_containers_seccomp_profile_not_the_kernel():
+    """Under the filter a locked-down container applies (tests/support/locked_down.py: Landlock's calls refused),
+    the Landlock tier's refusal names the seccomp profile and what to allow, not a kernel without Landlock."""
+    import subprocess
+
+    from azure_sessions.emulator.inside.confine import landlock_abi
+    from tests.support.locked_down import without_isolation_tiers
+
+    if landlock_abi() == 0:
+        pytest.skip("this kernel has no Landlock: a filter in front of it proves nothing")
+    probe = "from azure_sessions.emulator.tiers import LandlockTier; print(LandlockTier.problem())"
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=CHECKOUT, capture_output=True, text=True, timeout=60,
+                          preexec_fn=without_isolation_tiers())  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "seccomp profile" in proc.stdout and "landlock_create_ruleset" in proc.stdout, proc.stdout
+    assert "offers no Landlock" not in proc.stdout and "predates" not in proc.stdout

@@ -295,3 +295,27 @@ def test_messages_are_framed_once_and_decoded_strictly_by_direction():
     reader.feed(protocol.HEADER.pack(protocol.MAX_FRAME + 1))
     with pytest.raises(protocol.FrameTooLarge):
         reader.next()
+
+
+def test_a_missing_landlock_names_the_layer_that_refuses_it_and_what_to_do():
+    from errno import ENOSYS, EOPNOTSUPP, EPERM
+
+    from azure_sessions.emulator.inside.confine import explain_missing_landlock as explain
+
+    lsms = ["lockdown", "capability", "landlock", "yama", "apparmor"]
+    # a container's seccomp profile on a kernel that has Landlock: the profile, not the kernel
+    for error, known in ((ENOSYS, lsms), (EPERM, lsms), (EPERM, None)):
+        why = explain(error, lsms=known, seccomp=2, release="6.12.0-1-amd64")
+        assert why.startswith("the seccomp profile this process runs under (a container's) refuses"), why
+        assert "landlock_restrict_self in the container's seccomp profile" in why and "offers no" not in why
+    # refused under a filter, nothing else known (securityfs is not mounted in most containers): most likely it
+    probable = explain(ENOSYS, lsms=None, seccomp=2, release="6.12.0-1-amd64")
+    assert "most likely the container's seccomp profile" in probable and "built without Landlock" in probable
+    # the kernel
+    disabled = explain(EOPNOTSUPP, lsms=["capability", "apparmor"], seccomp=2, release="6.12.0")
+    assert "built in but not enabled (its LSMs: capability,apparmor): add landlock to the lsm= boot" in disabled
+    unlisted = explain(ENOSYS, lsms=["capability", "apparmor"], seccomp=0, release="6.1.0")
+    assert "does not run Landlock (its LSMs: capability,apparmor)" in unlisted and "seccomp" not in unlisted
+    assert "predates Landlock (Linux 5.13)" in explain(ENOSYS, lsms=None, seccomp=2, release="5.10.0-28-amd64")
+    bare = explain(ENOSYS, lsms=None, seccomp=0, release="6.5.0")
+    assert bare.startswith("this kernel (Linux 6.5.0) offers no Landlock") and "no seccomp filter" in bare

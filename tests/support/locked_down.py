@@ -1,5 +1,6 @@
 """A host where no isolation tier works, made real for a child process: the seccomp filter a locked-down container
-applies (no namespaces, so bubblewrap cannot start) plus a kernel without Landlock (its calls answer ENOSYS)."""
+applies, with no namespaces (so bubblewrap cannot start) and Landlock's calls refused with ENOSYS, as a profile that
+does not list them does (on a kernel that has Landlock, the tier's probe names this profile as the cause)."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 MIN_ABI = 3
+_LANDLOCK_CREATE_RULESET = 444  # the same number on every architecture
 SIGNAL_SCOPE_ABI = 6
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
@@ -56,10 +57,96 @@ _SIGNALLING = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 
 
 def landlock_abi() -> int:
-    """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled."""
+    """The kernel's Landlock ABI version; 0 when Landlock is missing, disabled or refused."""
+    return max(_landlock_version()[0], 0)
+
+
+def _landlock_version() -> tuple[int, int]:
+    """``landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)``: (the ABI or -1, errno)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    version = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))  # LANDLOCK_CREATE_RULESET_VERSION
-    return max(int(version), 0)
+    version = libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return int(version), ctypes.get_errno() if version < 0 else 0
+
+
+def landlock_problem() -> str | None:
+    """None when this process can use Landlock as a worker needs it (ABI 3 or newer), else why not: which layer
+    refuses it (the kernel, or a container's seccomp profile) and what to do."""
+    abi, error = _landlock_version()
+    if abi >= MIN_ABI:
+        return None
+    if abi > 0:
+        return (
+            f"this kernel's Landlock ABI {abi} cannot stop truncate() (ABI {MIN_ABI} is Linux 6.2): upgrade the "
+            "host's kernel"
+        )
+    return explain_missing_landlock(error, lsms=_lsms(), seccomp=_seccomp_mode(), release=os.uname().release)
+
+
+def explain_missing_landlock(error: int, lsms: list[str] | None, seccomp: int | None, release: str) -> str:
+    """Why ``landlock_create_ruleset`` failed with ``error``, from what else is known here: the kernel's active LSMs
+    (``/sys/kernel/security/lsm``; None when it cannot be read, as in most containers), the process's seccomp mode
+    (``Seccomp:`` of ``/proc/self/status``: 2 is a filter, as a container's profile) and the kernel's release."""
+    kernel = f"Linux {release}"
+    listed = f" (its LSMs: {','.join(lsms)})" if lsms is not None else ""
+    filtered = seccomp == 2
+    if error == errno.EOPNOTSUPP:
+        return (
+            f"this kernel ({kernel}) has Landlock built in but not enabled{listed}: add landlock to the lsm= boot "
+            "parameter of the host's kernel"
+        )
+    if filtered and (error == errno.EPERM or (lsms is not None and "landlock" in lsms)):
+        return (
+            f"the seccomp profile this process runs under (a container's) refuses Landlock's system calls "
+            f"(landlock_create_ruleset: {errno.errorcode.get(error, error)}), although the kernel ({kernel}) "
+            + ("lists landlock among its LSMs" if lsms is not None and "landlock" in lsms else "has Landlock")
+            + ": allow landlock_create_ruleset, landlock_add_rule and landlock_restrict_self in the container's "
+            "seccomp profile (Docker and Podman: --security-opt seccomp=<a profile that allows them>)"
+        )
+    if lsms is not None and "landlock" not in lsms:
+        return (
+            f"this kernel ({kernel}) does not run Landlock{listed}: the tier needs a kernel built with "
+            "CONFIG_SECURITY_LANDLOCK and landlock among its LSMs (Linux 6.2 or newer)"
+        )
+    if _older_than(release, (5, 13)):
+        return f"this kernel ({kernel}) predates Landlock (Linux 5.13); the tier needs Linux 6.2 or newer"
+    if filtered:
+        return (
+            f"Landlock's system calls are refused (landlock_create_ruleset: {errno.errorcode.get(error, error)}) "
+            f"under the seccomp filter this process runs in (Seccomp: 2 in /proc/self/status, as a container's "
+            f"profile), on a kernel ({kernel}) recent enough to have Landlock: most likely the container's seccomp "
+            "profile does not allow landlock_create_ruleset, landlock_add_rule and landlock_restrict_self; allow "
+            "them (Docker and Podman: --security-opt seccomp=<a profile that allows them>). If the profile allows "
+            "them, the kernel was built without Landlock (the host's /sys/kernel/security/lsm does not list it)"
+        )
+    return (
+        f"this kernel ({kernel}) offers no Landlock (landlock_create_ruleset: {errno.errorcode.get(error, error)}, "
+        "and no seccomp filter is in the way): the tier needs Linux 6.2 or newer built with "
+        "CONFIG_SECURITY_LANDLOCK, landlock among its LSMs"
+    )
+
+
+def _lsms() -> list[str] | None:
+    try:
+        with open("/sys/kernel/security/lsm") as fh:
+            return [name for name in fh.read().strip().split(",") if name]
+    except OSError:
+        return None
+
+
+def _seccomp_mode() -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            return next((int(line.split()[1]) for line in fh if line.startswith("Seccomp:")), None)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _older_than(release: str, version: tuple[int, int]) -> bool:
+    try:
+        major, minor = (int(part) for part in release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) < version
 
 
 def confine(
@@ -75,13 +162,10 @@ def confine(
     ``devices``: character devices to read and write (``/dev/null``…). ``protected_pids``: the server's process
     and group, kept out of reach of signals when the kernel has no Landlock signal scope.
     """
+    problem = landlock_problem()
+    if problem is not None:
+        raise OSError(errno.ENOSYS, problem)
     abi = landlock_abi()
-    if abi == 0:
-        raise OSError(errno.ENOSYS, "this kernel offers no Landlock (Linux 6.2 or newer with landlock among its LSMs)")
-    if abi < MIN_ABI:
-        raise OSError(
-            errno.ENOSYS, f"this kernel's Landlock ABI {abi} cannot stop truncate() (ABI {MIN_ABI}, Linux 6.2)"
-        )
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
