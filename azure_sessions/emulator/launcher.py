@@ -108,7 +108,8 @@ class Launcher:
         }
 
     def start_worker(self) -> WorkerProcess:
-        """Start a new session's worker (not yet ready: see ``WorkerProcess.wait_ready``).
+        """Start a new session's worker (not yet ready: see ``WorkerProcess.wait_ready``). Every worker of the
+        emulator is made here: what must watch a worker for its whole life is attached here too.
 
         Every process is forked from one long-lived thread: bubblewrap's --die-with-parent (PR_SET_PDEATHSIG) fires
         when the forking *thread* exits, which would kill workers started from short-lived request threads."""

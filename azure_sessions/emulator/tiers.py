@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
     from .launcher import Launcher
     from .template import ForkedProcess
 
-log = logging.getLogger("azure_sessions.emulator")
 
 SANDBOX_WORKER_DIR = "/run/azure-sessions-emulator"
 """Where bubblewrap's sandbox sees the in-sandbox files (``inside/``, bound read-only)."""

@@ -32,6 +32,7 @@ from .protocol import (
     TemplateReady,
     decode,
     from_json,
+    warm_up,
 )
 from .protocol import encode as encode_message
 from .session import Helpers, enter
@@ -64,6 +65,7 @@ class ForkServer:
         """Prepare, then fork a worker per request until the host closes the socket. Returns only in a forked
         child: its session's kernel, set up and ready to serve."""
         self.kernel.prepare(self.preload)
+        warm_up()  # the protocol's caches, made once here and shared by every worker
         gc.collect()
         gc.freeze()  # the prepared objects stay out of the collector's way: their pages stay shared after fork
         if (

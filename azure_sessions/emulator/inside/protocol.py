@@ -212,6 +212,14 @@ class Message:
     """A protocol message: a frozen dataclass with its ``op``."""
 
     op: ClassVar[str]
+    flat: ClassVar[bool]  # no field holds a dataclass: its instance dict is its JSON object
+
+
+def _has_dataclass(hint: Any) -> bool:
+    return any(dataclasses.is_dataclass(arg) or _has_dataclass(arg) for arg in typing.get_args(hint))
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 _MESSAGES: dict[str, type[Message]] = {}
@@ -221,6 +229,7 @@ def _message(op: str):
     def register(cls):
         cls = dataclass(frozen=True)(cls)
         cls.op = op
+        cls.flat = not any(dataclasses.is_dataclass(hint) or _has_dataclass(hint) for hint in _hints(cls).values())
         if op in _MESSAGES:
             raise RuntimeError(f"op {op!r} defined twice")
         _MESSAGES[op] = cls
@@ -337,7 +346,8 @@ FROM_TEMPLATE: tuple[type[Message], ...] = (TemplateReady, Forked, ForkFailed, E
 
 def encode(message: Message) -> bytes:
     """One message as UTF-8 JSON (a datagram of the template's socket, or a frame's body)."""
-    return json.dumps({"op": message.op, **to_dict(message)}, separators=(",", ":")).encode("utf-8")
+    fields = vars(message) if message.flat else to_dict(message)  # the short way touches fewer shared pages
+    return _ENCODER.encode({"op": message.op, **fields}).encode("utf-8")
 
 
 def decode(data: bytes, expected: Iterable[type[Message]]) -> Message:
@@ -353,6 +363,27 @@ def decode(data: bytes, expected: Iterable[type[Message]]) -> Message:
     if kind is None or kind not in tuple(expected):
         raise ProtocolError(f"unexpected op {op!r}")
     return from_dict(kind, fields, op)
+
+
+def warm_up() -> None:
+    """Encode and decode one message of every kind, so the caches and code this takes are made now: a template calls
+    it before it freezes its memory, and the workers it forks share them instead of making their own copies."""
+    config = WorkerConfig(uid=None, gid=None, limits=Rlimits(memory_bytes=None, cpu_seconds=None, max_processes=None,
+                          file_size_bytes=None, core_bytes=None), data_dir="/", max_stream_bytes=1, max_result_chars=1,
+                          whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_mb=1, drop_capabilities=False,
+                          tmp_binds=[]), confinement=Confinement(read_only=[], read_write=[], devices=[],
+                          protected_pids=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip
+    samples = [Exec(id="", code="", live_output=False), Interrupt(id=""), Reap(pids=[0]), Exit(),
+               Ready(pid=0, python="", prefix="", ipython="", confined={}), Output(id="", stream="stdout", text=""),
+               Result(id="", ok=True, stdout="", stderr="", result="", duration_ms=0, interrupted=False,
+                      ended_processes=0), Fork(id=0, config=config, env={}), TemplateReady(pid=0), Forked(id=0, pid=0),
+               ForkFailed(id=0, error=""), Exited(pid=0, status=0)]  # fmt: skip
+    reader = FrameReader(_MESSAGES.values())
+    for message in samples:
+        reader.feed(frame(message))
+        if reader.next() != message:
+            raise ProtocolError(f"{message.op} does not survive its own round trip")
+    from_json(TemplateConfig, to_json(TemplateConfig(helpers=[], preload=[], control_fd=0)))
 
 
 def frame(message: Message) -> bytes:
