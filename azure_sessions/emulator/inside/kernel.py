@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from .capture import FdCapture
-from .protocol import Channel, Exec, Exit, Interrupt, Output, Ready, Reap, Result
+from .protocol import STREAMS, Channel, Exec, Exit, Interrupt, Output, Ready, Reap, Result
 from .results import cell_result, figure_pngs
 from .shell import make_shell
 
@@ -144,8 +144,8 @@ class Kernel:
     def run(self, job: Exec, store_history: bool = True) -> Result:
         self.seq += 1
         self.images = []
-        self.out.begin(self._live(job, "stdout") if job.live_output else None)
-        self.err.begin(self._live(job, "stderr") if job.live_output else None)
+        for capture, stream in zip((self.out, self.err), STREAMS, strict=True):
+            capture.begin(self._live(job, stream) if job.live_output else None)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         interrupted, value, ok = False, None, False
         self.interrupt_requested = False

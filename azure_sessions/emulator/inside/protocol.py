@@ -35,6 +35,7 @@ from typing import Any, ClassVar, TypeVar
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
 STREAMS = ("stdout", "stderr")
+"""The streams a cell writes to, in the order of fds 1 and 2 (``Output.stream``)."""
 
 T = TypeVar("T")
 
