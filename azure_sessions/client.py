@@ -36,6 +36,7 @@ from .errors import (
     ServiceResponseError,
     SessionsError,
     error_from_response,
+    says_pool_full,
 )
 from .models import MAX_EXECUTION_SECONDS, ExecutionResult, FileInfo, SessionInfo
 from .names import normalize_name, quote_path
@@ -393,6 +394,8 @@ class SessionsClient:
                     _log.debug("%s: the service refused the token (HTTP 401); sending again with a new one", call.name)
                     continue
                 delay = self._retry.delay_after_reply(attempt, status, response.headers, idempotent=call.idempotent)
+                if delay is not None and says_pool_full(status, response.headers, response.content, call.name):
+                    delay = None  # a slot frees in minutes, not seconds: say so instead of asking again
                 if delay is None:
                     raise self._error_reply(response, call)
                 response.close()
