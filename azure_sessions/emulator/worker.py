@@ -6,7 +6,8 @@ bubblewrap only this file, its standalone helpers and the Python installation ar
 ``confine.py`` (the Landlock tier), each loaded before the sandbox closes.
 
 Protocol (both directions): 4-byte big-endian length, then a UTF-8 JSON object.
-  host -> worker: {"op": "exec", "id": str, "code": str} | {"op": "interrupt", "id": str} | {"op": "exit"}
+  host -> worker: {"op": "exec", "id": str, "code": str, "options"?: {"render"?: str, "empty_namespace"?: bool}}
+                  | {"op": "interrupt", "id": str} | {"op": "exit"}
                   | {"op": "reap", "pids": [int]}   (processes the host ended: collect those that are our children)
   worker -> host: {"op": "ready", ...versions} | {"op": "result", "id", "ok", "stdout", "stderr", "result",
                    "duration_ms", "interrupted", "ended_processes"}
@@ -155,6 +156,46 @@ def encode_value(value: object, max_chars: int) -> object:
     if len(text) > max_chars:
         text = text[:max_chars] + f"... [{len(text) - max_chars} characters truncated by the emulator]"
     return _clean(text)
+
+
+def render_value(value: object, render: str, max_chars: int) -> object:
+    """The wire value of a cell's last value as the api-version renders it (``dialects.RENDER_*``): ``legacy`` is
+    :func:`encode_value`; ``json`` writes a non-finite float as null; ``jupyter`` writes Jupyter's ``text/plain``
+    of every value (``'nan'`` for the string, ``nan`` for the float) and null for none."""
+    if render == "jupyter":
+        if value is None:
+            return None
+        try:
+            from IPython.lib.pretty import pretty
+
+            text = pretty(value, max_width=79)
+        except Exception:  # pretty() runs the value's own code: a broken __repr__ is written as such
+            return encode_value(value, max_chars)
+        return encode_value(text, max_chars)
+    scalar = value.item() if type(value).__module__ == "numpy" and getattr(value, "shape", None) == () else value
+    if render == "json" and isinstance(scalar, float) and not math.isfinite(scalar):
+        return None
+    return encode_value(value, max_chars)
+
+
+@contextlib.contextmanager
+def _empty_namespace(shell):
+    """``useEmptyKernel``: the cell runs in a namespace of its own (builtins and IPython's own names only); the
+    session's variables are back, untouched, when it ends."""
+    saved = dict(shell.user_ns)
+    keep = {k: v for k, v in saved.items() if k in shell.user_ns_hidden or (k.startswith("__") and k.endswith("__"))}
+    shell.user_ns.clear()
+    shell.user_ns.update(keep)
+    try:
+        yield
+    finally:
+        while True:  # an interrupt that arrives late must not leave the session's namespace half restored
+            try:
+                shell.user_ns.clear()
+                shell.user_ns.update(saved)
+                break
+            except KeyboardInterrupt:
+                continue
 
 
 def _png_of(value: object) -> bytes | None:
@@ -402,7 +443,8 @@ class Kernel:
                 with contextlib.suppress(ChildProcessError, OSError, TypeError, ValueError):
                     os.waitpid(int(pid), os.WNOHANG)
 
-    def run(self, code: str, store_history: bool = True) -> dict:
+    def run(self, code: str, store_history: bool = True, options: dict | None = None) -> dict:
+        options = options or {}
         self.seq += 1
         self.images = []
         self.out.restore()
@@ -420,7 +462,8 @@ class Kernel:
             if signal.getsignal(signal.SIGINT) is _ignore_sigint:  # unless user code installed its own handler
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             self.in_user_code = True
-            outcome = self.shell.run_cell(code, store_history=store_history)
+            with _empty_namespace(self.shell) if options.get("empty_namespace") else contextlib.nullcontext():
+                outcome = self.shell.run_cell(code, store_history=store_history)
             self.in_user_code = False
             ok, value = outcome.success, outcome.result
             interrupted = isinstance(outcome.error_in_exec, KeyboardInterrupt)
@@ -447,7 +490,7 @@ class Kernel:
         if images:
             result = {"type": "image", "format": "png", "base64_data": base64.b64encode(images[0]).decode("ascii")}
         else:
-            result = encode_value(value, max_chars)
+            result = render_value(value, options.get("render", "legacy"), max_chars)
         for stream in (self.stdout, self.stderr, sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -471,7 +514,7 @@ class Kernel:
             try:
                 job = self.jobs.get()
                 self.running = job.get("id")
-                reply = self.run(job.get("code", ""))
+                reply = self.run(job.get("code", ""), options=job.get("options"))
                 reply["id"] = job.get("id")
                 self.running = None
                 self.chan.write(reply)

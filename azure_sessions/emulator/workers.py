@@ -164,15 +164,16 @@ class WorkerProcess:
             self.cleanup()
             raise WorkerLost(f"unexpected first message from the worker: {message.get('op')!r}")
 
-    def execute(self, code: str, timeout: float, grace: float = 3.0) -> CellResult:
-        """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed."""
+    def execute(self, code: str, timeout: float, grace: float = 3.0, options: dict | None = None) -> CellResult:
+        """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed. ``options``
+        travel with the cell to the worker (``render``, ``empty_namespace``: see ``worker.Kernel.run``)."""
         exec_id = uuid.uuid4().hex
         started_ticks = strays.boot_ticks()
         self._idle.clear()
         self._running = exec_id
         self._interrupted = False
         try:
-            self._send({"op": "exec", "id": exec_id, "code": code})
+            self._send({"op": "exec", "id": exec_id, "code": code, **({"options": options} if options else {})})
             cell = self._await_result(exec_id, timeout, grace)
         finally:
             self._running = None
