@@ -201,6 +201,7 @@ class SessionsClient:
         retried only when the request provably never reached the service, or after a 429.
 
         :param timeout: the execution's time limit in seconds (capped at 220 by the service).
+        :raises PoolFullError: the pool is at its maximum number of sessions (HTTP 404 or 429); not retried.
         :raises SessionsError: transport or service failure (see :mod:`azure_sessions.errors`).
         """
         op = self._dialect.execute(code, timeout)
@@ -287,7 +288,8 @@ class SessionsClient:
         return info
 
     def iter_download(self, name: str, chunk_size: int = 65536) -> Iterator[bytes]:
-        """Stream a file's bytes. The name is checked now; the request starts on the first ``next()``."""
+        """Stream a file's bytes. The name is checked now; the request starts on the first ``next()``.
+        :class:`NotARegularFileError` (with the service's reason) for a link, FIFO or socket."""
         return self._stream_content(normalize_name(name), chunk_size)
 
     def _stream_content(self, relative: str, chunk_size: int) -> Iterator[bytes]:

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "loopback); bubblewrap or landlock: require that tier; none: unisolated on purpose")  # fmt: skip
     parser.add_argument("--fault", action="append", default=None, metavar="RULE",
                         help="inject faults, e.g. '429:rate=0.1:retry_after=1', 'drop:path=executions:phase=after', "
-                        f"'delay:seconds=2', 'expire:count=1' (repeatable; also env {ENV_RULES})")  # fmt: skip
+                        f"'delay:seconds=2', 'expire:count=1', 'full:status=429' (repeatable; also env {ENV_RULES})")  # fmt: skip
     parser.add_argument("--fault-seed", type=int, default=None, help="random seed for fault rates")
     parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb, help="address-space limit per worker")
     parser.add_argument("--cpu-seconds", type=int, default=Limits.cpu_seconds, help="CPU-time limit per worker")

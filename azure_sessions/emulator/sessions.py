@@ -1,8 +1,9 @@
 """The emulated session pool: the emulator's whole state, usable and testable without HTTP (the moto "backend").
 
-A session is created by the first call that names an identifier, owns one worker (its session guid and its
-``/mnt/data`` directory), and is destroyed by ``DELETE session``, by the cooldown reaper after ``cooldown`` idle
-seconds, or by a forced expiry. A dead or hung worker is discarded: the next call gets a fresh worker, a new guid and
+A session is created by the first call that names an identifier (an execution or a file operation: each route makes
+one call here), owns one worker (its session guid and its ``/mnt/data`` directory), and is destroyed by
+``DELETE session``, by the cooldown reaper after ``cooldown`` idle seconds, or by a forced expiry. Beyond
+``max_sessions`` a new identifier is refused with 404 or 429 (``pool_full_status``). A dead or hung worker is discarded: the next call gets a fresh worker, a new guid and
 an empty directory, exactly like a lost container on Azure.
 """
 

@@ -139,8 +139,9 @@ def test_symlink_planted_by_code_is_not_followed(api, shared_id):
 def test_fifo_and_socket_planted_by_code_are_refused_as_not_regular_files(api, shared_id):
     made = api.run(
         shared_id,
-        "import os, socket\nos.mkfifo('/mnt/data/pipe')\ns = socket.socket(socket.AF_UNIX)\n"
-        "try:\n    s.bind('/mnt/data/sock'); made = 'socket'\nexcept OSError as exc:\n    made = repr(exc)\nmade",
+        # relative names: the working directory is /mnt/data in every tier (mkfifo and bind are not path-mapped)
+        "import os, socket\nos.mkfifo('pipe')\ns = socket.socket(socket.AF_UNIX)\n"
+        "try:\n    s.bind('sock'); made = 'socket'\nexcept OSError as exc:\n    made = repr(exc)\nmade",
     )["executionResult"]
     error = assert_error(api.request("GET", "files/pipe/content", shared_id), 409, "NotARegularFile")
     assert error["message"].startswith("'pipe' is not a regular file: it is a FIFO")
@@ -152,10 +153,7 @@ def test_fifo_and_socket_planted_by_code_are_refused_as_not_regular_files(api, s
     assert folder.status_code == 200
     error = assert_error(api.request("GET", "files/folder/content", shared_id), 409, "NotARegularFile")
     assert "it is a directory" in error["message"]
-    api.run(
-        shared_id,
-        "import os\nfor n in ('pipe', 'sock'):\n    os.path.exists('/mnt/data/' + n) and os.unlink('/mnt/data/' + n)",
-    )
+    api.run(shared_id, "import os\nfor n in ('pipe', 'sock'):\n    os.path.lexists(n) and os.unlink(n)")
 
 
 def test_upload_without_multipart_is_400(api, shared_id):

@@ -156,7 +156,8 @@ def test_the_executor_and_the_agent_surface_a_full_pool(faults, emulator_endpoin
 
 
 def test_a_link_or_a_fifo_is_refused_with_the_reason(client):
-    client.execute("import os\nos.symlink('/etc/passwd', '/mnt/data/pw')\nos.mkfifo('/mnt/data/pipe')")
+    made = client.execute("import os\nos.symlink('/etc/passwd', '/mnt/data/pw')\nos.mkfifo('pipe')")
+    assert made.error is None, made.stderr
     with pytest.raises(NotARegularFileError) as link:
         client.read_bytes("pw")
     assert link.value.status_code == 409 and link.value.error_code == "LinkNotFollowed"
