@@ -236,7 +236,6 @@ _STATUS = {
     "canceled": "Canceled",
     "cancelled": "Canceled",
 }
-_FAILED_STATES = ("Failed", "Canceled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +447,8 @@ def parse_execution(body: Any, session_guid: str | None = None) -> ExecutionResu
     if value == "":
         value = None
     reported = normalize_status(_first(props, "status") or _first(top, "status"))
-    error = execution_error(stderr, failed=reported in _FAILED_STATES, error=error_body or None)
+    # Anything but success counts as a failure: also an execution still Running when the client stopped waiting.
+    error = execution_error(stderr, failed=reported not in (None, "Succeeded"), error=error_body or None)
     status = reported or ("Failed" if error else "Succeeded")
     duration = _int(_first(fields, "executiontimeinmilliseconds") or _first(props, "executiontimeinmilliseconds"))
     execution_id = top.get("id") or props.get("id")

@@ -92,9 +92,9 @@ class ExecutionResult:
     execution_id: str | None = None
     """The execution's id (resource dialect only)."""
     error: ExecutionError | None = None
-    """Why the code failed (the exception it raised), or None when it did not. Set when the service reported a
-    failure, and also when stderr holds a traceback under a reported success (what the service reports for an
-    exception is not documented)."""
+    """Why the code failed (the exception it raised), or None when it did not. Set when the service reported anything
+    but success (an execution still running when the client stopped waiting included), and also when stderr holds a
+    traceback under a reported success (what the service reports for an exception is not documented)."""
 
     @property
     def succeeded(self) -> bool:

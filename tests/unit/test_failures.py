@@ -155,5 +155,6 @@ def test_parse_execution_sets_the_error_once():
     assert parse_execution(body).error.value == "division by zero"
     no_status = parse_execution({"properties": {"stderr": "Traceback (most recent call last):\nKeyError: 1\n"}})
     assert no_status.status == "Failed" and no_status.error.name == "KeyError"
-    running = parse_execution({"id": "e", "status": "Running"})
-    assert running.error is None
+    unfinished = parse_execution({"id": "e", "status": "Running"})  # still running when the client stopped waiting
+    assert unfinished.error is not None and unfinished.error.label == "Error"
+    assert parse_execution({"id": "e", "status": "Canceled"}).error is not None
