@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,6 +84,8 @@ class IdentifierRule:
 
     def problem(self, identifier: str) -> str | None:
         """Why ``identifier`` breaks the rule (a sentence naming the length or the first bad character), or None."""
+        if _pattern(self).fullmatch(identifier):
+            return None
         if not self.min_length <= len(identifier) <= self.max_length:
             count = f"{len(identifier)} character{'s' * (len(identifier) != 1)}"
             return f"it has {count}; it must have {self.min_length} to {self.max_length}"
@@ -93,6 +97,15 @@ class IdentifierRule:
 
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+@functools.cache
+def _pattern(rule: IdentifierRule) -> re.Pattern[str]:
+    """The rule as one compiled pattern: the fast check of every request's identifier."""
+    allowed = re.escape(_ALPHANUMERIC + rule.punctuation)
+    return re.compile(f"[{allowed}]{{{rule.min_length},{rule.max_length}}}")
+
+
 SPEC_IDENTIFIER = IdentifierRule(4, 128, "_|}{[]:\";'<>?/.,@#$%^&*()-+=!~`")
 """The ``identifier`` pattern of the 2024-10/2025-02/2025-10 specifications (``^[a-zA-Z0-9_|}{\\[\\]:...]{4,128}$``),
 which agrees in length with Microsoft Learn's "Identifier format" (whose character list is a subset of it)."""

@@ -34,6 +34,8 @@ def execution_error(stderr: str, *, failed: bool, error: Mapping[str, Any] | Non
     :param error: the resource's Azure ``error`` object (``{"code", "message"}``), if any; used when ``stderr``
         names no exception.
     """
+    if not failed and TRACEBACK_HEADER not in stderr:
+        return None  # the common case, decided without splitting the output
     lines = stderr.splitlines()
     plain = [_ANSI.sub("", line) for line in lines]
     headers = [i for i, line in enumerate(plain) if TRACEBACK_HEADER in line]

@@ -41,6 +41,7 @@ from .sessions import DEFAULT_TIMEOUT_SECONDS, FAILED, SUCCEEDED, Execution, Ses
 
 SUPPORTED_HEADER = ", ".join(SUPPORTED_API_VERSIONS)
 _INT32 = (-(2**31), 2**31 - 1)
+_LOWER = {values: frozenset(v.lower() for v in values) for values in (CODE_INPUT_TYPES, EXECUTION_TYPES)}
 _JUPYTER_FORMAT_ALIAS = "returnJupyterFormat"
 """How two of the specification's 2025-10-02-preview examples spell ``returnJupyterFormatExecutionResult``."""
 
@@ -142,7 +143,7 @@ def _enum(props: dict[str, Any], field: str, values: tuple[str, ...], traits: Ve
         return values[0]
     if not isinstance(value, str) and traits.typed_fields:
         raise errors.invalid_body(f"The {field} field must be a string: one of {', '.join(values)}.", field)
-    if str(value).lower() not in {v.lower() for v in values}:
+    if str(value).lower() not in _LOWER[values]:
         raise errors.invalid_body(f"The {field} field must be one of {', '.join(values)}, not {value!r}.", field)
     return str(value)
 
