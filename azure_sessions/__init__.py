@@ -20,6 +20,7 @@ from .errors import MAX_UPLOAD_BYTES, InterruptNotSupportedError, SessionsError
 from .models import (
     MAX_EXECUTION_SECONDS,
     SESSION_LOST_NOTICE,
+    ExecutionError,
     ExecutionImage,
     ExecutionReport,
     ExecutionResult,
@@ -38,6 +39,7 @@ __all__ = [
     "SESSION_LOST_NOTICE",
     "SUPPORTED_API_VERSIONS",
     "AzureDynamicSessionsExecutor",
+    "ExecutionError",
     "ExecutionImage",
     "ExecutionReport",
     "ExecutionResult",

@@ -36,6 +36,7 @@ from .errors import (
     ServiceResponseError,
     SessionsError,
     error_from_response,
+    says_pool_full,
 )
 from .models import MAX_EXECUTION_SECONDS, ExecutionResult, FileInfo, SessionInfo
 from .names import normalize_name, quote_path
@@ -200,6 +201,7 @@ class SessionsClient:
         retried only when the request provably never reached the service, or after a 429.
 
         :param timeout: the execution's time limit in seconds (capped at 220 by the service).
+        :raises PoolFullError: the pool is at its maximum number of sessions (HTTP 404 or 429); not retried.
         :raises SessionsError: transport or service failure (see :mod:`azure_sessions.errors`).
         """
         op = self._dialect.execute(code, timeout)
@@ -286,7 +288,8 @@ class SessionsClient:
         return info
 
     def iter_download(self, name: str, chunk_size: int = 65536) -> Iterator[bytes]:
-        """Stream a file's bytes. The name is checked now; the request starts on the first ``next()``."""
+        """Stream a file's bytes. The name is checked now; the request starts on the first ``next()``.
+        :class:`NotARegularFileError` (with the service's reason) for a link, FIFO or socket."""
         return self._stream_content(normalize_name(name), chunk_size)
 
     def _stream_content(self, relative: str, chunk_size: int) -> Iterator[bytes]:
@@ -393,6 +396,8 @@ class SessionsClient:
                     _log.debug("%s: the service refused the token (HTTP 401); sending again with a new one", call.name)
                     continue
                 delay = self._retry.delay_after_reply(attempt, status, response.headers, idempotent=call.idempotent)
+                if delay is not None and says_pool_full(status, response.headers, response.content, call.name):
+                    delay = None  # a slot frees in minutes, not seconds: say so instead of asking again
                 if delay is None:
                     raise self._error_reply(response, call)
                 response.close()

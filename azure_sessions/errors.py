@@ -8,8 +8,11 @@ what to do next. Subclasses tell *why* it failed; branch on the class, never on 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
+
+from .retry import parse_retry_after
 
 MAX_UPLOAD_BYTES = 128 * 1024 * 1024
 """The service's upload limit (128 MiB); larger uploads are refused before sending."""
@@ -60,7 +63,22 @@ class NotFoundError(SessionsError):
 
 
 class ThrottledError(SessionsError):
-    """HTTP 429: the service asked us to slow down, and retries were exhausted."""
+    """HTTP 429 with a ``Retry-After``: the service asked us to slow down, and the retries it paced were exhausted."""
+
+
+class PoolFullError(SessionsError):
+    """No session could be allocated: the pool has as many sessions as its ``maxConcurrentSessions`` allows.
+
+    Microsoft Learn says the service answers such requests with 404; a production report (langchain-azure issue 714)
+    shows ``429 Too Many Requests``. Raised for a reply that says the pool is full (its error code or message), for a
+    404 to an execution, and for a 429 that does not say when to come back (no ``Retry-After``); never retried, since
+    a slot frees only when a session is deleted or idles past the pool's cooldown. The message says what to do."""
+
+
+class NotARegularFileError(SessionsError):
+    """The file exists but is not a regular file (a symbolic link, a FIFO, a socket, a directory), so the service
+    will not read or follow it; ``message`` carries the service's reason (``'x' is a link: links are not
+    followed``). Sandboxed code can make such files in ``/mnt/data``; delete them or use regular files."""
 
 
 class ServiceError(SessionsError):
@@ -107,6 +125,38 @@ def _parse_error_body(body: bytes | str | None) -> tuple[str | None, str | None]
     return None, None
 
 
+POOL_FULL_ADVICE = (
+    "could not get a session: the session pool is at its maximum number of concurrent sessions "
+    "(maxConcurrentSessions). Delete sessions you no longer need (DELETE session; executor.cleanup()), wait for idle "
+    "ones to expire after the pool's cooldown period, or raise the pool's maxConcurrentSessions; sending the request "
+    "again at once will not help."
+)
+_POOL_FULL = re.compile(r"max\w*concurrent\w*sessions|pool\W*(is\W*)?full|session\W*limit", re.IGNORECASE)
+_NOT_POOL_404 = frozenset({"NotFound", "OperationNotSupportedInApiVersion"})
+"""404 codes that mean something other than a full pool even on an execution (the emulator's unknown route, and a
+route the api-version lacks)."""
+_NOT_REGULAR_CODES = frozenset({"LinkNotFollowed", "NotARegularFile"})
+
+
+def says_pool_full(status: int, headers: Mapping[str, str], body: bytes | str | None, operation: str) -> bool:
+    """Whether an error reply means that the pool is full (see :class:`PoolFullError`)."""
+    return _pool_full(status, headers, *_parse_error_body(body), operation) is not None
+
+
+def _pool_full(
+    status: int, headers: Mapping[str, str], code: str | None, message: str | None, operation: str
+) -> str | None:
+    """Why the reply means a full pool (the sentence to add to the advice), or None when it does not."""
+    code = headers.get("x-ms-error-code") or code
+    if _POOL_FULL.search(code or "") or _POOL_FULL.search(message or ""):
+        return ""
+    if status == 429 and parse_retry_after(headers) is None:
+        return " (HTTP 429 without Retry-After is how a full pool answers; a throttled call says when to retry.)"
+    if status == 404 and operation == "execute" and code not in _NOT_POOL_404:
+        return " If the pool is not full, check the pool management endpoint: a wrong one is also answered with 404."
+    return None
+
+
 def error_from_response(
     status: int,
     headers: Mapping[str, str],
@@ -127,6 +177,15 @@ def error_from_response(
     error_code = headers.get("x-ms-error-code") or body_code
     said = f" The service said: {service_message}" if service_message else ""
     what = f"{operation} {target!r}" if target else operation
+    full = _pool_full(status, headers, body_code, service_message, operation)
+    if full is not None:
+        return PoolFullError(f"{what} {POOL_FULL_ADVICE}{full}{said}", status_code=status, error_code=error_code)
+    if error_code in _NOT_REGULAR_CODES:
+        reason = service_message or "it is not a regular file"
+        return NotARegularFileError(f"{what} was refused: {reason}", status_code=status, error_code=error_code)
+    if status == 400 and service_message:
+        return ServiceError(f"{what} was rejected by the service: {service_message}", status_code=400,
+                            error_code=error_code)  # fmt: skip
     cls, explanation = _explain(status, operation, target)
     return cls(f"{what} {explanation}{said}", status_code=status, error_code=error_code)
 
@@ -153,7 +212,8 @@ _EXPLANATIONS: dict[int, tuple[type[SessionsError], str]] = {
     ),
     429: (
         ThrottledError,
-        "was throttled by the service and retries were exhausted; wait and try again later.",
+        "was throttled by the service and the retries it paced (Retry-After) were exhausted; wait and try again "
+        "later.",
     ),
 }
 """The error class and what to do next, by status (404 and 5xx depend on more than the status)."""
@@ -171,12 +231,6 @@ def _explain(status: int, operation: str, target: str | None) -> tuple[type[Sess
 
 
 def _not_found_hint(operation: str, target: str | None) -> str:
-    if operation == "execute":
-        return (
-            "No session could be allocated: the pool may be at its maximum number of concurrent sessions "
-            "(wait for idle sessions to expire, delete unused ones, or raise maxConcurrentSessions), "
-            "or the pool endpoint is wrong."
-        )
     if target:
         return f"No such file or item {target!r} in the session's /mnt/data (list_files() shows what exists)."
     return "Not found: check the pool management endpoint and the api-version."

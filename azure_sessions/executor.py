@@ -36,7 +36,7 @@ except ModuleNotFoundError as exc:  # installed without the extra
 from .client import SessionsClient
 from .dialects import DEFAULT_API_VERSION
 from .errors import SessionsError
-from .models import SESSION_LOST_NOTICE, ExecutionReport, ExecutionResult, FileInfo
+from .models import SESSION_LOST_NOTICE, ExecutionError, ExecutionReport, ExecutionResult, FileInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ _FOLLOW_UP_TIMEOUT = 30.0
 _INLINE_ANSWER_CHARS = 3000
 """Stored answers up to this length come back as the follow-up's result; longer ones through a file."""
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?([<>=!~]=?[A-Za-z0-9.*+!_-]+)?$")
-_TRACEBACK_MARKER = "Traceback (most recent call last)"
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s|$)", re.MULTILINE)
 
 _FORWARD_TEMPLATE = """
 def forward(self, *args, **kwargs):
@@ -74,6 +72,46 @@ def _azs_fetch_final_answer():
     return value
 _azs_fetch_final_answer()
 """
+
+
+class CodeExecutionError(AgentError):
+    """The agent's code raised an exception in the session: the :class:`AgentError` the model reads (its text is the
+    output and the traceback), carrying the structured :attr:`error` for the other readers.
+
+    smolagents' ``CodeAgent`` re-raises whatever an executor raises as an ``AgentExecutionError`` made from its text;
+    :func:`execution_error_of` finds this one (and its :attr:`error`) behind it."""
+
+    def __init__(self, message: str, logger: AgentLogger, result: ExecutionResult, error: ExecutionError) -> None:
+        super().__init__(message, logger)
+        self.result = result
+        self.error = error
+
+    @property
+    def interrupted(self) -> bool:
+        """The code was ended by an interrupt (Stop, or its timeout), not by an exception of its own."""
+        return self.error.interrupted
+
+
+def _chain(exc: BaseException | None) -> Iterable[BaseException]:
+    """``exc`` and the exceptions behind it (``raise ... from``, or raised while handling), each once."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def execution_error_of(exc: BaseException | None) -> ExecutionError | None:
+    """The :class:`~azure_sessions.ExecutionError` behind an agent's error, e.g. a step's ``AgentExecutionError``
+    (None when the error did not come from code that raised in the session)."""
+    found = next((e for e in _chain(exc) if isinstance(e, CodeExecutionError)), None)
+    return found.error if found is not None else None
+
+
+def sessions_error_of(exc: BaseException | None) -> SessionsError | None:
+    """The :class:`~azure_sessions.errors.SessionsError` behind an agent's error (a full pool, an unreachable
+    service...), or None: smolagents turns what the executor raises into an ``AgentExecutionError``."""
+    return next((e for e in _chain(exc) if isinstance(e, SessionsError)), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +258,11 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
     # ------------------------------------------------------------------ smolagents hooks
 
     def run_code_raise_errors(self, code: str) -> CodeOutput:
-        """Run the agent's code: output, logs and ``is_final_answer``; :class:`AgentError` on a traceback."""
+        """Run the agent's code: output, logs and ``is_final_answer``.
+
+        :raises CodeExecutionError: the code raised (an :class:`AgentError` whose ``error`` says what).
+        :raises SessionsError: the service failed, e.g. :class:`~azure_sessions.errors.PoolFullError`.
+        """
         self._flush_setup()
         result, lost = self._execute(code)
         self.last_result = result
@@ -425,10 +467,12 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         parts = [self._pending_setup[key] for key in ("variables", "tools") if key in self._pending_setup]
         self._pending_setup.clear()
         result, lost = self._execute("\n".join(parts))
-        if self._failed(result):
-            raise AgentError(
+        if result.error is not None:
+            raise CodeExecutionError(
                 f"Setting up the agent's tools and variables in the session failed:\n{result.stdout}{result.stderr}",
                 self.logger,
+                result,
+                result.error,
             )
         if sends_tools:
             self._tools_sent = (self._last_guid, hash(self._setup["tools"]))
@@ -445,12 +489,8 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         except SessionsError as exc:
             self.logger.log(f"Could not restore tools in the recycled session: {exc}", level=LogLevel.INFO)
             return
-        if not self._failed(result) and "tools" in self._setup:
+        if result.error is None and "tools" in self._setup:
             self._tools_sent = (self._last_guid, hash(self._setup["tools"]))
-
-    @staticmethod
-    def _failed(result: ExecutionResult) -> bool:
-        return not result.succeeded or _TRACEBACK_MARKER in result.stderr
 
     def _to_code_output(self, result: ExecutionResult, notice: str) -> CodeOutput:
         stdout = result.stdout
@@ -460,16 +500,22 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
             if encoded is not None:
                 return CodeOutput(self._decode_answer(encoded), notice + before + after, True)
             return CodeOutput(self._decode_answer(self._require_stored_answer()), notice + before, True)
-        failed = self._failed(result)
+        error = result.error
         # final_answer() ran but its frame is not in stdout (output cut before it): fetch the stored value. The
         # name appearing in the traceback is not enough: when final_answer itself fails (e.g. on a value it cannot
         # serialize), the traceback quotes the tool's source, which mentions FinalAnswerException.
-        raised = _raised_exception(result.stderr)
-        if failed and self.FINAL_ANSWER_EXCEPTION in result.stderr and raised in (None, self.FINAL_ANSWER_EXCEPTION):
+        if (
+            error is not None
+            and self.FINAL_ANSWER_EXCEPTION in result.stderr
+            and error.name in ("", self.FINAL_ANSWER_EXCEPTION)
+        ):
             return CodeOutput(self._decode_answer(self._require_stored_answer()), notice + stdout, True)
-        if failed:
-            raise AgentError(
-                f"{notice}{stdout}\nExecuting code yielded an error:\n{result.stderr or result.status}", self.logger
+        if error is not None:
+            raise CodeExecutionError(
+                f"{notice}{stdout}\nExecuting code yielded an error:\n{result.stderr or result.status}",
+                self.logger,
+                result,
+                error,
             )
         output = result.result
         if output is None and result.images:
@@ -519,9 +565,3 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
                 "JSON-friendly value (str, number, list, dict) or set allow_pickle=True for a trusted sandbox.",
                 self.logger,
             ) from exc
-
-
-def _raised_exception(stderr: str) -> str | None:
-    """The class name on a traceback's last ``Name: message`` line (None when the traceback was cut off)."""
-    names = _EXCEPTION_LINE.findall(stderr)
-    return names[-1].rsplit(".", 1)[-1] if names else None

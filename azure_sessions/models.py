@@ -40,6 +40,32 @@ class ExecutionImage:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecutionError:
+    """Why an execution failed: the exception the code raised, read once from what the service returned
+    (:func:`azure_sessions.failures.execution_error`). Every layer reads these fields instead of parsing stderr."""
+
+    name: str
+    """The exception's class name (``"ZeroDivisionError"``, ``"KeyboardInterrupt"``), or the emulator's notice that
+    ended the execution (``"TimeoutError"`` after its timeout, ``"SessionLost"``); ``""`` when the service's output
+    was cut off before the exception's line."""
+    value: str
+    """The exception's message (``"division by zero"``), which may span lines; ``""`` when it has none."""
+    traceback: str
+    """The traceback as the service sent it, from its first ``Traceback (most recent call last)`` header (chained
+    exceptions included) to the end of stderr; the whole stderr when there is no header (a ``SyntaxError``)."""
+    interrupted: bool
+    """The code was ended by an interrupt (a ``KeyboardInterrupt``): :meth:`SessionsClient.interrupt`, or its
+    timeout."""
+
+    @property
+    def label(self) -> str:
+        """``"ZeroDivisionError: division by zero"`` (the first line of the value), the name alone, or ``"Error"``."""
+        first = self.value.strip().splitlines()[0] if self.value.strip() else ""
+        name = self.name or "Error"
+        return f"{name}: {first}" if first else name
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionResult:
     """The outcome of one code execution.
 
@@ -65,6 +91,10 @@ class ExecutionResult:
     """The service's ``x-ms-session-guid`` header: changes when the session was re-allocated."""
     execution_id: str | None = None
     """The execution's id (resource dialect only)."""
+    error: ExecutionError | None = None
+    """Why the code failed (the exception it raised), or None when it did not. Set when the service reported anything
+    but success (an execution still running when the client stopped waiting included), and also when stderr holds a
+    traceback under a reported success (what the service reports for an exception is not documented)."""
 
     @property
     def succeeded(self) -> bool:
@@ -80,7 +110,7 @@ class ExecutionReport:
     code: str
     """The code that ran."""
     result: ExecutionResult
-    """The service's result: ``stderr`` holds the traceback when the code raised, ``images`` the figures."""
+    """The service's result: ``error`` says what the code raised, ``images`` holds the figures."""
     stdout: str
     """What the code printed, without the executor's own final-answer frame."""
     session_lost: bool = False
@@ -89,11 +119,15 @@ class ExecutionReport:
     """The code called ``final_answer()``."""
 
     @property
+    def error(self) -> ExecutionError | None:
+        """Why the code failed (see :class:`ExecutionError`); None when it did not, or when it gave the final
+        answer (which smolagents signals with an exception)."""
+        return None if self.final_answer else self.result.error
+
+    @property
     def failed(self) -> bool:
-        """True when the code raised (the traceback is in ``result.stderr``)."""
-        return not self.final_answer and (
-            not self.result.succeeded or "Traceback (most recent call last)" in self.result.stderr
-        )
+        """True when the code raised (:attr:`error` says what)."""
+        return self.error is not None
 
 
 @dataclass(frozen=True, slots=True)

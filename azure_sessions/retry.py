@@ -23,6 +23,11 @@ class RetryPolicy:
     errors and on :data:`RETRY_STATUSES`. ``execute`` is retried only when the request provably never reached
     the service (a connect failure) or was refused with 429, so a code execution never runs twice.
 
+    A 429 is retried only when it says when (``Retry-After``, waited as asked, up to ``max_retry_after``): a 429
+    without it is how a full pool answers, and a slot frees only when a session is deleted or idles past the pool's
+    cooldown (minutes), so sending again within seconds would only add load (the client raises
+    :class:`~azure_sessions.errors.PoolFullError` instead).
+
     :param attempts: total attempts per call, the first one included (1 disables retries). Default 4.
     :param backoff_base: first back-off delay in seconds, doubled on every further attempt. Default 0.5.
     :param backoff_cap: longest computed back-off, in seconds. Default 20.
@@ -66,9 +71,12 @@ class RetryPolicy:
         self, attempt: int, status: int, headers: Mapping[str, str], *, idempotent: bool
     ) -> float | None:
         """Seconds to wait before sending a call again after attempt ``attempt`` got the error reply ``status``, or
-        None to give up: the attempts are used up, the status is not in :data:`RETRY_STATUSES`, or the call is not
-        idempotent and the status is not 429 (the one refusal that proves the service did not act)."""
+        None to give up: the attempts are used up, the status is not in :data:`RETRY_STATUSES`, the call is not
+        idempotent and the status is not 429 (the one refusal that proves the service did not act), or a 429 does
+        not say when to come back (a full pool)."""
         if attempt >= self.attempts or status not in RETRY_STATUSES or not (idempotent or status == 429):
+            return None
+        if status == 429 and parse_retry_after(headers) is None:
             return None
         return self.delay(attempt, headers)
 

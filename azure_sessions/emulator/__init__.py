@@ -263,6 +263,7 @@ def start_emulator(
     interrupt_grace: float = 3.0,
     log_level: str = "warning",
     refuse_unisolated: bool = False,
+    pool_full_status: int = 404,
 ) -> EmulatorHandle:
     """Start the emulator in a background thread and return once it is serving.
 
@@ -272,7 +273,9 @@ def start_emulator(
     "bubblewrap" | "landlock" (require that tier) | "none" (unisolated on purpose). ``refuse_unisolated``: raise
     ``SandboxUnavailable`` rather than fall back to running code unisolated when ``sandbox="auto"`` finds no tier
     (for servers that strangers can reach); ``sandbox="none"`` is still honoured. ``faults``: fault rules (see
-    ``faults.py``); None reads ``AZURE_SESSIONS_EMULATOR_FAULTS``.
+    ``faults.py``); None reads ``AZURE_SESSIONS_EMULATOR_FAULTS``. ``pool_full_status``: how a new identifier is
+    refused when ``max_sessions`` are in use: 404 (what Microsoft Learn documents) or 429 (what a production pool
+    was seen to answer).
 
     In the Landlock tier this process makes itself non-dumpable (``PR_SET_DUMPABLE``), so processes of the same
     user cannot read its memory or environment through ``/proc`` or attach to it (``Tier.prepare_host``).
@@ -290,7 +293,8 @@ def start_emulator(
         injector = _fault_injector(faults, fault_seed)
         launcher = Launcher(tier, root, limits, instance)
         workers = WorkerPool(launcher, prestart)
-        pool = EmulatedPool(workers, cooldown=cooldown, max_sessions=max_sessions, interrupt_grace=interrupt_grace)
+        pool = EmulatedPool(workers, cooldown=cooldown, max_sessions=max_sessions, interrupt_grace=interrupt_grace,
+                            pool_full_status=pool_full_status)  # fmt: skip
         info = _instance_info(tier, launcher)
         state = AppState(pool=pool, token=token, faults=injector, staging_dir=root / "staging", info=info)
         server, thread = _server(create_app(state), host, port, log_level)

@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the only accepted bearer token (default: env AZURE_SESSIONS_EMULATOR_TOKEN; "
                         "none = any bearer token; required for non-loopback hosts)")  # fmt: skip
     parser.add_argument("--cooldown", type=float, default=300.0, help="idle seconds before a session is destroyed")
-    parser.add_argument("--max-sessions", type=int, default=100, help="concurrent sessions; more get 404")
+    parser.add_argument("--max-sessions", type=int, default=100,
+                        help="concurrent sessions; a new identifier beyond them gets --pool-full-status")  # fmt: skip
+    parser.add_argument("--pool-full-status", type=int, choices=(404, 429), default=404,
+                        help="how a full pool answers: 404 (as Microsoft Learn documents, the default) or 429 "
+                        "(as a production pool was seen to answer)")  # fmt: skip
     parser.add_argument("--data-root", default=None, help="directory for session files (default: a temp dir)")
     parser.add_argument("--prestart", type=int, default=2, help="pre-started workers kept ready (default 2)")
     parser.add_argument("--sandbox", choices=CHOICES, default="auto",
@@ -36,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "loopback); bubblewrap or landlock: require that tier; none: unisolated on purpose")  # fmt: skip
     parser.add_argument("--fault", action="append", default=None, metavar="RULE",
                         help="inject faults, e.g. '429:rate=0.1:retry_after=1', 'drop:path=executions:phase=after', "
-                        f"'delay:seconds=2', 'expire:count=1' (repeatable; also env {ENV_RULES})")  # fmt: skip
+                        f"'delay:seconds=2', 'expire:count=1', 'full:status=429' (repeatable; also env {ENV_RULES})")  # fmt: skip
     parser.add_argument("--fault-seed", type=int, default=None, help="random seed for fault rates")
     parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb, help="address-space limit per worker")
     parser.add_argument("--cpu-seconds", type=int, default=Limits.cpu_seconds, help="CPU-time limit per worker")
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         emu = start_emulator(host=args.host, port=args.port, token=args.token, cooldown=args.cooldown,
                              max_sessions=args.max_sessions, data_root=args.data_root, prestart=args.prestart,
                              sandbox=args.sandbox, faults=args.fault, fault_seed=args.fault_seed, limits=limits,
-                             log_level=args.log_level, refuse_unisolated=not is_loopback(args.host))  # fmt: skip
+                             log_level=args.log_level, refuse_unisolated=not is_loopback(args.host),
+                             pool_full_status=args.pool_full_status)  # fmt: skip
     except (ValueError, SandboxUnavailable, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ def create_app(state: AppState) -> Any:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.include_router(routes.router)
     app.include_router(admin.router)
-    return VersionHeader(FaultMiddleware(app, state.faults, POOL_PATH, state.pool.expire))
+    return VersionHeader(FaultMiddleware(app, state.faults, POOL_PATH, state.pool.expire, state.pool.full_error))
 
 
 async def on_emulator_error(request: Request, exc: errors.EmulatorError) -> JSONResponse:

@@ -1,8 +1,9 @@
-"""What every route checks before it acts, as FastAPI dependencies: the bearer token, the api-version, the session.
+"""What every route checks before it acts, as FastAPI dependencies: the bearer token, the api-version, that the
+version serves the route, the session identifier.
 
 They run in this order whatever order a route names them in (each depends on the one before), so a request with
-several faults gets the same error every time: 401 before a bad api-version, a bad api-version before a bad
-identifier.
+several faults gets the same error every time: 401 before a bad api-version, a bad api-version before a route the
+version lacks, that before a bad identifier.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
+from fastapi.params import Depends as DependsMarker
 
+from ..dialects import VersionTraits
 from . import files, wire
 from .auth import check_bearer
 from .faults import FaultInjector
@@ -51,34 +54,43 @@ async def authorized(request: Request) -> AppState:
 Authorized = Annotated[AppState, Depends(authorized)]
 
 
-async def api_version(request: Request, _: Authorized) -> str:
-    """The request's supported ``api-version`` (400 when it is missing or unknown)."""
+async def api_version(request: Request, _: Authorized) -> VersionTraits:
+    """The traits of the request's supported ``api-version`` (400 when it is missing or unknown)."""
     return wire.check_version(request.query_params.get("api-version"))
 
 
-ApiVersion = Annotated[str, Depends(api_version)]
+ApiVersion = Annotated[VersionTraits, Depends(api_version)]
+
+
+def serves(route: str) -> DependsMarker:
+    """A route's dependency: 404 when the request's api-version does not serve ``route`` (``"POST executions"``)."""
+
+    async def check(traits: ApiVersion) -> None:
+        wire.check_route(traits, route)
+
+    return Depends(check)
 
 
 @dataclass(frozen=True)
 class SessionCall:
-    """A request on one session: the emulator, the api-version and the validated ``identifier``."""
+    """A request on one session: the emulator, the api-version's traits and the validated ``identifier``."""
 
     state: AppState
-    version: str
+    traits: VersionTraits
     identifier: str
 
     @property
     def pool(self) -> EmulatedPool:
         return self.state.pool
 
-    async def directory(self) -> tuple[Path, int | None]:
-        """The session's ``/mnt/data`` on the host and its worker's uid; the first call creates the session."""
-        _, root, uid = await self.state.blocking(self.pool.session_dir, self.identifier)
-        return root, uid
+    @property
+    def version(self) -> str:
+        return self.traits.api_version
 
 
-async def session_call(request: Request, state: Authorized, version: ApiVersion) -> SessionCall:
-    return SessionCall(state, version, validate_identifier(request.query_params.get("identifier", "")))
+async def session_call(request: Request, state: Authorized, traits: ApiVersion) -> SessionCall:
+    identifier = validate_identifier(request.query_params.get("identifier", ""), traits.identifier)
+    return SessionCall(state, traits, identifier)
 
 
 InSession = Annotated[SessionCall, Depends(session_call)]

@@ -1,12 +1,14 @@
 """Opt-in fault injection for reliability tests: throttling, server errors, delays, dropped connections, expiry.
 
 A rule is written ``KIND[:key=value]...``; several rules are separated by ``;`` (env var) or given as repeated
-``--fault`` flags. KIND is an HTTP status (``429``, ``500``, ``503``, ...), ``delay``, ``drop`` or ``expire``.
+``--fault`` flags. KIND is an HTTP status (``429``, ``500``, ``503``, ...), ``delay``, ``drop``, ``expire`` or
+``full`` (answered as a full pool answers: the emulator's pool-full status, or ``status=404``/``status=429``).
 Keys: ``rate`` (probability per matching request, default 1), ``count`` (fire at most N times), ``path`` (regex
 searched in the path after the pool endpoint, e.g. ``executions|code/execute``), ``method`` (e.g. ``POST``),
 ``phase`` (``before`` = the request is never processed, the default; ``after`` = processed, then the response is
 replaced, delayed or dropped), ``retry_after`` (seconds, for status faults), ``seconds`` (for delay).
-Examples: ``429:rate=0.1:retry_after=1``, ``drop:path=executions:phase=after:count=1``, ``delay:seconds=2``.
+Examples: ``429:rate=0.1:retry_after=1``, ``drop:path=executions:phase=after:count=1``, ``delay:seconds=2``,
+``full:status=429:path=executions``.
 Environment: ``AZURE_SESSIONS_EMULATOR_FAULTS`` (rules) and ``AZURE_SESSIONS_EMULATOR_FAULT_SEED``.
 """
 
@@ -25,7 +27,7 @@ from . import errors
 
 ENV_RULES = "AZURE_SESSIONS_EMULATOR_FAULTS"
 ENV_SEED = "AZURE_SESSIONS_EMULATOR_FAULT_SEED"
-KINDS = ("status", "delay", "drop", "expire")
+KINDS = ("status", "delay", "drop", "expire", "full")
 
 
 @dataclass
@@ -43,9 +45,11 @@ class FaultRule:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; use an HTTP status, delay, drop or expire")
+            raise ValueError(f"unknown fault kind {self.kind!r}; use an HTTP status, delay, drop, expire or full")
         if self.kind == "status" and not (self.status and 400 <= self.status <= 599):
             raise ValueError("a status fault needs an HTTP status between 400 and 599")
+        if self.kind == "full" and self.status not in (None, *errors.POOL_FULL_STATUSES):
+            raise ValueError(f"a full-pool fault answers with one of {errors.POOL_FULL_STATUSES}")
         if self.phase not in ("before", "after"):
             raise ValueError("phase must be 'before' or 'after'")
         if not 0.0 <= self.rate <= 1.0:
@@ -152,11 +156,12 @@ class FaultInjector:
 class FaultMiddleware:
     """Pure ASGI middleware (outermost, so ``receive`` is still the server's own and can reach the socket)."""
 
-    def __init__(self, app, injector: FaultInjector, prefix: re.Pattern[str], expire) -> None:
+    def __init__(self, app, injector: FaultInjector, prefix: re.Pattern[str], expire, pool_full) -> None:
         self.app = app
         self.injector = injector
         self.prefix = prefix
         self.expire = expire  # callable(identifier) run in a thread
+        self.pool_full = pool_full  # callable(status or None) -> the EmulatorError of a full pool
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or not self.injector.active:
@@ -180,13 +185,13 @@ class FaultMiddleware:
             elif rule.kind == "drop":
                 return _drop(receive)
             else:
-                return await _send_error(send, errors.injected(rule.status or 500, rule.retry_after))
+                return await _send_error(send, self._error(rule))
         if not after:
             return await self.app(scope, receive, send)
         return await self._after(scope, receive, send, after)
 
     async def _after(self, scope, receive, send, rules: list[FaultRule]) -> None:
-        replace = next((r for r in rules if r.kind in ("status", "drop")), None)
+        replace = next((r for r in rules if r.kind in ("status", "drop", "full")), None)
         delay = sum(r.seconds for r in rules if r.kind == "delay")
         expire = any(r.kind == "expire" for r in rules)
         started = False
@@ -210,7 +215,12 @@ class FaultMiddleware:
             return None
         if replace.kind == "drop":
             return _drop(receive)
-        return await _send_error(send, errors.injected(replace.status or 500, replace.retry_after))
+        return await _send_error(send, self._error(replace))
+
+    def _error(self, rule: FaultRule) -> errors.EmulatorError:
+        if rule.kind == "full":
+            return self.pool_full(rule.status)
+        return errors.injected(rule.status or 500, rule.retry_after)
 
 
 def _query_value(scope, key: str) -> str | None:

@@ -84,8 +84,28 @@ def split_path(name: str | None, directory: str | None = None, *, allow_root: bo
     return parts
 
 
-def _refuse_link(display: str) -> errors.EmulatorError:
-    return errors.invalid_file_name(display, "it is (or passes through) a symbolic link or a special file")
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (a named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def refuse(name: str, mode: int) -> errors.EmulatorError:
+    """The error for an entry that is not a regular file: a link (never followed), or another kind of file."""
+    if stat.S_ISLNK(mode):
+        return errors.link_not_followed(name)
+    return errors.not_a_regular_file(name, _KINDS.get(stat.S_IFMT(mode), "not a regular file"))
+
+
+def _refuse_at(dfd: int, part: str, name: str) -> errors.EmulatorError:
+    """The error for ``part`` in the directory ``dfd``, which could not be opened as what was asked."""
+    try:
+        return refuse(name, os.stat(part, dir_fd=dfd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return errors.file_not_found(name)
 
 
 @contextlib.contextmanager
@@ -93,7 +113,7 @@ def open_dir(root: Path, parts: list[str], *, create: bool = False, uid: int | N
     """A directory fd for root/parts, refusing symlinks at every step; optionally creating missing directories."""
     fd = os.open(root, _DIR_FLAGS)
     try:
-        for part in parts:
+        for depth, part in enumerate(parts, start=1):
             try:
                 nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
@@ -106,11 +126,11 @@ def open_dir(root: Path, parts: list[str], *, create: bool = False, uid: int | N
                 nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except NotADirectoryError:  # O_DIRECTORY|O_NOFOLLOW on a symlink also lands here
                 if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
-                    raise _refuse_link("/".join(parts)) from None
+                    raise errors.link_not_followed("/".join(parts[:depth])) from None
                 raise errors.file_not_found("/".join(parts)) from None
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.EMLINK):
-                    raise _refuse_link("/".join(parts)) from None
+                    raise errors.link_not_followed("/".join(parts[:depth])) from None
                 raise
             os.close(fd)
             fd = nxt
@@ -135,7 +155,7 @@ def stat_file(root: Path, parts: list[str]) -> FileEntry:
     with open_dir(root, parts[:-1]) as dfd:
         st = _lstat_existing(dfd, parts)
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-        raise _refuse_link("/".join(parts))
+        raise refuse("/".join(parts), st.st_mode)
     return _entry(parts, st)
 
 
@@ -146,16 +166,14 @@ def open_for_read(root: Path, parts: list[str]) -> tuple[int, FileEntry]:
             fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
         except FileNotFoundError:
             raise errors.file_not_found("/".join(parts)) from None
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EMLINK):
-                raise _refuse_link("/".join(parts)) from None
+        except OSError as exc:  # ELOOP: a link; ENXIO: a socket (which cannot be opened)
+            if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO):
+                raise _refuse_at(dfd, parts[-1], "/".join(parts)) from None
             raise
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise errors.bad_request(f"{'/'.join(parts)!r} is a directory, not a file.", "NotAFile")
-        raise _refuse_link("/".join(parts))
+        raise refuse("/".join(parts), st.st_mode)
     return fd, _entry(parts, st)
 
 
@@ -230,7 +248,7 @@ class Upload:
             with contextlib.suppress(FileNotFoundError):
                 st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
-                    raise errors.bad_request(f"{'/'.join(parts)!r} is an existing directory.", "NotAFile")
+                    raise refuse("/".join(parts), st.st_mode)
             os.rename(self.path, parts[-1], dst_dir_fd=dfd)
             st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
         return _entry(parts, st)
@@ -240,6 +258,35 @@ class Upload:
             self._fh.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+class IncomingFile:
+    """An upload on its way into one session's ``/mnt/data``: the multipart part's name is checked when its headers
+    arrive, its bytes are staged outside the session, and :meth:`publish` moves it in at once."""
+
+    def __init__(self, root: Path, uid: int | None, directory: str | None, staging_dir: Path, limit: int) -> None:
+        self.root = root
+        self.uid = uid
+        self.directory = directory
+        self.staging_dir = staging_dir
+        self.limit = limit
+        self.parts: list[str] = []
+        self.upload: Upload | None = None
+
+    def open(self, filename: str) -> Upload:
+        """The staging file for the part named ``filename`` (400 now when the name is refused)."""
+        self.parts = split_path(filename, self.directory)
+        self.upload = Upload(self.staging_dir, self.limit)
+        return self.upload
+
+    def publish(self) -> FileEntry:
+        if self.upload is None:
+            raise errors.invalid_body("The multipart body has no part named 'file'.")
+        return self.upload.publish(self.root, self.parts, self.uid)
+
+    def discard(self) -> None:
+        if self.upload is not None:
+            self.upload.discard()
 
 
 def iso_time(timestamp: float) -> str:

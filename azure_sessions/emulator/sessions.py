@@ -1,15 +1,15 @@
 """The emulated session pool: the emulator's whole state, usable and testable without HTTP (the moto "backend").
 
-A session is created by the first call that names an identifier, owns one worker (its session guid and its
-``/mnt/data`` directory), and is destroyed by ``DELETE session``, by the cooldown reaper after ``cooldown`` idle
-seconds, or by a forced expiry. A dead or hung worker is discarded: the next call gets a fresh worker, a new guid and
+A session is created by the first call that names an identifier (an execution or a file operation: each route makes
+one call here), owns one worker (its session guid and its ``/mnt/data`` directory), and is destroyed by
+``DELETE session``, by the cooldown reaper after ``cooldown`` idle seconds, or by a forced expiry. Beyond
+``max_sessions`` a new identifier is refused with 404 or 429 (``pool_full_status``). A dead or hung worker is discarded: the next call gets a fresh worker, a new guid and
 an empty directory, exactly like a lost container on Azure.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -20,15 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..dialects import API_VERSIONS, RENDER_LEGACY, IdentifierRule
 from ..models import MAX_EXECUTION_SECONDS
-from . import errors
+from . import errors, files
+from .files import FileEntry
 from .workers import CellResult, OutputCallback, WorkerLost
 
 log = logging.getLogger("azure_sessions.emulator")
 
 DEFAULT_TIMEOUT_SECONDS = 100
-# The union of the rule sets the service documents: printable ASCII without spaces, 1-256 characters.
-_IDENTIFIER = re.compile(r"[A-Za-z0-9_|}{\[\]:\"';<>?/.,@#$%^&*()\-+=!~`]{1,256}")
+"""The timeout of an execution that names none (the envelope versions let clients omit it)."""
+IDENTIFIER_RULES = tuple(dict.fromkeys(traits.identifier for traits in API_VERSIONS.values()))
+"""Every version's identifier rule; the pool itself accepts an identifier that one of them allows."""
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
 
 
@@ -43,7 +46,14 @@ class WorkerLike(Protocol):
     def alive(self) -> bool: ...
 
     def execute(
-        self, code: str, timeout: float, grace: float = ..., on_output: OutputCallback | None = ...
+        self,
+        code: str,
+        timeout: float,
+        grace: float = ...,
+        on_output: OutputCallback | None = ...,
+        *,
+        render: str = ...,
+        empty_namespace: bool = ...,
     ) -> CellResult: ...
 
     def interrupt(self, grace: float = ...) -> bool: ...
@@ -59,16 +69,30 @@ class WorkerSource(Protocol):
     def close(self) -> None: ...
 
 
-def validate_identifier(identifier: str | None) -> str:
+def validate_identifier(identifier: str | None, rule: IdentifierRule | None = None) -> str:
+    """``identifier`` when ``rule`` (an api-version's; default: any version's) allows it; 400 naming why otherwise."""
     if not identifier:
-        raise errors.bad_request("The identifier query parameter is required for this operation.", "MissingIdentifier")
-    if not _IDENTIFIER.fullmatch(identifier):
-        raise errors.bad_request(
-            "The identifier must be 1-256 printable ASCII characters without spaces "
-            "(letters, digits and - _ | { } [ ] : \" ' ; < > ? / . , @ # $ % ^ & * ( ) + = ! ~ `); a UUID is typical.",
-            "InvalidIdentifier",
+        raise errors.EmulatorError(
+            400,
+            "MissingIdentifier",
+            "The identifier query parameter is required for this operation.",
+            target="identifier",
         )
+    problems = [r.problem(identifier) for r in ((rule,) if rule else IDENTIFIER_RULES)]
+    if all(problems):
+        raise errors.invalid_identifier(identifier, problems[0] or "")
     return identifier
+
+
+@dataclass(frozen=True)
+class _CellRequest:
+    """What an execution asks of the worker: the code, who hears its live output, how its value is written
+    (``dialects.RENDER_*``), and whether it runs in a namespace of its own (``useEmptyKernel``)."""
+
+    code: str
+    on_output: OutputCallback | None
+    rendering: str
+    empty_kernel: bool
 
 
 @dataclass
@@ -131,8 +155,12 @@ class EmulatedPool:
         interrupt_grace: float = 3.0,
         executions_kept: int = 500,
         interruptible: bool = True,
+        pool_full_status: int = 404,
     ) -> None:
+        if pool_full_status not in errors.POOL_FULL_STATUSES:
+            raise ValueError(f"pool_full_status must be one of {errors.POOL_FULL_STATUSES}, not {pool_full_status!r}")
         self.workers = workers
+        self.pool_full_status = pool_full_status  # how a new identifier is refused at max_sessions: 404 or 429
         self.interruptible = interruptible  # False: answer the interrupt route like the service (no such operation)
         self.cooldown = float(cooldown)
         self.max_sessions = int(max_sessions)
@@ -161,12 +189,16 @@ class EmulatedPool:
             session = self._sessions.get(identifier)
             if session is None:
                 if len(self._sessions) >= self.max_sessions:
-                    raise errors.pool_full(self.max_sessions)
+                    raise self.full_error()
                 session = self._sessions[identifier] = Session(identifier, self.cooldown, self._clock)
                 self.sessions_created += 1
                 self._cond.notify_all()
             session.touch()
             return session
+
+    def full_error(self, status: int | None = None) -> errors.EmulatorError:
+        """What a new identifier gets when the pool is full (``status``: 404 or 429; default the pool's)."""
+        return errors.pool_full(self.max_sessions, status or self.pool_full_status)
 
     def _ensure_worker(self, session: Session) -> tuple[WorkerLike, float]:
         """The session's live worker, allocating one (and the milliseconds that took) if needed."""
@@ -195,6 +227,37 @@ class EmulatedPool:
         session = self._session(identifier)
         worker, _ = self._ensure_worker(session)
         return session, worker.data_dir, worker.uid
+
+    # -- files (each allocates the session on first use, as every call naming an identifier does) ------------------
+    def list_files(self, identifier: str, directory: str | None = None, recursive: bool = False) -> list[FileEntry]:
+        """The regular files and directories in ``directory`` (relative to /mnt/data), recursively if asked."""
+        parts = files.split_path(None, directory, allow_root=True)
+        _, root, _ = self.session_dir(identifier)
+        return files.list_dir(root, parts, recursive)
+
+    def file_info(self, identifier: str, name: str, directory: str | None = None) -> FileEntry:
+        parts = files.split_path(name, directory)
+        _, root, _ = self.session_dir(identifier)
+        return files.stat_file(root, parts)
+
+    def open_file(self, identifier: str, name: str, directory: str | None = None) -> tuple[int, FileEntry]:
+        """A read-only fd on a regular file (never through a link) and its entry; the caller closes the fd."""
+        parts = files.split_path(name, directory)
+        _, root, _ = self.session_dir(identifier)
+        return files.open_for_read(root, parts)
+
+    def delete_file(self, identifier: str, name: str, directory: str | None = None) -> None:
+        parts = files.split_path(name, directory)
+        _, root, _ = self.session_dir(identifier)
+        files.delete(root, parts)
+
+    def receive_file(
+        self, identifier: str, directory: str | None, staging_dir: Path, limit: int
+    ) -> files.IncomingFile:
+        """An upload into the session's ``directory``, to be streamed and then published (see
+        :class:`files.IncomingFile`); the session is allocated now, before any byte is read."""
+        _, root, uid = self.session_dir(identifier)
+        return files.IncomingFile(root, uid, directory, staging_dir, limit)
 
     def get_session(self, identifier: str) -> Session:
         validate_identifier(identifier)
@@ -275,6 +338,8 @@ class EmulatedPool:
         wait: bool = True,
         output_max_length: int | None = None,
         on_output: OutputCallback | None = None,
+        rendering: str = RENDER_LEGACY,
+        empty_kernel: bool = False,
     ) -> Execution:
         """Run ``code`` in the identifier's session; with ``wait=False`` return at once with status Running.
 
@@ -284,6 +349,8 @@ class EmulatedPool:
 
         A repeated ``execution_id`` (the ``operation-id`` request header) returns the earlier execution instead of
         running the code again, so a client can retry a POST whose reply was lost without executing twice.
+        ``rendering`` is how the last value is written (``dialects.RENDER_*``); ``empty_kernel`` runs the code in a
+        namespace of its own, the session's variables untouched (``useEmptyKernel``).
         """
         timeout = min(max(float(timeout), 1.0), MAX_EXECUTION_SECONDS)
         session = self._session(identifier)
@@ -300,13 +367,14 @@ class EmulatedPool:
             if wait:
                 earlier.done.wait()
             return earlier
+        cell = _CellRequest(record.code, on_output, rendering, empty_kernel)
         if wait:
-            self._run(session, record, timeout, on_output)
+            self._run(session, record, timeout, cell)
         else:
-            self._async.submit(self._run, session, record, timeout, on_output)
+            self._async.submit(self._run, session, record, timeout, cell)
         return record
 
-    def _run(self, session: Session, record: Execution, timeout: float, on_output: OutputCallback | None) -> None:
+    def _run(self, session: Session, record: Execution, timeout: float, request: _CellRequest) -> None:
         try:
             received = time.perf_counter()
             with session.exec_lock:
@@ -319,7 +387,14 @@ class EmulatedPool:
                                                "startedAt": time.time()})  # fmt: skip
                 started = time.perf_counter()
                 try:
-                    cell = worker.execute(record.code, timeout, self.interrupt_grace, on_output=on_output)
+                    cell = worker.execute(
+                        request.code,
+                        timeout,
+                        self.interrupt_grace,
+                        request.on_output,
+                        render=request.rendering,
+                        empty_namespace=request.empty_kernel,
+                    )
                 except WorkerLost as exc:
                     cell = self._lost(session, worker, str(exc))
                 finished = time.perf_counter()

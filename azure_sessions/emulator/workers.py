@@ -183,16 +183,26 @@ class WorkerProcess:
             raise WorkerLost(problem)
 
     def execute(
-        self, code: str, timeout: float, grace: float = 3.0, on_output: OutputCallback | None = None
+        self,
+        code: str,
+        timeout: float,
+        grace: float = 3.0,
+        on_output: OutputCallback | None = None,
+        *,
+        render: str = protocol.RENDER_LEGACY,
+        empty_namespace: bool = False,
     ) -> CellResult:
-        """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed."""
+        """Run one cell. Past ``timeout`` the cell gets SIGINT; past ``grace`` more the worker is killed. ``render``
+        is how its last value is written and ``empty_namespace`` runs it in a namespace of its own (see
+        ``protocol.Exec``)."""
         exec_id = uuid.uuid4().hex
         started_ticks = strays.boot_ticks()
         self._idle.clear()
         self._running = exec_id
         self._interrupted = False
         try:
-            self._send(protocol.Exec(id=exec_id, code=code, live_output=on_output is not None))
+            self._send(protocol.Exec(id=exec_id, code=code, live_output=on_output is not None, render=render,
+                                     empty_namespace=empty_namespace))  # fmt: skip
             cell = self._await_result(exec_id, timeout, grace, on_output)
         finally:
             self._running = None

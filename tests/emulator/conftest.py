@@ -1,31 +1,57 @@
-"""Raw-HTTP helpers and dedicated emulator instances for the emulator's conformance tests."""
+"""Raw-HTTP helpers and dedicated emulator instances for the emulator's conformance tests, and the live check.
+
+The live check works as moto's ``aws_verified``: a test that takes the ``service`` fixture runs against the emulator
+and, when ``AZURE_SESSIONS_LIVE_ENDPOINT`` names a real pool management endpoint, unchanged against that pool too
+(skipped otherwise). The bearer token is ``AZURE_SESSIONS_LIVE_TOKEN`` when set (``az account get-access-token
+--resource https://dynamicsessions.io``), else ``DefaultAzureCredential``'s. Every session a live test used is
+deleted at the end.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from azure_sessions.dialects import ENVELOPE_VERSIONS
+from azure_sessions.dialects import DEFAULT_API_VERSION, ENVELOPE_VERSIONS, SESSION_ROUTE_VERSION
 from azure_sessions.emulator.tiers import BubblewrapTier, LandlockTier
 
-DEFAULT = "2024-10-02-preview"
+DEFAULT = DEFAULT_API_VERSION
+LIVE_ENDPOINT_ENV = "AZURE_SESSIONS_LIVE_ENDPOINT"
+LIVE_TOKEN_ENV = "AZURE_SESSIONS_LIVE_TOKEN"
 
 
 class Api:
-    """Thin raw-HTTP helper: builds URLs and headers, never interprets responses."""
+    """Thin raw-HTTP helper: builds URLs and headers, never interprets responses.
 
-    def __init__(self, endpoint: str, token: str | None) -> None:
-        self.endpoint = endpoint
-        self.token = token or "any-token"
+    ``live``: a real pool (tests skip what only the emulator can say); every identifier it was given is remembered,
+    so that :meth:`delete_sessions` can free them."""
+
+    def __init__(self, endpoint: str, token: str | Callable[[], str] | None, *, live: bool = False) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._token = token or "any-token"
+        self.live = live
         self.http = requests.Session()
+        self.identifiers: set[str] = set()
+
+    @property
+    def token(self) -> str:
+        return self._token() if callable(self._token) else self._token
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def delete_sessions(self) -> None:
+        """Free every session this helper named (best effort; the pool's cooldown ends the others)."""
+        for identifier in sorted(self.identifiers):
+            with contextlib.suppress(requests.RequestException):
+                self.request("DELETE", "session", identifier, SESSION_ROUTE_VERSION)
 
     def request(
         self, method: str, path: str, identifier: str | None = None, version: str | None = DEFAULT, **kwargs: Any
@@ -35,6 +61,7 @@ class Api:
             params.setdefault("api-version", version)
         if identifier is not None:
             params.setdefault("identifier", identifier)
+            self.identifiers.add(identifier)
         headers = {**self.headers, **(kwargs.pop("headers", {}) or {})}
         kwargs.setdefault("timeout", 60)
         return self.http.request(method, f"{self.endpoint}/{path}", params=params, headers=headers, **kwargs)
@@ -69,6 +96,41 @@ def new_id() -> str:
 @pytest.fixture(scope="session")
 def api(emulator, emulator_token) -> Api:
     return Api(emulator.endpoint, emulator_token)
+
+
+def live_pool() -> tuple[str, str | Callable[[], str]] | None:
+    """The real pool named by the environment (endpoint, token or token source), or None."""
+    endpoint = os.environ.get(LIVE_ENDPOINT_ENV, "").strip()
+    if not endpoint:
+        return None
+    token = os.environ.get(LIVE_TOKEN_ENV, "").strip()
+    if token:
+        return endpoint, token
+    from azure_sessions.auth import TokenProvider
+
+    return endpoint, TokenProvider(None).get_token
+
+
+@pytest.fixture(scope="session", params=["emulator", "live"])
+def service(request) -> Iterator[Api]:
+    """The service under test: the shared emulator, then (when the environment names one) a real pool."""
+    if request.param == "emulator":
+        yield request.getfixturevalue("api")
+        return
+    pool = live_pool()
+    if pool is None:
+        pytest.skip(f"no live pool: set {LIVE_ENDPOINT_ENV} (and {LIVE_TOKEN_ENV} or an Azure login) to check it")
+    live = Api(*pool, live=True)
+    try:
+        yield live
+    finally:
+        live.delete_sessions()
+
+
+def emulator_only(service: Api, why: str) -> None:
+    """Skip the rest of a live run: what follows is the emulator's own choice, not a fact about the service."""
+    if service.live:
+        pytest.skip(f"the emulator's own choice, not checked against the service: {why}")
 
 
 @pytest.fixture

@@ -27,8 +27,9 @@ class FakeWorker:
     def alive(self) -> bool:
         return not self.killed
 
-    def execute(self, code: str, timeout: float, grace: float = 3.0, on_output=None) -> CellResult:
+    def execute(self, code: str, timeout: float, grace: float = 3.0, on_output=None, **options) -> CellResult:
         self.ran.append(code)
+        self.options = options
         return self.behaviour(self, code)
 
     def cleanup(self) -> None:
@@ -108,14 +109,14 @@ def test_failure_status_and_counters(pool):
 
 
 def test_max_sessions_gives_404_for_new_identifiers_only(pool):
-    for name in ("a1", "a2", "a3"):
+    for name in ("one1", "two2", "three3"):
         pool.execute(name, "1")
     with pytest.raises(EmulatorError) as info:
-        pool.execute("a4", "1")
+        pool.execute("four4", "1")
     assert info.value.status == 404 and info.value.code == "MaxConcurrentSessionsReached"
-    assert pool.execute("a1", "1").status == SUCCEEDED
-    pool.delete_session("a1")
-    assert pool.execute("a4", "1").status == SUCCEEDED
+    assert pool.execute("one1", "1").status == SUCCEEDED
+    pool.delete_session("one1")
+    assert pool.execute("four4", "1").status == SUCCEEDED
 
 
 def test_cooldown_expiry_with_fake_clock(pool, clock):
@@ -201,17 +202,38 @@ def test_unknown_execution_id_is_404(pool):
 
 
 @pytest.mark.parametrize(
-    "good", ["abcd", "a", str(uuid.uuid4()), "x" * 256, "a|b-c&d^e%f$g#(h){i}[j];k<l>", "a_b.c@d"]
+    "good", ["abcd", str(uuid.uuid4()), "x" * 128, "a|b-c&d^e%f$g#(h){i}[j];k<l>", "a_b.c@d", "q?/:\"';+=!~`*,"]
 )
 def test_valid_identifiers(good):
     assert validate_identifier(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", None, "x" * 257, "has space", "tab\there", "new\nline", "ünïcode"])
+@pytest.mark.parametrize(
+    "bad", ["", None, "a", "abc", "x" * 129, "x" * 256, "has space", "tab\there", "new\nline", "ünïcode", "back\\sl"]
+)
 def test_invalid_identifiers(bad):
     with pytest.raises(EmulatorError) as info:
         validate_identifier(bad)
-    assert info.value.status == 400
+    assert info.value.status == 400 and info.value.target == "identifier"
+
+
+def test_a_full_pool_answers_404_or_429_as_configured(tmp_path, clock):
+    for status in (404, 429):
+        full = EmulatedPool(FakeWorkerPool(tmp_path), max_sessions=1, clock=clock, pool_full_status=status)
+        full.execute("first", "1")
+        with pytest.raises(EmulatorError) as info:
+            full.execute("second", "1")
+        assert (info.value.status, info.value.code) == (status, "MaxConcurrentSessionsReached")
+        full.close()
+    with pytest.raises(ValueError):
+        EmulatedPool(FakeWorkerPool(tmp_path), pool_full_status=503)
+
+
+def test_execution_options_reach_the_worker(pool):
+    pool.execute("alpha", "1")
+    assert pool.workers.made[0].options == {"render": "legacy", "empty_namespace": False}
+    pool.execute("alpha", "1", rendering="jupyter", empty_kernel=True)
+    assert pool.workers.made[0].options == {"render": "jupyter", "empty_namespace": True}
 
 
 def test_close_kills_everything(tmp_path, clock):

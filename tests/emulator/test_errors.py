@@ -16,7 +16,7 @@ MIB = 1024 * 1024
 def assert_error(response: requests.Response, status: int, code: str | None = None) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
-    assert list(body) == ["error"] and set(body["error"]) == {"code", "message"}
+    assert list(body) == ["error"] and set(body["error"]) - {"target"} == {"code", "message"}
     assert response.headers["x-ms-error-code"] == body["error"]["code"]
     if code:
         assert body["error"]["code"] == code
@@ -80,8 +80,10 @@ def test_unknown_api_version_lists_supported(api, shared_id, version):
 
 def test_identifier_errors(api):
     assert_error(api.request("POST", "executions", None, json={"code": "1"}), 400, "MissingIdentifier")
-    assert_error(api.request("POST", "executions", "bad id", json={"code": "1"}), 400, "InvalidIdentifier")
-    assert_error(api.request("GET", "files", "x" * 300), 400, "InvalidIdentifier")
+    error = assert_error(api.request("POST", "executions", "bad id", json={"code": "1"}), 400, "InvalidIdentifier")
+    assert error["target"] == "identifier" and "' '" in error["message"]
+    error = assert_error(api.request("GET", "files", "x" * 300), 400, "InvalidIdentifier")
+    assert "300 characters; it must have 4 to 128" in error["message"]
 
 
 def test_bad_bodies(api, shared_id):
@@ -124,11 +126,34 @@ def test_hostile_names_in_urls_are_refused(api, shared_id, path):
 
 def test_symlink_planted_by_code_is_not_followed(api, shared_id):
     api.run(shared_id, "import os; os.symlink('/etc/passwd', '/mnt/data/pw'); os.symlink('/etc', '/mnt/data/etc')")
-    assert_error(api.request("GET", "files/pw/content", shared_id), 400, "InvalidFileName")
-    assert_error(api.request("GET", "files/etc/passwd/content", shared_id), 400, "InvalidFileName")
-    assert_error(api.upload(shared_id, "etc/evil.txt", b"x"), 400, "InvalidFileName")
+    error = assert_error(api.request("GET", "files/pw/content", shared_id), 409, "LinkNotFollowed")
+    assert error["message"].startswith("'pw' is a link: links are not followed.")
+    error = assert_error(api.request("GET", "files/etc/passwd/content", shared_id), 409, "LinkNotFollowed")
+    assert error["message"].startswith("'etc' is a link: links are not followed.")
+    assert_error(api.request("GET", "files/pw", shared_id), 409, "LinkNotFollowed")
+    assert_error(api.upload(shared_id, "etc/evil.txt", b"x"), 409, "LinkNotFollowed")
     names = [v["name"] for v in api.request("GET", "files", shared_id).json()["value"]]
     assert "pw" not in names and "etc" not in names
+
+
+def test_fifo_and_socket_planted_by_code_are_refused_as_not_regular_files(api, shared_id):
+    made = api.run(
+        shared_id,
+        # relative names: the working directory is /mnt/data in every tier (mkfifo and bind are not path-mapped)
+        "import os, socket\nos.mkfifo('pipe')\ns = socket.socket(socket.AF_UNIX)\n"
+        "try:\n    s.bind('sock'); made = 'socket'\nexcept OSError as exc:\n    made = repr(exc)\nmade",
+    )["executionResult"]
+    error = assert_error(api.request("GET", "files/pipe/content", shared_id), 409, "NotARegularFile")
+    assert error["message"].startswith("'pipe' is not a regular file: it is a FIFO")
+    assert_error(api.request("GET", "files/pipe", shared_id), 409, "NotARegularFile")
+    if made == "socket":  # the Landlock tier refuses every socket(), so no socket file can be made there
+        error = assert_error(api.request("GET", "files/sock/content", shared_id), 409, "NotARegularFile")
+        assert error["message"].startswith("'sock' is not a regular file: it is a socket")
+    folder = api.upload(shared_id, "folder/inside.txt", b"x")
+    assert folder.status_code == 200
+    error = assert_error(api.request("GET", "files/folder/content", shared_id), 409, "NotARegularFile")
+    assert "it is a directory" in error["message"]
+    api.run(shared_id, "import os\nfor n in ('pipe', 'sock'):\n    os.path.lexists(n) and os.unlink(n)")
 
 
 def test_upload_without_multipart_is_400(api, shared_id):

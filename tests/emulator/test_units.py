@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from azure_sessions.dialects import API_VERSIONS
 from azure_sessions.emulator import files, wire
 from azure_sessions.emulator.errors import EmulatorError
 from azure_sessions.emulator.faults import FaultInjector, parse_rule, parse_rules
@@ -74,7 +75,8 @@ def test_symlinks_are_refused_everywhere(tmp_path):
     for parts in (["link.txt"], ["linkdir", "secret.txt"]):
         with pytest.raises(EmulatorError) as info:
             files.open_for_read(root, parts)
-        assert info.value.status == 400
+        assert (info.value.status, info.value.code) == (409, "LinkNotFollowed")
+        assert f"{'/'.join(parts[:1])!r} is a link: links are not followed" in info.value.message
     with pytest.raises(EmulatorError):
         files.stat_file(root, ["linkdir", "secret.txt"])
     with pytest.raises(EmulatorError):
@@ -119,44 +121,93 @@ def test_iso_time_has_seven_fraction_digits():
     assert files.iso_time(0.5) == "1970-01-01T00:00:00.5000000Z"
 
 
+ENVELOPE = API_VERSIONS["2024-02-02-preview"]
+STRICT = API_VERSIONS["2024-10-02-preview"]
+NEWEST = API_VERSIONS["2025-10-02-preview"]
+
+
 @pytest.mark.parametrize(
-    "body",
+    ("body", "traits"),
     [
-        {"code": "1"},
-        {"properties": {"code": "1"}},
-        {"codeInputType": "INLINE", "executionType": "SYNCHRONOUS", "code": "1", "timeoutInSeconds": 5},
-        {"codeInputType": "InlineBase64", "code": "MQ==", "timeoutInSeconds": "7"},
+        ({"code": "1"}, ENVELOPE),
+        ({"properties": {"code": "1"}}, ENVELOPE),
+        ({"codeInputType": "INLINE", "executionType": "SYNCHRONOUS", "code": "1", "timeoutInSeconds": 5}, STRICT),
+        ({"codeInputType": "InlineBase64", "code": "MQ==", "timeoutInSeconds": "7"}, ENVELOPE),
+        ({"code": "1", "timeoutInSeconds": 7}, NEWEST),
+        ({"properties": {"code": "1", "timeoutInSeconds": 7}}, NEWEST),
     ],
 )
-def test_execution_request_is_liberal(body):
-    parsed = wire.parse_execution_request(body)
+def test_execution_request_is_liberal_where_the_version_is(body, traits):
+    parsed = wire.parse_execution_request(body, traits)
     assert parsed.code == "1" and parsed.asynchronous is False
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "traits", "field"),
     [
-        [],
-        {"properties": {}},
-        {"code": 1},
-        {"code": "1", "codeInputType": "Weird"},
-        {"code": "1", "executionType": "x"},
-        {"code": "1", "timeoutInSeconds": "soon"},
-        {"shellCommand": "ls"},
-        {"code": "!!", "codeInputType": "InlineBase64"},
+        ([], ENVELOPE, None),
+        ({"properties": {}}, ENVELOPE, "code"),
+        ({"code": 1}, ENVELOPE, "code"),
+        ({"code": "1", "codeInputType": "Weird"}, ENVELOPE, "codeInputType"),
+        ({"code": "1", "executionType": "x"}, ENVELOPE, "executionType"),
+        ({"code": "1", "timeoutInSeconds": "soon"}, ENVELOPE, "timeoutInSeconds"),
+        ({"shellCommand": "ls"}, ENVELOPE, "shellCommand"),
+        ({"code": "!!", "codeInputType": "InlineBase64"}, ENVELOPE, "code"),
+        ({"code": "1", "executionType": "Synchronous", "timeoutInSeconds": 5}, STRICT, "codeInputType"),
+        ({"code": "1", "codeInputType": "Inline", "timeoutInSeconds": 5}, STRICT, "executionType"),
+        ({"codeInputType": "Inline", "executionType": "Synchronous", "timeoutInSeconds": 5}, STRICT, "code"),
+        ({"code": "1", "codeInputType": "Inline", "executionType": "Synchronous"}, STRICT, "timeoutInSeconds"),
+        (
+            {"code": "1", "codeInputType": 1, "executionType": "Synchronous", "timeoutInSeconds": 5},
+            STRICT,
+            "codeInputType",
+        ),
+        (
+            {"code": "1", "codeInputType": "Inline", "executionType": "Synchronous", "timeoutInSeconds": "5"},
+            STRICT,
+            "timeoutInSeconds",
+        ),
+        (
+            {"code": "1", "codeInputType": "Inline", "executionType": "Synchronous", "timeoutInSeconds": 5.5},
+            STRICT,
+            "timeoutInSeconds",
+        ),
+        ({"code": "1"}, NEWEST, "timeoutInSeconds"),
+        ({"timeoutInSeconds": 5}, NEWEST, "code"),
+        ({"code": "1", "timeoutInSeconds": 5, "useEmptyKernel": "yes"}, NEWEST, "useEmptyKernel"),
+        (
+            {"code": "1", "timeoutInSeconds": 5, "returnJupyterFormatExecutionResult": 1},
+            NEWEST,
+            "returnJupyterFormatExecutionResult",
+        ),
+        ({"code": "1", "timeoutInSeconds": 5, "outputStreamsMaxLength": -1}, NEWEST, "outputStreamsMaxLength"),
     ],
 )
-def test_execution_request_refusals(body):
+def test_execution_request_refusals_name_the_field(body, traits, field):
     with pytest.raises(EmulatorError) as info:
-        wire.parse_execution_request(body)
-    assert info.value.status == 400
+        wire.parse_execution_request(body, traits)
+    assert info.value.status == 400 and info.value.target == field
+    if field:
+        assert field in info.value.message
+
+
+def test_renderings_and_options_per_version():
+    body = {"code": "1", "timeoutInSeconds": 5, "useEmptyKernel": True, "returnJupyterFormatExecutionResult": True}
+    newest = wire.parse_execution_request(body, NEWEST)
+    assert (newest.rendering, newest.empty_kernel) == ("jupyter", True)
+    assert wire.parse_execution_request({"code": "1", "timeoutInSeconds": 5}, NEWEST).rendering == "json"
+    alias = wire.parse_execution_request({"code": "1", "timeoutInSeconds": 5, "returnJupyterFormat": True}, NEWEST)
+    assert alias.rendering == "jupyter"  # as two of the specification's examples spell it
+    older = wire.parse_execution_request({**body, "codeInputType": "Inline", "executionType": "Synchronous"}, STRICT)
+    assert (older.rendering, older.empty_kernel) == ("legacy", False)  # fields the version does not have
 
 
 def test_status_codes_per_version():
-    assert wire.execute_status_code("2024-10-02-preview") == 202
-    assert wire.execute_status_code("2025-02-02-preview") == 200
-    assert wire.execute_status_code("2025-10-02-preview") == 200
-    assert wire.execute_status_code("2025-10-02-preview", asynchronous=True) == 202
+    assert wire.execute_status_code(API_VERSIONS["2024-02-02-preview"]) == 200
+    assert wire.execute_status_code(STRICT) == 202
+    assert wire.execute_status_code(API_VERSIONS["2025-02-02-preview"]) == 200
+    assert wire.execute_status_code(NEWEST) == 200
+    assert wire.execute_status_code(NEWEST, asynchronous=True) == 202
     with pytest.raises(EmulatorError):
         wire.check_version("2023-01-01")
 
@@ -175,7 +226,8 @@ def test_fault_rule_parsing():
     assert parse_rule({"kind": 503}).status == 503
     assert [r.kind for r in parse_rules("delay:seconds=0.1; expire:count=1")] == ["delay", "expire"]
     assert parse_rules('[{"kind": "drop"}]')[0].kind == "drop"
-    for bad in ("teapot", "429:rate=2", "429:colour=red", "429:rate", "200", "drop:phase=during"):
+    assert (parse_rule("full").kind, parse_rule("full:status=429").status) == ("full", 429)
+    for bad in ("teapot", "429:rate=2", "429:colour=red", "429:rate", "200", "drop:phase=during", "full:status=500"):
         with pytest.raises(ValueError):
             parse_rule(bad)
 
@@ -285,12 +337,19 @@ def test_messages_are_framed_once_and_decoded_strictly_by_direction():
     fork = protocol.Fork(id=1, config=_worker_config(), env={"HOME": "/tmp"})
     assert protocol.decode(protocol.encode(fork), protocol.TO_TEMPLATE) == fork
     with pytest.raises(protocol.ProtocolError, match="unexpected op 'exec'"):  # a worker never sends one
-        protocol.decode(protocol.encode(protocol.Exec(id="a", code="1", live_output=False)), protocol.FROM_WORKER)
+        protocol.decode(
+            protocol.encode(
+                protocol.Exec(id="a", code="1", live_output=False, render="legacy", empty_namespace=False)
+            ),
+            protocol.FROM_WORKER,
+        )
     with pytest.raises(protocol.ProtocolError, match="unexpected op 'execute'"):
         protocol.decode(b'{"op": "execute", "id": "a"}', protocol.TO_WORKER)
     with pytest.raises(protocol.ProtocolError, match="exec: unknown cod"):
         protocol.decode(
-            b'{"op": "exec", "id": "a", "cod": "1", "code": "1", "live_output": false}', protocol.TO_WORKER
+            b'{"op": "exec", "id": "a", "cod": "1", "code": "1", "live_output": false, "render": "legacy", '
+            b'"empty_namespace": false}',
+            protocol.TO_WORKER,
         )
     reader.feed(protocol.HEADER.pack(protocol.MAX_FRAME + 1))
     with pytest.raises(protocol.FrameTooLarge):
@@ -319,3 +378,11 @@ def test_a_missing_landlock_names_the_layer_that_refuses_it_and_what_to_do():
     assert "predates Landlock (Linux 5.13)" in explain(ENOSYS, lsms=None, seccomp=2, release="5.10.0-28-amd64")
     bare = explain(ENOSYS, lsms=None, seccomp=0, release="6.5.0")
     assert bare.startswith("this kernel (Linux 6.5.0) offers no Landlock") and "no seccomp filter" in bare
+
+
+def test_the_worker_knows_every_rendering_an_api_version_asks_for():
+    from azure_sessions.dialects import API_VERSIONS, RENDER_JSON, RENDER_JUPYTER, RENDER_LEGACY
+    from azure_sessions.emulator.inside import protocol
+
+    assert (RENDER_LEGACY, RENDER_JSON, RENDER_JUPYTER) == protocol.RENDERINGS
+    assert {traits.rendering for traits in API_VERSIONS.values()} <= set(protocol.RENDERINGS)

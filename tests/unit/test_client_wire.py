@@ -12,8 +12,10 @@ from azure_sessions.errors import (
     ClientAuthenticationError,
     FileTooLargeError,
     InvalidFileNameError,
+    NotARegularFileError,
     NotFoundError,
     PermissionDeniedError,
+    PoolFullError,
     ServiceError,
     ServiceResponseError,
     SessionsError,
@@ -288,13 +290,13 @@ def test_error_mapping_with_hints(server, make_client):
     with pytest.raises(PermissionDeniedError) as forbidden:
         client.execute("1")
     assert "Azure ContainerApps Session Executor" in str(forbidden.value) and forbidden.value.status_code == 403
-    with pytest.raises(NotFoundError) as full:
+    with pytest.raises(PoolFullError) as full:
         client.execute("1")
     assert full.value.error_code == "PoolFull" and full.value.status_code == 404
     assert "maximum number of concurrent sessions" in full.value.message
     with pytest.raises(ServiceError) as bad:
         client.execute("1")
-    assert bad.value.error_code == "BadRequest" and "bad identifier" in str(bad.value)
+    assert bad.value.error_code == "BadRequest" and "rejected by the service: bad identifier" in str(bad.value)
 
 
 def test_static_token_401_is_not_retried(server, make_client):
@@ -331,3 +333,48 @@ def test_constructor_validation():
     client = SessionsClient("http://127.0.0.1:1/p/", credential="t")
     assert client.endpoint == "http://127.0.0.1:1/p" and len(client.identifier) == 36
     client.close()
+
+
+def test_a_full_pool_is_one_error_and_is_not_retried(server, make_client, sleeps):
+    server.reply(404, None)  # an execution's 404 with nothing else said: the pool is full (or the endpoint wrong)
+    server.reply(429, {"error": {"code": "TooManyRequests", "message": "Too Many Requests"}})  # no Retry-After
+    labelled = {"error": {"code": "MaxConcurrentSessionsReached", "message": "the pool is full"}}
+    server.reply(429, labelled, headers={"Retry-After": "1"})  # says it is full: not worth a retry either
+    server.reply(404, labelled)  # any call naming a session may be refused so
+    client = make_client()
+    errors = []
+    for call in (client.execute, client.execute, client.execute, lambda _: client.list_files()):
+        with pytest.raises(PoolFullError) as caught:
+            call("1")
+        errors.append(caught.value)
+    assert [e.status_code for e in errors] == [404, 429, 429, 404]
+    assert len(server.requests) == 4 and sleeps == []
+    assert "check the pool management endpoint" in errors[0].message  # a 404 could be that too
+    assert "HTTP 429 without Retry-After" in errors[1].message
+    for error in errors:
+        assert "maxConcurrentSessions" in error.message and "Delete sessions you no longer need" in error.message
+
+
+def test_a_404_that_names_something_else_is_not_a_full_pool(server, make_client):
+    server.reply(404, {"error": {"code": "FileNotFound", "message": "no such file"}})
+    server.reply(404, {"error": {"code": "OperationNotSupportedInApiVersion", "message": "not at this version"}})
+    client = make_client()
+    with pytest.raises(NotFoundError):
+        client.file_info("x.txt")
+    with pytest.raises(NotFoundError):
+        client.execute("1")
+
+
+def test_a_file_that_is_not_regular_carries_the_service_reason(server, make_client):
+    reason = "'pw' is a link: links are not followed. Only regular files and directories can be read."
+    server.reply(409, {"error": {"code": "LinkNotFollowed", "message": reason}})
+    with pytest.raises(NotARegularFileError) as caught:
+        make_client().read_bytes("pw")
+    assert caught.value.message == f"download 'pw' was refused: {reason}"
+    assert (caught.value.status_code, caught.value.error_code) == (409, "LinkNotFollowed")
+
+
+def test_an_execution_result_carries_its_error(server, make_client):
+    server.reply(200, rec.EXECUTE_2402_FAILURE)
+    error = make_client("2024-02-02-preview").execute("1/0").error
+    assert error is not None and (error.name, error.value) == ("ZeroDivisionError", "division by zero")

@@ -149,3 +149,80 @@ def test_parse_session():
     assert info.identifier == "testid1" and info.etag == "9334cb07-aafd-45a0-90bd-448080a91f57"
     assert info.expires_at is not None and info.created_at is not None
     assert parse_session({}, "fallback").identifier == "fallback"
+
+
+# ---------------------------------------------------------------------------------------------- the traits table
+def test_one_row_per_supported_version_oldest_first():
+    from azure_sessions.dialects import API_VERSIONS, ENVELOPE_VERSIONS, RESOURCE_VERSIONS
+
+    assert tuple(API_VERSIONS) == SUPPORTED_API_VERSIONS == tuple(sorted(SUPPORTED_API_VERSIONS))
+    assert ENVELOPE_VERSIONS == ("2024-02-02-preview", "2024-08-02-preview")
+    assert set(RESOURCE_VERSIONS) == set(SUPPORTED_API_VERSIONS) - set(ENVELOPE_VERSIONS)
+    for version, traits in API_VERSIONS.items():
+        assert traits.api_version == version
+        assert isinstance(get_dialect(version), EnvelopeDialect if traits.envelope else ResourceDialect)
+
+
+@pytest.mark.parametrize("version", SUPPORTED_API_VERSIONS)
+def test_the_client_sends_what_the_strictest_version_requires(version):
+    from azure_sessions.dialects import REQUIRED_BY_ANY
+
+    assert set(REQUIRED_BY_ANY) == {"codeInputType", "executionType", "code", "timeoutInSeconds"}
+    op = get_dialect(version).execute("print(1)", 30)
+    body = op.body.get("properties", op.body)
+    assert set(REQUIRED_BY_ANY) <= set(body)
+
+
+def test_session_calls_use_the_first_version_that_has_them():
+    from azure_sessions.dialects import API_VERSIONS, SESSION_ROUTE_VERSION
+
+    assert SESSION_ROUTE_VERSION == "2025-02-02-preview"
+    for version, traits in API_VERSIONS.items():
+        expected = None if traits.serves("DELETE session") else SESSION_ROUTE_VERSION
+        assert get_dialect(version).delete_session().api_version == expected
+
+
+@pytest.mark.parametrize(
+    ("identifier", "problem"),
+    [
+        ("abc", "it has 3 characters; it must have 4 to 128"),
+        ("x" * 129, "it has 129 characters"),
+        ("a b c d", "it contains ' '"),
+        ("café", "it contains 'é'"),
+        ("abcd", None),
+        ("a|b-c&d^e%f$g#(h){i}[j];k<l>_.:/?@*+=!~`,'\"", None),
+    ],
+)
+def test_identifier_rule(identifier, problem):
+    from azure_sessions.dialects import SPEC_IDENTIFIER
+
+    found = SPEC_IDENTIFIER.problem(identifier)
+    assert found == problem if problem is None else found.startswith(problem)
+
+
+def test_no_api_version_is_named_outside_the_table():
+    """Every version-dependent choice reads dialects.API_VERSIONS: no other module of the library names a version
+    in its code (docstrings and comments may)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import azure_sessions
+
+    literal = re.compile(r"20\d\d-\d\d-\d\d")
+    package = Path(azure_sessions.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "dialects.py" and path.parent == package:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {  # a string standing alone as a statement documents what precedes or contains it
+            id(node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+            if is_text and id(node) not in docstrings and literal.search(node.value):
+                found.append(f"{path.relative_to(package)}:{node.lineno}: {node.value[:60]!r}")
+    assert found == []

@@ -70,11 +70,12 @@ def test_execute_sends_one_operation_id_per_execution_reused_on_retry(server, ma
     assert second and second != first
 
 
-def test_execute_429_exhausted(server, make_client):
+def test_execute_429_with_retry_after_exhausted(server, make_client, sleeps):
     for _ in range(4):
-        server.reply(429, {"error": {"code": "TooManyRequests", "message": "slow"}})
+        server.reply(429, {"error": {"code": "TooManyRequests", "message": "slow"}}, headers={"Retry-After": "3"})
     with pytest.raises(ThrottledError):
         make_client().execute("1")
+    assert len(server.requests) == 4 and sleeps == [3.0, 3.0, 3.0]
 
 
 def test_reached_execute_is_never_sent_twice(server, make_client, sleeps):
@@ -215,6 +216,7 @@ def test_the_policy_decides_which_failures_are_retried():
     assert policy.delay_after_failure(3, refused, idempotent=True) is None  # attempts used up
     assert policy.delay_after_reply(1, 503, {"retry-after": "4"}, idempotent=True) == 4.0
     assert policy.delay_after_reply(1, 503, {}, idempotent=False) is None
-    assert policy.delay_after_reply(1, 429, {}, idempotent=False) == 0.5
+    assert policy.delay_after_reply(1, 429, {"retry-after": "1"}, idempotent=False) == 1.0
+    assert policy.delay_after_reply(1, 429, {}, idempotent=True) is None  # a full pool: nothing says when
     assert policy.delay_after_reply(1, 404, {}, idempotent=True) is None
     assert policy.delay_after_reply(3, 429, {}, idempotent=True) is None

@@ -21,7 +21,7 @@ from typing import Any
 
 from .capture import FdCapture
 from .protocol import STREAMS, Channel, Exec, Exit, Interrupt, Output, Ready, Reap, Result
-from .results import cell_result, figure_pngs
+from .results import cell_result, empty_namespace, figure_pngs
 from .shell import make_shell
 
 
@@ -158,7 +158,8 @@ class Kernel:
             if signal.getsignal(signal.SIGINT) is _ignore_sigint:  # unless user code installed its own handler
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             self.in_user_code = True
-            outcome = self.shell.run_cell(job.code, store_history=store_history)
+            with empty_namespace(self.shell) if job.empty_namespace else contextlib.nullcontext():
+                outcome = self.shell.run_cell(job.code, store_history=store_history)
             self.in_user_code = False
             ok, value = outcome.success, outcome.result
             interrupted = isinstance(outcome.error_in_exec, KeyboardInterrupt)
@@ -177,7 +178,7 @@ class Kernel:
                 ended = self.strays.end_strays(mark, self.whole_pid_namespace)
             except Exception as exc:
                 self.log(f"ending leftover processes failed: {exc!r}")
-        result = cell_result(self.images, value, self.max_result_chars)
+        result = cell_result(self.images, value, self.max_result_chars, job.render)
         for stream in (self.stdout, self.stderr, sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()

@@ -35,6 +35,9 @@ from typing import Any, ClassVar, TypeVar
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
 STREAMS = ("stdout", "stderr")
+RENDER_LEGACY, RENDER_JSON, RENDER_JUPYTER = "legacy", "json", "jupyter"
+RENDERINGS = (RENDER_LEGACY, RENDER_JSON, RENDER_JUPYTER)
+"""How a cell's last value is written (the api-versions' renderings; ``dialects.RENDER_*`` names the same)."""
 """The streams a cell writes to, in the order of fds 1 and 2 (``Output.stream``)."""
 
 T = TypeVar("T")
@@ -241,11 +244,19 @@ def _message(op: str):
 
 @_message("exec")
 class Exec(Message):
-    """Run ``code`` as one cell; with ``live_output``, send :class:`Output` messages while it runs."""
+    """Run ``code`` as one cell; with ``live_output``, send :class:`Output` messages while it runs. ``render`` is how
+    its last value is written (one of ``RENDERINGS``); ``empty_namespace`` runs it in a namespace of its own, the
+    session's variables untouched."""
 
     id: str
     code: str
     live_output: bool
+    render: str
+    empty_namespace: bool
+
+    def __post_init__(self) -> None:
+        if self.render not in RENDERINGS:
+            raise ProtocolError(f"exec: unknown rendering {self.render!r}; known: {RENDERINGS}")
 
 
 @_message("interrupt")
@@ -374,7 +385,7 @@ def warm_up() -> None:
                           whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_mb=1, drop_capabilities=False,
                           tmp_binds=[]), confinement=Confinement(read_only=[], read_write=[], devices=[],
                           protected_pids=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip
-    samples = [Exec(id="", code="", live_output=False), Interrupt(id=""), Reap(pids=[0]), Exit(),
+    samples = [Exec(id="", code="", live_output=False, render=RENDER_LEGACY, empty_namespace=False), Interrupt(id=""), Reap(pids=[0]), Exit(),
                Ready(pid=0, python="", prefix="", ipython="", confined={}), Output(id="", stream="stdout", text=""),
                Result(id="", ok=True, stdout="", stderr="", result="", duration_ms=0, interrupted=False,
                       ended_processes=0), Fork(id=0, config=config, env={}), TemplateReady(pid=0), Forked(id=0, pid=0),

@@ -3,20 +3,64 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import math
 import sys
+from collections.abc import Iterator
+
+from .protocol import RENDER_JSON, RENDER_JUPYTER
 
 
-def cell_result(images: list[bytes], value: object, max_chars: int) -> object:
+def cell_result(images: list[bytes], value: object, max_chars: int, render: str) -> object:
     """The first of the cell's displayed images, its open matplotlib figures and its value's image; else the value
-    itself (``encode_value``)."""
+    itself, written as ``render`` asks (``render_value``)."""
     images = images + figure_pngs()
     if not images and (png := png_of(value)) is not None:
         images.append(png)
     if images:
         return {"type": "image", "format": "png", "base64_data": base64.b64encode(images[0]).decode("ascii")}
+    return render_value(value, render, max_chars)
+
+
+def render_value(value: object, render: str, max_chars: int) -> object:
+    """The wire value of a cell's last value as the api-version renders it: ``legacy`` is :func:`encode_value`;
+    ``json`` writes a non-finite float as null; ``jupyter`` writes Jupyter's ``text/plain`` of every value (``'nan'``
+    for the string, ``nan`` for the float) and null for none."""
+    if render == RENDER_JUPYTER:
+        if value is None:
+            return None
+        try:
+            from IPython.lib.pretty import pretty
+
+            text = pretty(value, max_width=79)
+        except Exception:  # pretty() runs the value's own code: a broken __repr__ is written as such
+            return encode_value(value, max_chars)
+        return encode_value(text, max_chars)
+    scalar = value.item() if type(value).__module__ == "numpy" and getattr(value, "shape", None) == () else value
+    if render == RENDER_JSON and isinstance(scalar, float) and not math.isfinite(scalar):
+        return None
     return encode_value(value, max_chars)
+
+
+@contextlib.contextmanager
+def empty_namespace(shell) -> Iterator[None]:
+    """``useEmptyKernel``: the cell runs in a namespace of its own (builtins and IPython's own names only); the
+    session's variables are back, untouched, when it ends."""
+    saved = dict(shell.user_ns)
+    keep = {k: v for k, v in saved.items() if k in shell.user_ns_hidden or (k.startswith("__") and k.endswith("__"))}
+    shell.user_ns.clear()
+    shell.user_ns.update(keep)
+    try:
+        yield
+    finally:
+        while True:  # an interrupt that arrives late must not leave the session's namespace half restored
+            try:
+                shell.user_ns.clear()
+                shell.user_ns.update(saved)
+                break
+            except KeyboardInterrupt:
+                continue
 
 
 def clean(text: str) -> str:
