@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from azure_sessions.dialects import ENVELOPE_VERSIONS
-from azure_sessions.emulator.sandbox import bubblewrap_problem, landlock_problem
+from azure_sessions.emulator.sandbox import bubblewrap_problem
+from tests.support.tiers import tier_problem
 
 DEFAULT = "2024-10-02-preview"
 
@@ -88,7 +89,7 @@ def landlock_emulator() -> Iterator[Any]:
     """A second emulator in the Landlock tier (sandbox='landlock'), where the kernel allows it."""
     from azure_sessions.emulator import start_emulator
 
-    problem = landlock_problem()
+    problem = tier_problem("landlock")
     if problem:
         pytest.skip(f"the Landlock tier is not usable here: {problem}")
     with start_emulator(token="landlock-token", prestart=1, sandbox="landlock") as handle:
