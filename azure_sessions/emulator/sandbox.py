@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from . import fontcache
 from .namespaces import SESSIONS_MOUNT
 from .template import ForkedProcess, TemplateProcess, fork_worker
 
@@ -379,6 +380,7 @@ class Launcher:
             else:
                 command = [self.python, "-I", "-B", str(WORKER_SCRIPT.resolve())]
                 env = self._env(str(home / "home"), str(home / "tmp"))
+                fontcache.seed(home / "home")  # (bubblewrap's template builds its list in its own /tmp)
             self._template = TemplateProcess(command, config, env, self.logs_dir / "template.log", home)
         return self._template
 
