@@ -43,12 +43,17 @@ def usable_in_sandbox(font_list: Path) -> bool:
 
 def seed(home: Path) -> list[Path]:
     """Copy this process's matplotlib font lists that a sandbox can use into the cache of a process whose HOME is
-    ``home`` and whose environment names no other cache (a template's). Returns the files written."""
+    ``home`` and whose environment names no other cache (a template's). Returns the files written. A list that cannot
+    be copied is left out: the template then builds its own, as it would without this."""
     target = cache_dir(home, {})
     written = []
-    for font_list in sorted(cache_dir(Path.home()).glob(FONT_LISTS)):
+    # (expanduser, not Path.home(): a uid without a passwd entry and no HOME must not stop the template)
+    for font_list in sorted(cache_dir(os.path.expanduser("~")).glob(FONT_LISTS)):
         if usable_in_sandbox(font_list):
-            target.mkdir(mode=0o700, parents=True, exist_ok=True)
-            shutil.copyfile(font_list, target / font_list.name)
+            try:
+                target.mkdir(mode=0o700, parents=True, exist_ok=True)
+                shutil.copyfile(font_list, target / font_list.name)
+            except OSError:
+                continue
             written.append(target / font_list.name)
     return written
