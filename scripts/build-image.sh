@@ -6,7 +6,8 @@
 # Usage: sudo bash scripts/build-image.sh [--local-model] [--tag NAME] [--no-cache]
 #   --local-model  include the offline model (xllamacpp and the SmolLM2-135M GGUF, about 200 MB): LOCAL_MODEL=1
 #   --tag NAME     the image's name (default sessions-playground, or sessions-playground:local-model)
-#   --no-cache     rebuild every layer (the base image stays cached)
+#   --no-cache     rebuild every layer (the base image stays cached; podman keeps no layers of such a build, so the
+#                  next build rebuilds them once more)
 set -euo pipefail
 SCRIPT_NAME=build-image
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
     --tag) tag=${2:?--tag needs a name}; shift ;;
     --tag=*) tag=${1#--tag=} ;;
     --no-cache) cache=(--no-cache) ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift

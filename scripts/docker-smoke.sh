@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     --local-model) build+=("$1"); local_model=1 ;;
     --no-cache) build+=("$1") ;;
     --tier) tier=${2:?--tier needs a name}; shift ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
