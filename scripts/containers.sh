@@ -1,10 +1,10 @@
 # Shared by scripts/build-image.sh and scripts/docker-smoke.sh (sourced, not run): the container engine, the base
 # image, and the seccomp profile a Space-like run needs.
 #
-# A Docker engine is used where one answers. Otherwise podman (daemonless) is installed with apt and used as root,
-# with runc and cgroupfs (podman's crun default fails on cgroup v1/hybrid hosts) and ulimits no higher than this
-# shell's (root without CAP_SYS_RESOURCE cannot raise them, which podman tries by default); the settings live in a
-# containers.conf of this checkout's own (CONTAINERS_CONF), not in /etc.
+# A Docker engine is used where one answers (ENGINE=podman chooses podman anyway). Otherwise podman (daemonless) is
+# installed with apt and used as root, with runc and cgroupfs (podman's crun default fails on cgroup v1/hybrid hosts)
+# and ulimits no higher than this shell's (root without CAP_SYS_RESOURCE cannot raise them, which podman tries by
+# default); the settings live in a containers.conf of this checkout's own (CONTAINERS_CONF), not in /etc.
 
 BASE_IMAGE=docker.io/library/python:3.11-slim
 # Docker's default seccomp profile (moby profiles/seccomp/default.json), as Debian packages it. It refuses user
@@ -27,7 +27,9 @@ apt_install() {
 # Sets ENGINE (docker or podman), installing podman when there is no Docker engine, and ULIMITS (podman build's).
 engine_init() {
   ULIMITS=()
-  if [ "${ENGINE:-}" != podman ] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  # (a `docker` that is podman's emulation is podman: it needs the settings and the seccomp profile below)
+  if [ "${ENGINE:-}" != podman ] && command -v docker >/dev/null 2>&1 && ! docker --version 2>&1 | grep -qi podman \
+    && docker info >/dev/null 2>&1; then
     ENGINE=docker
     return
   fi
