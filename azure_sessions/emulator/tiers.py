@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import fontcache
 from .inside import strays
 from .inside.namespaces import SESSIONS_MOUNT
 from .inside.protocol import Confinement, Namespaces, PathMapping, Ready, Rlimits, WorkerConfig
@@ -132,6 +133,7 @@ class Tier:
     def template_command(self, launcher: Launcher, home: Path) -> tuple[list[str], dict[str, str]]:
         """The command line (without its configuration argument) and environment of the template."""
         command = [launcher.python, "-I", "-B", str(INSIDE_DIR / "main.py")]
+        fontcache.seed(home / "home")  # (bubblewrap's template builds its list in its own /tmp)
         return command, launcher.env(str(home / "home"), str(home / "tmp"))
 
     def new_session(

@@ -7,54 +7,25 @@ The host without tiers is real for the child process: a container's seccomp filt
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Page, expect
 
-from tests.support.harness import free_port, wait_until
+from tests.support.app_process import CHECKOUT, app_process, child_env
 from tests.support.locked_down import without_isolation_tiers
-
-CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE", "NO_PROXY", "TMPDIR")
-    return {**{k: os.environ[k] for k in keep if k in os.environ}, "PYTHONUNBUFFERED": "1", **extra}
 
 
 @pytest.fixture(scope="module")
 def space_app(tmp_path_factory) -> Iterator[str]:
     """app.py as a Space runs it (SPACE_ID set), on a host where no tier works."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("space-app") / "app.log"
-    env = _env(SPACE_ID="someone/sessions-playground", GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
-               GRADIO_TEMP_DIR=str(log.parent / "gradio"))  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=CHECKOUT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=without_isolation_tiers())  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until(lambda: proc.poll() is not None or _serving(url), timeout=90, what="the app serves its page")
-        assert proc.poll() is None, log.read_text()
+    logs = tmp_path_factory.mktemp("space-app")
+    with app_process(logs, locked_down=True, SPACE_ID="someone/sessions-playground") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    text = log.read_text()
+    text = (logs / "app.log").read_text()
     assert "the local sandbox will run no code" in text and "UNISOLATED" not in text
-
-
-def _serving(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_a_space_without_isolation_runs_no_code_and_says_why(space_app: str, page: Page) -> None:
@@ -78,7 +49,7 @@ def test_a_space_without_isolation_runs_no_code_and_says_why(space_app: str, pag
 
 def test_the_emulator_refuses_a_public_address_without_isolation() -> None:
     command = [sys.executable, "-m", "azure_sessions.emulator", "--host", "0.0.0.0", "--port", "0", "--token", "t"]
-    proc = subprocess.run(command, cwd=CHECKOUT, env=_env(), capture_output=True, text=True, timeout=60,
+    proc = subprocess.run(command, cwd=CHECKOUT, env=child_env(), capture_output=True, text=True, timeout=60,
                           preexec_fn=without_isolation_tiers())  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "No isolation tier works on this host" in proc.stderr and "no code is run" in proc.stderr

@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from azure_sessions.dialects import DEFAULT_API_VERSION, ENVELOPE_VERSIONS, SESSION_ROUTE_VERSION
-from azure_sessions.emulator.tiers import BubblewrapTier, LandlockTier
+from azure_sessions.emulator.tiers import BubblewrapTier
+from tests.support.tiers import tier_problem
 
 DEFAULT = DEFAULT_API_VERSION
 LIVE_ENDPOINT_ENV = "AZURE_SESSIONS_LIVE_ENDPOINT"
@@ -150,7 +151,7 @@ def landlock_emulator() -> Iterator[Any]:
     """A second emulator in the Landlock tier (sandbox='landlock'), where the kernel allows it."""
     from azure_sessions.emulator import start_emulator
 
-    problem = LandlockTier.problem()
+    problem = tier_problem("landlock")
     if problem:
         pytest.skip(f"the Landlock tier is not usable here: {problem}")
     with start_emulator(token="landlock-token", prestart=1, sandbox="landlock") as handle:

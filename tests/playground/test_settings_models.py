@@ -86,6 +86,19 @@ def test_local_gguf_is_labelled_weak_and_never_default_unless_asked(tmp_path, mo
     assert ModelCatalog.from_settings(Settings()).default_key == NO_MODEL
 
 
+def test_without_the_offline_model_the_no_model_note_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("playground.model_catalog.bundled_gguf_path", lambda: None)
+    options = {o.key: o for o in detect_options(Settings())}
+    assert "local-gguf" not in options
+    assert "run-app.sh --local-model" in options[NO_MODEL].note and "LOCAL_MODEL=1" in options[NO_MODEL].note
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr("playground.model_catalog.bundled_gguf_path", lambda: gguf)
+    monkeypatch.setattr("playground.model_catalog._has_module", lambda name: True)
+    options = {o.key: o for o in detect_options(Settings())}
+    assert "local-gguf" in options and "LOCAL_MODEL" not in options[NO_MODEL].note
+
+
 def test_extra_models_come_first_are_shared_and_build_errors_are_readable():
     built = []
 

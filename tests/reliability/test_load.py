@@ -22,6 +22,7 @@ import pytest
 from azure_sessions import SessionsClient
 from azure_sessions.errors import SessionsError
 from tests.reliability.support import new_identifier, processes_matching, run_together
+from tests.support.tiers import tier_problem
 
 TOKEN = "load-token"
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,9 +98,7 @@ def test_sessions_ended_mid_cell_never_hurt_fresh_ones(start_emulator_checked, t
     """Threads delete and interrupt sessions whose cells are running (some ignore the interrupt and are killed)
     while others start fresh sessions: every fresh session answers at once. (Once, a killed worker's reader took
     the next worker's replies; once, two cleanups of one worker locked every later worker out of its scratch.)"""
-    from azure_sessions.emulator.tiers import tier_for_choice
-
-    problem = tier_for_choice(tier).problem()
+    problem = tier_problem(tier)
     if problem:
         pytest.skip(f"the {tier} tier is not usable here: {problem}")
     emu = start_emulator_checked(token=TOKEN, prestart=2, sandbox=tier)
