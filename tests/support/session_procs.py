@@ -27,27 +27,31 @@ def start_session(
     supervisor: Any = None,
     cap: int = 64,
     key: object = None,
+    notify: bool = False,
     args: dict | None = None,
+    stdin: Any = subprocess.DEVNULL,
     stdout: Any = subprocess.PIPE,
 ) -> subprocess.Popen:
     """Start a session process running ``code`` under ``tier``'s policy (None: no policy). With ``supervisor`` (a
     ``ProcessSupervisor``) its process-creating calls are capped at ``cap`` tasks, watched under ``key`` (default:
-    its pid)."""
+    its pid); with ``notify`` and no supervisor, the host's end of the socket its listener comes by is
+    ``proc.channel``, for the test to hold."""
     spec: dict[str, Any] = {"policy": str(POLICY), "tier": tier, "signal_scope": signal_scope,
                             "protected": protected or [], "code": code, "args": args or {}}  # fmt: skip
     ours = theirs = None
-    if supervisor is not None:
+    if supervisor is not None or notify:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         spec["notify_fd"] = theirs.fileno()
     try:
         proc = subprocess.Popen([sys.executable, "-I", str(RUNNER), json.dumps(spec)], stdout=stdout,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=ENV, start_new_session=True,
+                                stderr=subprocess.PIPE, stdin=stdin, env=ENV, start_new_session=True,
                                 pass_fds=[theirs.fileno()] if theirs else [])  # fmt: skip
     finally:
         if theirs is not None:
             theirs.close()
     if supervisor is not None:
         supervisor.watch(proc.pid if key is None else key, ours, proc.pid, cap)
+    proc.channel = None if supervisor is not None else ours
     return proc
 
 
@@ -87,9 +91,18 @@ def end_session(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
-    for stream in (proc.stdout, proc.stderr):
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+def waiting_for_an_answer(pid: int) -> bool:
+    """Whether ``pid`` is blocked in a call its seccomp filter sent to a supervisor."""
+    try:
+        with open(f"/proc/{pid}/wchan") as fh:
+            return fh.read().startswith("seccomp")
+    except OSError:
+        return False
 
 
 def sacrificial_process() -> subprocess.Popen:

@@ -1,0 +1,325 @@
+"""Host side: a cap on the tasks (processes and threads) of each session, one session unable to exhaust it for another.
+
+``RLIMIT_NPROC`` counts every task of a uid, and in the Landlock tier without root every session runs as the
+server's uid: one session holding a few hundred sleeping processes made every other session's ``fork`` fail, and
+new workers with it. Here each worker's seccomp policy (``policy.install`` with a ``notify_sock``) sends its
+process-creating calls (``clone``, ``fork``, ``vfork``; ``clone3`` is refused so libraries use ``clone``) to this
+supervisor, which answers "go on" below the session's cap and EAGAIN at it, as ``RLIMIT_NPROC`` would.
+
+- **One thread for every session**: it polls each session's listener descriptor. A session's tasks are counted by
+  its session id (every task keeps the worker's: the policy refuses ``setsid``) from ``/proc``, threads included.
+  The cheap path does not read ``/proc``: while ``counted + granted < cap`` (tasks at the last count plus the
+  calls let through since, as if none had ended) the call goes on at once; near the cap the supervisor counts
+  again (one scan of ``/proc`` updates every session). A call let through may not have made its task yet when the
+  count looks (its caller waits to be scheduled): each calling thread's last call counts as in flight until that
+  thread calls again (a thread makes one call at a time), ends, or :data:`SETTLE_SECONDS` pass, so a count can
+  only over-estimate, never let a session past its cap. A session at its cap is answered EAGAIN without a new
+  count for :data:`HOLD_SECONDS`, so a fork bomb costs the host one scan per hold, not one per attempt.
+- **Never hung**: when the supervisor goes (its thread ends, the server crashes) every listener closes, and the
+  kernel fails the sessions' process-creating calls with ENOSYS, pending ones included; a session's listener closes
+  when the host stops watching it or reports hang-up once its last task has ended. A task waiting for an answer can
+  always be killed.
+- **The template is under no session's filter**: it forks new workers whatever sessions do, and sessions cannot
+  lower its limits (the policy refuses ``prlimit64`` on other pids). With the supervisor in place workers should
+  not set a uid-wide ``RLIMIT_NPROC`` at all: another session's tasks would count against it.
+
+Host side of the plumbing: for each new worker the host makes a ``SOCK_SEQPACKET`` socket pair, hands one end to
+the worker with its fork request, and calls :meth:`ProcessSupervisor.watch` with the other. The worker sends its
+filter's listener over it (or why it has none) during its set-up; the supervisor takes it from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from . import strays
+from .policy import LISTENER_MESSAGE, UNAVAILABLE_PREFIX
+
+log = logging.getLogger("azure_sessions.emulator")
+
+# <linux/seccomp.h>: struct seccomp_notif (80 bytes) and seccomp_notif_resp (24 bytes), their ioctls.
+_NOTIF = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, nr, arch, instruction pointer, args
+_RESPONSE = struct.Struct("=QqiI")  # id, val, error, flags
+_IOCTL_RECV = 0xC000_0000 | (_NOTIF.size << 16) | (ord("!") << 8) | 0
+_IOCTL_SEND = 0xC000_0000 | (_RESPONSE.size << 16) | (ord("!") << 8) | 1
+_FLAG_CONTINUE = 1
+_EAGAIN = 11
+_LISTENER_LINK = "anon_inode:seccomp notify"
+
+HOLD_SECONDS = 0.05
+"""How long a session at its cap is refused without counting again."""
+SETTLE_SECONDS = 2.0
+"""A call let through this long ago has made its task (or failed), even for a caller that does not call again."""
+
+
+@dataclass(frozen=True)
+class CapStatus:
+    """A watched session's state, for the info route and tests."""
+
+    cap: int
+    tasks: int  # now
+    granted: int  # process-creating calls let through, in all
+    refused: int  # refused at the cap, in all
+    listening: bool  # the supervisor holds the session's listener
+    unavailable: str = ""  # why the worker has no cap (its kernel or libseccomp), when it said so
+
+
+class _Session:
+    __slots__ = (
+        "cap",
+        "channel",
+        "counted",
+        "full_until",
+        "granted",
+        "key",
+        "listener",
+        "pending",
+        "refused",
+        "session_id",
+        "since_count",
+        "unavailable",
+    )  # fmt: skip
+
+    def __init__(self, key: object, channel: socket.socket, session_id: int, cap: int) -> None:
+        self.key, self.channel, self.session_id, self.cap = key, channel, session_id, cap
+        self.listener: int | None = None
+        self.counted = 1  # the worker itself, until the first count
+        self.since_count = 0
+        self.pending: dict[int, float] = {}  # calling thread -> when its last call was let through
+        self.full_until = 0.0
+        self.granted = self.refused = 0
+        self.unavailable = ""
+
+
+class ProcessSupervisor:
+    """Answers every watched session's process-creating calls from one thread (started on the first ``watch``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[object, _Session] = {}
+        self._commands: deque[tuple[str, _Session]] = deque()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.scans = 0  # counts of /proc made, in all (for tests and benchmarks)
+
+    # -- the host's calls ---------------------------------------------------------------------------------------
+    def watch(self, key: object, channel: socket.socket, session_id: int, cap: int) -> None:
+        """Cap the session ``key`` (its tasks are those of session id ``session_id``, the worker's pid as the host
+        sees it) at ``cap`` tasks; its worker sends its listener over ``channel`` (now owned by the supervisor)."""
+        session = _Session(key, channel, session_id, cap)
+        with self._lock:
+            if self._closed:
+                channel.close()
+                raise RuntimeError("the process supervisor is closed")
+            if key in self._sessions:
+                channel.close()
+                raise ValueError(f"session {key!r} is watched already")
+            self._sessions[key] = session
+            self._commands.append(("add", session))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="emulator-process-cap", daemon=True)
+                self._thread.start()
+        self._wake()
+
+    def unwatch(self, key: object) -> None:
+        """Stop watching ``key`` (its session ended): its listener closes, so a task still alive can no longer
+        create any."""
+        with self._lock:
+            session = self._sessions.pop(key, None)
+            if session is not None:
+                self._commands.append(("remove", session))
+        if session is not None:
+            self._wake()
+
+    def status(self, key: object) -> CapStatus | None:
+        """The session's state, its tasks counted now (a scan of /proc); None when it is not watched."""
+        session = self._sessions.get(key)
+        if session is None:
+            return None
+        tasks = session_tasks({session.session_id}).get(session.session_id, 0)
+        return CapStatus(session.cap, tasks, session.granted, session.refused, session.listener is not None,
+                         session.unavailable)  # fmt: skip
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop the thread and close every listener (the sessions' process-creating calls then fail with ENOSYS)."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._wake()
+        if thread is not None:
+            thread.join(timeout=10)
+        else:
+            self._shut()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"x")
+
+    # -- the thread ---------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        by_fd: dict[int, _Session] = {}
+        try:
+            while not self._closed:
+                for fd, events in poller.poll():
+                    if fd == self._wake_r:
+                        self._take_commands(poller, by_fd)
+                        continue
+                    session = by_fd.get(fd)
+                    if session is None:
+                        continue
+                    if fd == session.listener:
+                        if events & select.POLLIN:
+                            self._answer(session)
+                        elif events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                            self._drop(poller, by_fd, session, "listener")  # its last task has ended
+                    else:
+                        self._receive_listener(poller, by_fd, session, events)
+        except Exception:  # never leave sessions waiting on a dead thread: closing the listeners answers them
+            log.exception("the process supervisor stopped")
+        finally:
+            self._shut(by_fd.values())
+
+    def _take_commands(self, poller: select.poll, by_fd: dict[int, _Session]) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 512):
+                pass
+        while True:
+            with self._lock:
+                if not self._commands:
+                    return
+                command, session = self._commands.popleft()
+            if command == "add":
+                by_fd[session.channel.fileno()] = session
+                poller.register(session.channel, select.POLLIN)
+            else:
+                for part in ("channel", "listener"):
+                    self._drop(poller, by_fd, session, part)
+
+    def _receive_listener(
+        self, poller: select.poll, by_fd: dict[int, _Session], session: _Session, events: int
+    ) -> None:
+        message, fds = b"", []
+        if events & select.POLLIN:
+            with contextlib.suppress(OSError):
+                message, fds, _, _ = socket.recv_fds(session.channel, 1024, 1, socket.MSG_DONTWAIT)
+        if message == LISTENER_MESSAGE and len(fds) == 1 and _is_listener(fds[0]) and session.listener is None:
+            session.listener = fds.pop()
+            by_fd[session.listener] = session
+            poller.register(session.listener, select.POLLIN)
+        elif message.startswith(UNAVAILABLE_PREFIX):
+            session.unavailable = message[len(UNAVAILABLE_PREFIX) :].decode("utf-8", "replace")
+            log.warning("session worker %s has no process cap: %s", session.session_id, session.unavailable)
+        for fd in fds:  # anything else sent along is not ours to keep
+            os.close(fd)
+        if not message or not events & select.POLLIN:  # the worker closed its end (sent, or gone): done with it
+            self._drop(poller, by_fd, session, "channel")
+
+    def _drop(self, poller: select.poll, by_fd: dict[int, _Session], session: _Session, part: str) -> None:
+        if part == "channel":
+            if session.channel.fileno() >= 0:
+                by_fd.pop(session.channel.fileno(), None)
+                with contextlib.suppress(KeyError, ValueError):
+                    poller.unregister(session.channel)
+                session.channel.close()
+        elif session.listener is not None:
+            by_fd.pop(session.listener, None)
+            with contextlib.suppress(KeyError, ValueError):
+                poller.unregister(session.listener)
+            os.close(session.listener)
+            session.listener = None
+
+    def _shut(self, sessions=()) -> None:
+        with self._lock:
+            everyone = {id(s): s for s in [*sessions, *self._sessions.values(), *(s for _, s in self._commands)]}
+            self._sessions.clear()
+            self._commands.clear()
+        for session in everyone.values():
+            session.channel.close()
+            if session.listener is not None:
+                with contextlib.suppress(OSError):
+                    os.close(session.listener)
+                session.listener = None
+
+    # -- one call -----------------------------------------------------------------------------------------------
+    def _answer(self, session: _Session) -> None:
+        request = bytearray(_NOTIF.size)
+        try:
+            fcntl.ioctl(session.listener, _IOCTL_RECV, request, True)
+        except OSError:
+            return  # the caller was killed while it waited: nothing to answer
+        call_id, caller = _NOTIF.unpack_from(request)[:2]
+        now = time.monotonic()
+        session.pending.pop(caller, None)  # its previous call has returned: its task is visible, or was never made
+        allowed = self._decide(session, now)
+        if allowed:
+            session.pending[caller] = now
+        response = (
+            _RESPONSE.pack(call_id, 0, 0, _FLAG_CONTINUE) if allowed else _RESPONSE.pack(call_id, 0, -_EAGAIN, 0)
+        )
+        with contextlib.suppress(OSError):  # ENOENT: the caller is gone
+            fcntl.ioctl(session.listener, _IOCTL_SEND, response)
+
+    def _decide(self, session: _Session, now: float) -> bool:
+        if now < session.full_until:
+            session.refused += 1
+            return False
+        if session.counted + session.since_count >= session.cap:
+            self._count_all(now)
+            if session.counted >= session.cap:
+                session.full_until = now + HOLD_SECONDS
+                session.refused += 1
+                return False
+        session.since_count += 1
+        session.granted += 1
+        return True
+
+    def _count_all(self, now: float) -> None:
+        """Count every watched session's tasks from one scan of /proc."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        counts = session_tasks({s.session_id for s in sessions})
+        self.scans += 1
+        for session in sessions:
+            for caller, when in list(session.pending.items()):
+                if when < now - SETTLE_SECONDS or not os.path.exists(f"/proc/{caller}"):
+                    del session.pending[caller]  # settled: its task (if any) is in the count
+            session.counted = counts.get(session.session_id, 0) + len(session.pending)
+            session.since_count = 0
+
+
+def session_tasks(session_ids: set[int]) -> dict[int, int]:
+    """Tasks (threads included; a zombie counts until it is reaped, as for ``RLIMIT_NPROC``) of each of
+    ``session_ids``, from one scan of /proc."""
+    counts: dict[int, int] = {}
+    for pid, stat in strays.process_table().items():
+        if stat.session in session_ids:
+            try:
+                tasks = len(os.listdir(f"/proc/{pid}/task"))
+            except OSError:
+                tasks = 1  # gone since, or a zombie without a task list: one at most
+            counts[stat.session] = counts.get(stat.session, 0) + max(tasks, 1)
+    return counts
+
+
+def _is_listener(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == _LISTENER_LINK
+    except OSError:
+        return False

@@ -1,0 +1,216 @@
+"""The per-session cap on tasks (``supervisor.py``), on real session processes: each installs the seccomp policy with
+user notification, as a worker does, and the host's supervisor answers its process-creating calls. Every session
+runs as this test's uid, as all Landlock workers share the server's uid on a Space.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from azure_sessions.emulator.supervisor import ProcessSupervisor, session_tasks
+from tests.support.harness import wait_until
+from tests.support.session_procs import (
+    WORKLOAD,
+    WORKLOAD_PARTS,
+    end_session,
+    read_line,
+    run_session,
+    start_session,
+    waiting_for_an_answer,
+)
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux")
+
+CAP = 40
+FORK_BOMB = """
+import errno, os, time
+made, refused = 0, None
+while True:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        refused = errno.errorcode[exc.errno]
+        break
+    if pid == 0:  # every child forks too, for as long as it can, then holds on
+        while True:
+            try:
+                if os.fork() == 0:
+                    time.sleep(600)
+            except OSError:
+                time.sleep(600)
+    made += 1
+report({"made": made, "refused": refused})
+time.sleep(600)
+"""
+HOLD_SLEEPERS = """
+import errno, os, time
+made, refused = 0, None
+for _ in range(args["count"]):
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        refused = errno.errorcode[exc.errno]
+        break
+    if pid == 0:
+        time.sleep(600)
+        os._exit(0)
+    made += 1
+report({"made": made, "refused": refused})
+time.sleep(600)
+"""
+FORK_SOME = """
+import os
+children = []
+for _ in range(args.get("count", 5)):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+report("forked")
+"""
+
+
+@pytest.fixture
+def supervisor():
+    sup = ProcessSupervisor()
+    yield sup
+    sup.close()
+
+
+@pytest.fixture
+def sessions():
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        end_session(proc)
+
+
+def tasks_of(proc: subprocess.Popen) -> int:
+    return session_tasks({proc.pid}).get(proc.pid, 0)
+
+
+def test_a_fork_bomb_stops_at_its_cap_while_another_session_and_a_new_worker_still_fork(supervisor, sessions):
+    bomb = start_session(FORK_BOMB, supervisor=supervisor, cap=CAP)
+    sessions.append(bomb)
+    assert read_line(bomb)["refused"] == "EAGAIN"
+    assert tasks_of(bomb) <= CAP
+    # the bomb's processes keep trying; every other session of the same uid still forks
+    other = start_session(FORK_SOME, supervisor=supervisor, cap=CAP)
+    sessions.append(other)
+    assert read_line(other) == "forked"
+    assert subprocess.run(["true"]).returncode == 0  # the template (the host here) is under no session's filter
+    newcomer = start_session(FORK_SOME, supervisor=supervisor, cap=CAP, args={"count": 10})
+    sessions.append(newcomer)
+    assert read_line(newcomer) == "forked"
+    assert tasks_of(bomb) <= CAP
+    assert supervisor.status(bomb.pid).refused > 0
+
+
+def test_one_session_cannot_hold_300_sleeping_processes(supervisor, sessions):
+    holder = start_session(HOLD_SLEEPERS, supervisor=supervisor, cap=64, args={"count": 300})
+    sessions.append(holder)
+    outcome = read_line(holder)
+    assert outcome == {"made": 63, "refused": "EAGAIN"}  # 63 children and the session's first process
+    assert tasks_of(holder) == 64
+
+
+def test_threads_count_against_the_cap(supervisor, sessions):
+    code = (
+        "import threading, time, os\n"
+        "threads = 0\n"
+        "while True:\n"
+        "    try:\n"
+        "        threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+        "    except RuntimeError:\n"
+        "        break\n"
+        "    threads += 1\n"
+        "try:\n"
+        "    os.fork()\n"
+        "    forked = True\n"
+        "except BlockingIOError:\n"
+        "    forked = False\n"
+        "report({'threads': threads, 'forked': forked})\n"
+        "time.sleep(600)\n"
+    )
+    proc = start_session(code, supervisor=supervisor, cap=CAP)
+    sessions.append(proc)
+    assert read_line(proc) == {"threads": CAP - 1, "forked": False}
+    assert tasks_of(proc) == CAP
+
+
+def test_tasks_that_end_give_their_place_back(supervisor, sessions):
+    """300 short-lived processes one after another in a session capped at 16: each ends before the next."""
+    assert run_session(FORK_SOME, supervisor=supervisor, cap=16, args={"count": 1}) == "forked"
+    code = "import subprocess\nfor _ in range(300):\n    subprocess.run(['true'], check=True)\nreport('done')\n"
+    assert run_session(code, supervisor=supervisor, cap=16) == "done"
+
+
+def test_python_and_its_libraries_work_under_the_cap(supervisor):
+    assert run_session(WORKLOAD, supervisor=supervisor, cap=64) == WORKLOAD_PARTS
+
+
+WAIT_AND_FORK = """
+import os, threading
+report("ready")
+input_line = os.read(0, 1) if args.get("wait") else b""
+try:
+    pid = os.fork()
+except OSError as exc:
+    report(exc.strerror)
+else:
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    report("forked")
+"""
+
+
+def test_a_call_waiting_on_a_supervisor_that_goes_fails_with_enosys(sessions):
+    """The host holds the listener but never answers (a hung server); when it goes, the waiting fork fails."""
+    proc = start_session(WAIT_AND_FORK, notify=True)
+    sessions.append(proc)
+    message, fds, _, _ = socket.recv_fds(proc.channel, 1024, 1)
+    assert message == b"seccomp-listener" and len(fds) == 1
+    assert read_line(proc) == "ready"
+    wait_until(lambda: waiting_for_an_answer(proc.pid), what="the fork waits for an answer")
+    os.close(fds[0])
+    proc.channel.close()
+    assert read_line(proc) == "Function not implemented"
+
+
+def test_a_listener_lost_in_transit_fails_process_creation_too(sessions):
+    proc = start_session(WAIT_AND_FORK, notify=True)
+    sessions.append(proc)
+    assert read_line(proc) == "ready"
+    wait_until(lambda: waiting_for_an_answer(proc.pid), what="the fork waits for an answer")
+    proc.channel.close()  # the listener was still in the socket: closing it drops it
+    assert read_line(proc) == "Function not implemented"
+
+
+def test_a_closed_supervisor_fails_new_calls_with_enosys(sessions):
+    supervisor = ProcessSupervisor()
+    proc = start_session(WAIT_AND_FORK, supervisor=supervisor, args={"wait": True}, stdin=subprocess.PIPE)
+    sessions.append(proc)
+    assert read_line(proc) == "ready"
+    wait_until(lambda: (supervisor.status(proc.pid) or False) and supervisor.status(proc.pid).listening)
+    supervisor.close()
+    assert not supervisor.alive
+    proc.stdin.write(b"x")
+    proc.stdin.flush()
+    assert read_line(proc) == "Function not implemented"
+
+
+def test_a_sessions_listener_is_let_go_when_its_last_task_ends(supervisor):
+    proc = start_session(FORK_SOME, supervisor=supervisor, cap=CAP)
+    assert read_line(proc) == "forked"
+    wait_until(lambda: supervisor.status(proc.pid).listening, what="the supervisor holds the listener")
+    end_session(proc)
+    wait_until(lambda: not supervisor.status(proc.pid).listening, what="the listener is let go")
+    supervisor.unwatch(proc.pid)
+    assert supervisor.status(proc.pid) is None
