@@ -112,6 +112,8 @@ class ProcessSupervisor:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.scans = 0  # counts of /proc made, in all (for tests and benchmarks)
+        self.answered = 0  # calls answered, in all
+        self.cpu_seconds = 0.0  # the supervisor thread's CPU time spent answering them
 
     # -- the host's calls ---------------------------------------------------------------------------------------
     def watch(self, key: object, channel: socket.socket, session_id: int, cap: int) -> None:
@@ -259,6 +261,7 @@ class ProcessSupervisor:
 
     # -- one call -----------------------------------------------------------------------------------------------
     def _answer(self, session: _Session) -> None:
+        started = time.thread_time()
         request = bytearray(_NOTIF.size)
         try:
             fcntl.ioctl(session.listener, _IOCTL_RECV, request, True)
@@ -275,6 +278,8 @@ class ProcessSupervisor:
         )
         with contextlib.suppress(OSError):  # ENOENT: the caller is gone
             fcntl.ioctl(session.listener, _IOCTL_SEND, response)
+        self.answered += 1
+        self.cpu_seconds += time.thread_time() - started
 
     def _decide(self, session: _Session, now: float) -> bool:
         if now < session.full_until:
