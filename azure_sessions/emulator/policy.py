@@ -27,9 +27,12 @@ into the filter and kept nowhere user code can read them.
 
 With a ``notify_sock``, :func:`install` also sends the session's process-creating calls (``clone`` without the
 refused flags, ``fork``, ``vfork``) to a supervisor on the host (``supervisor.py``), which counts the session's tasks
-and answers "go on" below its cap and EAGAIN at it. The listener descriptor of the filter travels to the host over
-``notify_sock`` (SCM_RIGHTS) and is closed here before any user code runs, so nothing in the session can answer its
-own calls. A host without a supervisor, or a kernel without user notification, gets the policy without it.
+and answers "go on" below its cap and EAGAIN at it; where signals are guarded, the signalling calls (``kill``,
+``tkill``, ``tgkill``, ``rt_sigqueueinfo``, ``rt_tgsigqueueinfo``) go there too, and reach only processes of the
+session (the protected pids cover the server's process and group, not its threads, whose ids any process could
+guess). The listener descriptor of the filter travels to the host over ``notify_sock`` (SCM_RIGHTS) and is closed
+here before any user code runs, so nothing in the session can answer its own calls. A host without a supervisor,
+or a kernel without user notification, gets the policy without it (and the protected pids' rules).
 
 Where it goes in a worker's set-up (order matters): ``no_new_privs`` (done here too), the namespaces (bubblewrap),
 the uid and rlimits, then this policy, then Landlock (``confine.py``), all before the first thread starts.
@@ -129,7 +132,10 @@ SYSV_IPC: tuple[Refusal, ...] = tuple(
 SOCKETS: tuple[Refusal, ...] = (Refusal("sockets", "socket", errno.EACCES),)
 """Refused where the tier has no network namespace: every address family (``socketpair`` still works)."""
 
-_SIGNALLING = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+SIGNALLING = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+"""The calls that signal a pid, a thread or a process group (``pidfd_send_signal`` is refused where signals are
+guarded: ``pidfd_open`` is refused everywhere anyway)."""
+PROCESS_CREATING = ("clone", "fork", "vfork")
 
 
 class TierRules(NamedTuple):
@@ -163,7 +169,7 @@ def signal_refusals(protected_pids: Iterable[int]) -> list[Refusal]:
     refused = [Refusal("signals", "kill", errno.EPERM, ((0, "masked_eq", _LOW32, (-1) & _LOW32),)),
                Refusal("signals", "pidfd_send_signal", errno.EPERM)]  # fmt: skip
     for pid in sorted({int(p) for p in protected_pids if int(p) > 1}):
-        refused += [Refusal("signals", name, errno.EPERM, ((0, "masked_eq", _LOW32, pid),)) for name in _SIGNALLING]
+        refused += [Refusal("signals", name, errno.EPERM, ((0, "masked_eq", _LOW32, pid),)) for name in SIGNALLING]
         refused.append(Refusal("signals", "kill", errno.EPERM, ((0, "masked_eq", _LOW32, (-pid) & _LOW32),)))
     return refused
 
@@ -181,8 +187,9 @@ def refusals(rules: TierRules, protected_pids: Iterable[int] = ()) -> list[Refus
 
 
 def build(rules: TierRules, *, protected_pids: Iterable[int] = (), notify: bool = False) -> Any:
-    """The policy as a ``pyseccomp.SyscallFilter`` (not loaded). ``notify``: process-creating calls go to a
-    supervisor (user notification) instead of straight through."""
+    """The policy as a ``pyseccomp.SyscallFilter`` (not loaded). ``notify``: process-creating calls, and the
+    signalling calls where ``rules.guard_signals``, go to a supervisor (user notification) instead of straight
+    through or to the protected pids' rules."""
     import pyseccomp as sc
 
     ops = {"ne": sc.NE, "masked_eq": sc.MASKED_EQ}
@@ -197,12 +204,17 @@ def build(rules: TierRules, *, protected_pids: Iterable[int] = (), notify: bool 
             return
         flt.add_rule(action, name, *(sc.Arg(index, ops[op], a, b) for index, op, a, b in conditions))
 
+    supervised_signals = notify and rules.guard_signals
     for rule in refusals(rules, protected_pids):
-        add(sc.ERRNO(rule.errno), rule.syscall, rule.when)
+        if not (supervised_signals and rule.syscall in SIGNALLING):  # the supervisor decides all of them
+            add(sc.ERRNO(rule.errno), rule.syscall, rule.when)
     if notify:
         add(sc.NOTIFY, "clone", ((0, "masked_eq", _CLONE_REFUSED_MASK, 0),))
         add(sc.NOTIFY, "fork")
         add(sc.NOTIFY, "vfork")
+    if supervised_signals:
+        for name in SIGNALLING:
+            add(sc.NOTIFY, name)
     return flt
 
 
@@ -240,7 +252,8 @@ def install(
     finally:
         if sock is not None:
             sock.close()
-    return {"policy": rules.tier, "rules": len(refusals(rules, protected)), "processCap": process_cap}
+    return {"policy": rules.tier, "rules": len(refusals(rules, protected)), "processCap": process_cap,
+            "signalsSupervised": process_cap and rules.guard_signals}  # fmt: skip
 
 
 def _hand_over_listener(flt: Any, sock: socket.socket, why: str) -> None:

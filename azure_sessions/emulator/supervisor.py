@@ -19,6 +19,12 @@ supervisor, which answers "go on" below the session's cap and EAGAIN at it, as `
   kernel fails the sessions' process-creating calls with ENOSYS, pending ones included; a session's listener closes
   when the host stops watching it or reports hang-up once its last task has ended. A task waiting for an answer can
   always be killed.
+- **Signals, where the tier guards them** (Landlock without its signal scope, the unisolated tier): ``kill``,
+  ``tkill``, ``tgkill``, ``rt_sigqueueinfo`` and ``rt_tgsigqueueinfo`` are answered here too, and go on only when
+  their target is of the session: a pid or thread id whose session id is the session's, ``kill(0, …)`` (its own
+  process group), or a process group whose leader is of the session. Anything else is answered ESRCH, as if no such
+  process existed, so a session can neither signal nor enumerate the server's threads or another session's
+  processes; ``kill(-1, …)`` is answered EPERM.
 - **The template is under no session's filter**: it forks new workers whatever sessions do, and sessions cannot
   lower its limits (the policy refuses ``prlimit64`` on other pids). With the supervisor in place workers should
   not set a uid-wide ``RLIMIT_NPROC`` at all: another session's tasks would count against it.
@@ -43,7 +49,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import strays
-from .policy import LISTENER_MESSAGE, UNAVAILABLE_PREFIX
+from .policy import LISTENER_MESSAGE, SIGNALLING, UNAVAILABLE_PREFIX
 
 log = logging.getLogger("azure_sessions.emulator")
 
@@ -53,7 +59,7 @@ _RESPONSE = struct.Struct("=QqiI")  # id, val, error, flags
 _IOCTL_RECV = 0xC000_0000 | (_NOTIF.size << 16) | (ord("!") << 8) | 0
 _IOCTL_SEND = 0xC000_0000 | (_RESPONSE.size << 16) | (ord("!") << 8) | 1
 _FLAG_CONTINUE = 1
-_EAGAIN = 11
+_EAGAIN, _EPERM, _ESRCH = 11, 1, 3
 _LISTENER_LINK = "anon_inode:seccomp notify"
 
 HOLD_SECONDS = 0.05
@@ -267,15 +273,17 @@ class ProcessSupervisor:
             fcntl.ioctl(session.listener, _IOCTL_RECV, request, True)
         except OSError:
             return  # the caller was killed while it waited: nothing to answer
-        call_id, caller = _NOTIF.unpack_from(request)[:2]
-        now = time.monotonic()
-        session.pending.pop(caller, None)  # its previous call has returned: its task is visible, or was never made
-        allowed = self._decide(session, now)
-        if allowed:
-            session.pending[caller] = now
-        response = (
-            _RESPONSE.pack(call_id, 0, 0, _FLAG_CONTINUE) if allowed else _RESPONSE.pack(call_id, 0, -_EAGAIN, 0)
-        )
+        call_id, caller, _, number, _, _, *args = _NOTIF.unpack_from(request)
+        signalled = _signalling_calls().get(number)
+        if signalled is not None:
+            error = self._may_signal(session, signalled, args)
+        else:
+            now = time.monotonic()
+            session.pending.pop(caller, None)  # its previous call has returned: its task is visible, or was not made
+            error = 0 if self._decide(session, now) else _EAGAIN
+            if not error:
+                session.pending[caller] = now
+        response = _RESPONSE.pack(call_id, 0, -error, 0 if error else _FLAG_CONTINUE)
         with contextlib.suppress(OSError):  # ENOENT: the caller is gone
             fcntl.ioctl(session.listener, _IOCTL_SEND, response)
         self.answered += 1
@@ -294,6 +302,19 @@ class ProcessSupervisor:
         session.since_count += 1
         session.granted += 1
         return True
+
+    @staticmethod
+    def _may_signal(session: _Session, call: str, args: list[int]) -> int:
+        """0 when the call's target is of the session, else the errno to answer."""
+        if call == "kill":
+            pid = _pid(args[0])
+            if pid == 0:
+                return 0  # its own process group, which is in its own session
+            if pid == -1:
+                return _EPERM
+            return 0 if _of_session(abs(pid), session.session_id) else _ESRCH  # a process, or a group by its leader
+        target = _pid(args[1] if call in ("tgkill", "rt_tgsigqueueinfo") else args[0])
+        return 0 if target > 0 and _of_session(target, session.session_id) else _ESRCH
 
     def _count_all(self, now: float) -> None:
         """Count every watched session's tasks from one scan of /proc."""
@@ -321,6 +342,33 @@ def session_tasks(session_ids: set[int]) -> dict[int, int]:
                 tasks = 1  # gone since, or a zombie without a task list: one at most
             counts[stat.session] = counts.get(stat.session, 0) + max(tasks, 1)
     return counts
+
+
+def _pid(register: int) -> int:
+    """A pid argument as the kernel reads it: the low 32 bits, signed."""
+    value = register & 0xFFFF_FFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _of_session(pid: int, session_id: int) -> bool:
+    """Whether ``pid`` (a process or a thread) is a task of session ``session_id`` (a zombie included)."""
+    stat = strays.read_stat(pid)
+    return stat is not None and stat.session == session_id
+
+
+_SIGNALLING_CALLS: dict[int, str] = {}
+
+
+def _signalling_calls() -> dict[int, str]:
+    """This architecture's numbers of the signalling calls."""
+    if not _SIGNALLING_CALLS:
+        import pyseccomp as sc
+
+        for name in SIGNALLING:
+            number = sc.resolve_syscall(sc.Arch.NATIVE, name)
+            if number >= 0:
+                _SIGNALLING_CALLS[number] = name
+    return _SIGNALLING_CALLS
 
 
 def _is_listener(fd: int) -> bool:

@@ -13,6 +13,7 @@ from functools import cache
 import pytest
 
 from azure_sessions.emulator import confine, policy
+from azure_sessions.emulator.supervisor import ProcessSupervisor
 from tests.support.session_procs import WORKLOAD, WORKLOAD_PARTS, probe_code, run_session, sacrificial_process
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux")
@@ -46,6 +47,7 @@ SYSV_IPC = ["shmget", "semget", "msgget", "shmat", "shmdt", "shmctl", "semop", "
 SOCKETS = ["socket_inet", "socket_inet6", "socket_unix", "socket_netlink"]
 SIGNALS = ["kill_target", "kill_group", "kill_everyone", "kill_target_high_bits", "kill_group_high_bits",
            "tkill_target", "tgkill_target", "sigqueue_target", "tgsigqueue_target", "pidfd_send_signal"]  # fmt: skip
+OWN_SIGNALS = ["kill_self", "kill_own_group", "kill_own_child", "kill_own_child_group"]
 ON_ITSELF = ["prlimit_self", "nice_self", "getpriority_self", "sched_getaffinity_self", "sched_setaffinity_self",
              "sched_getscheduler_self", "sched_getparam_self", "ioprio_get_self", "ioprio_set_self",
              "move_pages_self", "getpgid_self", "getsid_self", "get_robust_list_self", "kill_self",
@@ -59,18 +61,23 @@ def server():
     yield proc
     proc.kill()
     proc.wait()
+    proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
 def probed(server):
     """Every probe's outcome in a session process under ``tier``'s policy, made once per tier."""
 
-    @cache
-    def outcomes(tier: str, signal_scope: bool = False) -> dict[str, str]:
-        context = {"target": server.pid, "uid": os.getuid()}
-        return run_session(probe_code(None, context), tier=tier, signal_scope=signal_scope, protected=[server.pid])
+    supervisor = ProcessSupervisor()
 
-    return outcomes
+    @cache
+    def outcomes(tier: str, signal_scope: bool = False, supervised: bool = False) -> dict[str, str]:
+        context = {"target": server.pid, "thread": server.thread, "uid": os.getuid()}
+        return run_session(probe_code(None, context), tier=tier, signal_scope=signal_scope, protected=[server.pid],
+                           supervisor=supervisor if supervised else None)  # fmt: skip
+
+    yield outcomes
+    supervisor.close()
 
 
 @pytest.mark.parametrize("tier", TIERS)
@@ -112,10 +119,22 @@ def test_with_landlocks_signal_scope_the_filter_leaves_signals_to_landlock(probe
     assert outcomes["setsid"] == "EPERM"
 
 
+@pytest.mark.parametrize("tier", ["landlock", "unisolated"])
+def test_with_a_supervisor_signals_reach_only_the_sessions_own_processes(probed, tier: str) -> None:
+    """Not the server's threads either (their ids are not among the protected pids); outside the session every
+    target looks absent (ESRCH), so none can be found by signalling it."""
+    outcomes = probed(tier, supervised=True)
+    outside = [*SIGNALS, "kill_server_thread", "tkill_server_thread"]
+    expected = dict.fromkeys(outside, "ESRCH") | {"kill_everyone": "EPERM", "pidfd_send_signal": "EPERM"}
+    assert {name: outcomes[name] for name in outside} == expected
+    assert {name: outcomes[name] for name in OWN_SIGNALS} == dict.fromkeys(OWN_SIGNALS, "ok")
+
+
 @pytest.mark.parametrize("tier", TIERS)
 def test_a_session_still_acts_on_itself(probed, tier: str) -> None:
     outcomes = probed(tier)
     assert {name: outcomes[name] for name in ON_ITSELF} == dict.fromkeys(ON_ITSELF, "ok")
+    assert {name: outcomes[name] for name in OWN_SIGNALS} == dict.fromkeys(OWN_SIGNALS, "ok")
 
 
 @pytest.mark.parametrize("tier", TIERS)

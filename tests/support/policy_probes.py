@@ -4,11 +4,13 @@ a session process (``session_process.py``).
 
 :func:`run` makes each call in a child process of its own (a call that succeeds, such as ``unshare``, must not
 change the next) and answers ``"ok"`` or the errno's name per probe. ``context``: ``target`` (a pid of the same uid
-in a session and process group of its own: the "server") and ``uid``.
+in a session and process group of its own: the "server"), ``thread`` (the id of one of its threads other than
+the first) and ``uid``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -109,9 +111,27 @@ def _socketpair() -> int:
     return result
 
 
+def _signal_own_child(group: bool) -> int:
+    """Signal a child of ours (or its own process group), then collect it."""
+    import signal
+    import time
+
+    child = os.fork()
+    if child == 0:
+        os.setpgid(0, 0)
+        time.sleep(60)
+        os._exit(0)
+    with contextlib.suppress(OSError):  # it made its group first
+        os.setpgid(child, child)
+    result = sys("kill", -child if group else child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    return result
+
+
 def probes(ctx: dict) -> dict:
     """Probe name -> a call (its value, or OSError)."""
     t, me, uid = ctx["target"], os.getpid(), ctx["uid"]
+    thread = ctx.get("thread", t)
     nowhere = b"/nonexistent-policy-probe"
     return {
         # namespaces and the process tree
@@ -240,6 +260,8 @@ def probes(ctx: dict) -> dict:
         "sigqueue_target": lambda: sys("rt_sigqueueinfo", t, 0, _siginfo()),
         "tgsigqueue_target": lambda: sys("rt_tgsigqueueinfo", t, t, 0, _siginfo()),
         "pidfd_send_signal": lambda: sys("pidfd_send_signal", -1, 0, None, 0),
+        "kill_server_thread": lambda: sys("kill", thread, 0),
+        "tkill_server_thread": lambda: sys("tkill", thread, 0),
         # what a session does to itself, which must keep working
         "prlimit_self": lambda: sys("prlimit64", 0, 7, None, _buffer(16)),
         "nice_self": lambda: sys("setpriority", 0, 0, os.getpriority(os.PRIO_PROCESS, 0)),
@@ -256,6 +278,8 @@ def probes(ctx: dict) -> dict:
         "get_robust_list_self": lambda: sys("get_robust_list", 0, _buffer(8), _buffer(8)),
         "kill_self": lambda: sys("kill", me, 0),
         "kill_own_group": lambda: sys("kill", 0, 0),
+        "kill_own_child": lambda: _signal_own_child(group=False),
+        "kill_own_child_group": lambda: _signal_own_child(group=True),
         "socketpair": lambda: _socketpair(),
         "clone_plain": lambda: _clone(0),
     }

@@ -105,9 +105,20 @@ def waiting_for_an_answer(pid: int) -> bool:
         return False
 
 
+SERVER = """
+import os, threading, time
+threading.Thread(target=lambda: (print(threading.get_native_id(), flush=True), time.sleep(600)), daemon=True).start()
+time.sleep(600)
+"""
+
+
 def sacrificial_process() -> subprocess.Popen:
-    """A process of this uid, in a session and process group of its own, for probes to aim at (the 'server')."""
-    return subprocess.Popen(["sleep", "600"], start_new_session=True, env=ENV)
+    """A process of this uid, in a session and process group of its own, for probes to aim at (the 'server'); its
+    ``thread`` is the id of its second thread."""
+    proc = subprocess.Popen([sys.executable, "-I", "-c", SERVER], start_new_session=True, env=ENV,
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
+    proc.thread = int(proc.stdout.readline())
+    return proc
 
 
 WORKLOAD = """
