@@ -10,7 +10,7 @@ supervisor, which answers "go on" below the session's cap and EAGAIN at it, as `
   its session id (every task keeps the worker's: the policy refuses ``setsid``) from ``/proc``, threads included.
   The cheap path does not read ``/proc``: while ``counted + granted < cap`` (tasks at the last count plus the
   calls let through since, as if none had ended) the call goes on at once; near the cap the supervisor counts
-  again (one scan of ``/proc`` updates every session). A call let through may not have made its task yet when the
+  again (one census of ``/proc``, ``census.py``, updates every session). A call let through may not have made its task yet when the
   count looks (its caller waits to be scheduled): each calling thread's last call counts as in flight until that
   thread calls again (a thread makes one call at a time), ends, or :data:`SETTLE_SECONDS` pass, so a count can
   only over-estimate, never let a session past its cap. A session at its cap is answered EAGAIN without a new
@@ -49,6 +49,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import strays
+from .census import Census
 from .policy import LISTENER_MESSAGE, SIGNALLING, UNAVAILABLE_PREFIX
 
 log = logging.getLogger("azure_sessions.emulator")
@@ -117,6 +118,7 @@ class ProcessSupervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._census = Census()  # used by the thread only
         self.scans = 0  # counts of /proc made, in all (for tests and benchmarks)
         self.answered = 0  # calls answered, in all
         self.cpu_seconds = 0.0  # the supervisor thread's CPU time spent answering them
@@ -320,7 +322,7 @@ class ProcessSupervisor:
         """Count every watched session's tasks from one scan of /proc."""
         with self._lock:
             sessions = list(self._sessions.values())
-        counts = session_tasks({s.session_id for s in sessions})
+        counts = self._census.tasks({s.session_id for s in sessions})
         self.scans += 1
         for session in sessions:
             for caller, when in list(session.pending.items()):
@@ -331,17 +333,8 @@ class ProcessSupervisor:
 
 
 def session_tasks(session_ids: set[int]) -> dict[int, int]:
-    """Tasks (threads included; a zombie counts until it is reaped, as for ``RLIMIT_NPROC``) of each of
-    ``session_ids``, from one scan of /proc."""
-    counts: dict[int, int] = {}
-    for pid, stat in strays.process_table().items():
-        if stat.session in session_ids:
-            try:
-                tasks = len(os.listdir(f"/proc/{pid}/task"))
-            except OSError:
-                tasks = 1  # gone since, or a zombie without a task list: one at most
-            counts[stat.session] = counts.get(stat.session, 0) + max(tasks, 1)
-    return counts
+    """Tasks (threads included, zombies too) of each of ``session_ids``, counted afresh."""
+    return Census().tasks(session_ids)
 
 
 def _pid(register: int) -> int:

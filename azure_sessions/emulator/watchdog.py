@@ -20,9 +20,9 @@ An rlimit bounds one process: three processes of one session held 2 GiB each, an
   budget's nice value, retried until the kernel's rate limit lets it through.
 
 A session's processes are those of its session id (the worker's pid: the seccomp policy refuses ``setsid``), found
-in one scan of ``/proc`` per tick, made only when some session runs code or had more than its worker at the last
-scan, and at every disk tick; otherwise only each worker's ``statm`` is read. Or the host passes a callable that
-lists them.
+by a census of ``/proc`` (``census.py``: a listing, and the stat file of new processes only) per tick, made only
+when some session runs code or had more than its worker at the last census, and at every disk tick; otherwise
+only each worker's ``statm`` is read. Or the host passes a callable that lists them.
 
 On the host: ``watchdog.watch(key, worker_pid=pid, session=pid, dirs=[data_dir, scratch_dir],
 memory_dirs=[f"/proc/{pid}/root/tmp", f"/proc/{pid}/root/dev/shm"] (bubblewrap only), budget=SessionBudget(),
@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 from . import strays
 from .budgets import MIB, SessionBudget
+from .census import Census
 
 log = logging.getLogger("azure_sessions.emulator")
 
@@ -114,6 +115,7 @@ class Watchdog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._autogroups = _autogroups_enabled()
+        self._census = Census()  # used by the thread only
         self.ticks = 0
         self.cpu_seconds = 0.0  # the watchdog thread's CPU time, in all (benchmarks)
         self.scans = 0
@@ -195,12 +197,8 @@ class Watchdog:
         disk_due = [w for w in sessions if now >= w.next_disk]
         by_session = [w for w in sessions if not callable(w.session)]
         if any(w in disk_due or len(w.pids) > 1 or _safe(w.busy) for w in by_session):
-            table = strays.process_table()
+            members = self._census.members({w.session for w in by_session})  # type: ignore[misc]
             self.scans += 1
-            members: dict[int, list[int]] = {}
-            for pid, st in table.items():
-                if not st.ended:
-                    members.setdefault(st.session, []).append(pid)
             for watched in by_session:
                 watched.pids = tuple(members.get(watched.session, ()))  # type: ignore[arg-type]
         for watched in sessions:

@@ -11,6 +11,8 @@ import subprocess
 
 import pytest
 
+from azure_sessions.emulator import strays
+from azure_sessions.emulator.census import Census
 from azure_sessions.emulator.supervisor import ProcessSupervisor, session_tasks
 from tests.support.harness import wait_until
 from tests.support.session_procs import (
@@ -214,3 +216,55 @@ def test_a_sessions_listener_is_let_go_when_its_last_task_ends(supervisor):
     wait_until(lambda: not supervisor.status(proc.pid).listening, what="the listener is let go")
     supervisor.unwatch(proc.pid)
     assert supervisor.status(proc.pid) is None
+
+
+def test_the_census_follows_processes_that_end_and_begin(sessions):
+    census = Census()
+    proc = start_session(HOLD_SLEEPERS, args={"count": 3})
+    sessions.append(proc)
+    assert read_line(proc)["made"] == 3
+    members = set(census.members({proc.pid})[proc.pid])
+    assert len(members) == 4 and proc.pid in members
+    child = max(members - {proc.pid})
+    os.kill(child, 9)
+    wait_until(lambda: strays.read_stat(child).ended, what="the child has ended")
+    assert census.tasks({proc.pid}) == {proc.pid: 4}  # unreaped, it still holds its pid, as for RLIMIT_NPROC
+    end_session(proc)
+    sessions.remove(proc)
+    wait_until(lambda: not census.members({proc.pid}), what="the session's processes are gone")
+
+
+REUSE_PID = """
+import os, time
+for _ in range(50):
+    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+        fh.write(str(args["pid"] - 1))
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(600)
+        os._exit(0)
+    if pid == args["pid"]:
+        break
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+report(pid)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="choosing the next pid (ns_last_pid) needs root")
+def test_the_census_tells_a_reused_pid_from_the_process_it_knew(sessions):
+    """A pid classified as outside every session, reused by a process of a session, counts for that session."""
+    census = Census()
+    outsider = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    session = start_session("report('ready')\nimport time\ntime.sleep(600)\n", tier=None)
+    sessions.append(session)
+    assert read_line(session) == "ready"
+    assert census.members({session.pid}) == {session.pid: [session.pid]}  # the outsider is known, outside
+    outsider.kill()
+    outsider.wait()
+    reuser = start_session(REUSE_PID, tier=None, args={"pid": outsider.pid})
+    sessions.append(reuser)
+    if read_line(reuser) != outsider.pid:
+        pytest.skip("another process took the pid first (a busy host)")
+    assert sorted(census.members({reuser.pid})[reuser.pid]) == sorted([reuser.pid, outsider.pid])
