@@ -15,6 +15,10 @@ supervisor, which answers "go on" below the session's cap and EAGAIN at it, as `
   thread calls again (a thread makes one call at a time), ends, or :data:`SETTLE_SECONDS` pass, so a count can
   only over-estimate, never let a session past its cap. A session at its cap is answered EAGAIN without a new
   count for :data:`HOLD_SECONDS`, so a fork bomb costs the host one scan per hold, not one per attempt.
+- **A bounded share of the host**: the supervisor lives in the server's process, so each session's calls are answered
+  at most :data:`RATE` per second (bursts of :data:`BURST`); past that, its listener is left unread until the rate
+  allows, and its callers wait in the kernel (killable) rather than making the server's threads wait. A session
+  spinning on ``fork`` or ``kill`` then costs the server about 3 % of a core, whatever it does.
 - **Never hung**: when the supervisor goes (its thread ends, the server crashes) every listener closes, and the
   kernel fails the sessions' process-creating calls with ENOSYS, pending ones included; a session's listener closes
   when the host stops watching it or reports hang-up once its last task has ended. A task waiting for an answer can
@@ -65,6 +69,10 @@ _LISTENER_LINK = "anon_inode:seccomp notify"
 
 HOLD_SECONDS = 0.05
 """How long a session at its cap is refused without counting again."""
+RATE = 1000.0
+"""Calls of one session answered per second, sustained (a ``subprocess.run`` loop makes about 1000 a second)."""
+BURST = 500
+"""Calls of one session answered at once before :data:`RATE` applies (a worker's start makes about 5)."""
 SETTLE_SECONDS = 2.0
 """A call let through this long ago has made its task (or failed), even for a caller that does not call again."""
 
@@ -90,10 +98,13 @@ class _Session:
         "granted",
         "key",
         "listener",
+        "paused_until",
         "pending",
+        "refilled",
         "refused",
         "session_id",
         "since_count",
+        "tokens",
         "unavailable",
     )  # fmt: skip
 
@@ -106,6 +117,7 @@ class _Session:
         self.full_until = 0.0
         self.granted = self.refused = 0
         self.unavailable = ""
+        self.tokens, self.refilled, self.paused_until = float(BURST), time.monotonic(), 0.0
 
 
 class ProcessSupervisor:
@@ -175,6 +187,9 @@ class ProcessSupervisor:
             thread.join(timeout=10)
         else:
             self._shut()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -185,26 +200,51 @@ class ProcessSupervisor:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         by_fd: dict[int, _Session] = {}
+        paused: set[_Session] = set()  # over their rate: listeners left unread until paused_until
         try:
             while not self._closed:
-                for fd, events in poller.poll():
-                    if fd == self._wake_r:
-                        self._take_commands(poller, by_fd)
-                        continue
+                timeout = None
+                if paused:
+                    timeout = max(0, int((min(s.paused_until for s in paused) - time.monotonic()) * 1000) + 1)
+                ready = poller.poll(timeout)
+                for session in [s for s in paused if s.paused_until <= time.monotonic()]:
+                    paused.discard(session)
+                    if session.listener is not None:
+                        poller.modify(session.listener, select.POLLIN)
+                for fd, events in ready:
                     session = by_fd.get(fd)
                     if session is None:
                         continue
                     if fd == session.listener:
-                        if events & select.POLLIN:
+                        if events & select.POLLIN and session not in paused:
                             self._answer(session)
+                            if self._spend(session):
+                                paused.add(session)
+                                poller.modify(session.listener, 0)
                         elif events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                            paused.discard(session)
                             self._drop(poller, by_fd, session, "listener")  # its last task has ended
                     else:
                         self._receive_listener(poller, by_fd, session, events)
+                # The host's commands last: a descriptor they close cannot be reused by one received above and
+                # then meet an event of this round that was its predecessor's.
+                if any(fd == self._wake_r for fd, _ in ready):
+                    self._take_commands(poller, by_fd)
         except Exception:  # never leave sessions waiting on a dead thread: closing the listeners answers them
             log.exception("the process supervisor stopped")
         finally:
             self._shut(by_fd.values())
+
+    @staticmethod
+    def _spend(session: _Session) -> bool:
+        """Take one answer from the session's allowance; True when it is spent (the session must wait)."""
+        now = time.monotonic()
+        session.tokens = min(float(BURST), session.tokens + (now - session.refilled) * RATE) - 1
+        session.refilled = now
+        if session.tokens >= 1:
+            return False
+        session.paused_until = now + (1 - session.tokens) / RATE
+        return True
 
     def _take_commands(self, poller: select.poll, by_fd: dict[int, _Session]) -> None:
         with contextlib.suppress(BlockingIOError):

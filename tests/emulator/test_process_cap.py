@@ -13,7 +13,7 @@ import pytest
 
 from azure_sessions.emulator import strays
 from azure_sessions.emulator.census import Census
-from azure_sessions.emulator.supervisor import ProcessSupervisor, session_tasks
+from azure_sessions.emulator.supervisor import BURST, RATE, ProcessSupervisor, session_tasks
 from tests.support.harness import wait_until
 from tests.support.session_procs import (
     WORKLOAD,
@@ -268,3 +268,26 @@ def test_the_census_tells_a_reused_pid_from_the_process_it_knew(sessions):
     if read_line(reuser) != outsider.pid:
         pytest.skip("another process took the pid first (a busy host)")
     assert sorted(census.members({reuser.pid})[reuser.pid]) == sorted([reuser.pid, outsider.pid])
+
+
+SPIN = """
+import os, time
+report("spinning")
+started, calls = time.monotonic(), 0
+while time.monotonic() - started < args["seconds"]:
+    os.kill(os.getpid(), 0)
+    calls += 1
+report({"calls": calls, "seconds": time.monotonic() - started})
+"""
+
+
+def test_a_session_spinning_on_supervised_calls_gets_answers_at_its_rate_only(supervisor, sessions):
+    """Its callers wait in the kernel past the rate, so the server's thread is not theirs; others go on."""
+    spinner = start_session(SPIN, supervisor=supervisor, args={"seconds": 2.0})
+    sessions.append(spinner)
+    assert read_line(spinner) == "spinning"
+    bystander = start_session(FORK_SOME, supervisor=supervisor, args={"count": 50})
+    sessions.append(bystander)
+    assert read_line(bystander) == "forked"
+    outcome = read_line(spinner)
+    assert outcome["calls"] <= BURST + RATE * outcome["seconds"] * 1.1
