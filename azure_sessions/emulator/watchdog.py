@@ -53,6 +53,10 @@ log = logging.getLogger("azure_sessions.emulator")
 MEMORY_INTERVAL = 0.25
 DISK_INTERVAL = 1.5
 IDLE_DISK_INTERVAL = 10.0
+PROPORTIONAL_INTERVAL = 1.0
+"""Proportional sizes are read again at most this often, unless the resident sizes' growth may have passed the budget."""
+ENDING_GRACE = 5.0
+"""A process ended for memory frees it as it goes; no other is ended for this long unless it has gone."""
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _AUTOGROUP_ENABLED = "/proc/sys/kernel/sched_autogroup_enabled"
 
@@ -102,6 +106,8 @@ class _Watched:
     next_disk: float = 0.0
     nice_pending: bool = True
     ending: dict[int, int] = field(default_factory=dict)  # pid -> pidfd of a process ended for memory, until gone
+    ending_since: float = 0.0
+    proportional: tuple[float, int, int] = (-1.0, 0, 0)  # when, their sum, the resident sizes' sum then
 
 
 class Watchdog:
@@ -213,31 +219,40 @@ class Watchdog:
     # -- memory -------------------------------------------------------------------------------------------------
     def _check_memory(self, watched: _Watched, now: float) -> None:
         for pid, pidfd in list(watched.ending.items()):  # a process ended for memory frees it when it is gone
-            if _has_ended(pidfd):
+            if _has_ended(pidfd) or now - watched.ending_since > ENDING_GRACE:
                 os.close(watched.ending.pop(pid))
         resident = {pid: _resident(pid) for pid in watched.pids}
         in_dirs = sum(_used_bytes(path) for path in watched.memory_dirs)
-        total = sum(resident.values()) + in_dirs
+        resident_sum = sum(resident.values())
+        total = resident_sum + in_dirs
         budget = watched.budget.memory_bytes
         sizes = resident
         if total > budget:  # resident sizes count shared pages once per sharer: the proportional sizes decide
-            sizes = {pid: _proportional(pid, resident[pid]) for pid in resident}
-            total = sum(sizes.values()) + in_dirs
+            when, proportional_sum, resident_then = watched.proportional
+            estimate = proportional_sum + max(0, resident_sum - resident_then) + in_dirs
+            if now - when < PROPORTIONAL_INTERVAL and estimate <= budget:
+                total = estimate  # read a moment ago, and the growth since cannot have passed the budget
+            else:
+                sizes = {pid: _proportional(pid, resident[pid]) for pid in resident}
+                watched.proportional = (now, sum(sizes.values()), resident_sum)
+                total = sum(sizes.values()) + in_dirs
         watched.memory, watched.memory_dirs_bytes, watched.measured_at = total, in_dirs, now
         watched.memory_over = total > budget
         if watched.memory_over and not watched.ending:
-            self._end_largest(watched, sizes)
+            self._end_largest(watched, sizes, now)
 
-    def _end_largest(self, watched: _Watched, sizes: dict[int, int]) -> None:
+    def _end_largest(self, watched: _Watched, sizes: dict[int, int], now: float) -> None:
         for pid in sorted(sizes, key=sizes.get, reverse=True):
             pidfd = _open_member(pid, watched)
             if pidfd is None:
                 continue
+            command = _command(pid) or "?"
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            watched.ending[pid] = pidfd
+            watched.ending[pid], watched.ending_since = pidfd, now
+            watched.proportional = (-1.0, 0, 0)
             is_worker = pid == watched.worker_pid
-            what = "its worker process" if is_worker else f"process {pid} ({_command(pid) or '?'})"
+            what = "its worker process" if is_worker else f"process {pid} ({command})"
             message = f"the session used more than {watched.budget.memory_mb} MiB of memory; {what} was ended"
             if is_worker:
                 message += ", so the session's variables were lost"

@@ -212,3 +212,12 @@ def test_a_sessions_scheduling_group_gets_its_nice_value(watchdog, sessions):
     watchdog.watch("nice", worker_pid=proc.pid, budget=SessionBudget(nice=10))
     wait_until(lambda: Path(f"/proc/{proc.pid}/autogroup").read_text().split()[-1] == "10",
                what="the autogroup's nice value is set")  # fmt: skip
+
+
+def test_a_session_whose_processes_the_host_lists(watchdog, sessions):
+    """``session`` as a callable: here two processes of different session ids, summed as one session."""
+    first, second = (session(sessions, args={"own": 100 * MIB}) for _ in range(2))
+    assert read_line(first) == read_line(second) == "started"
+    watchdog.watch("listed", worker_pid=first.pid, session=lambda: [first.pid, second.pid])
+    wait_until(lambda: watchdog.usage("listed").processes == 2, what="a measurement")
+    wait_until(lambda: watchdog.usage("listed").memory_bytes > 200 * MIB, what="both processes are summed")
