@@ -58,6 +58,7 @@ UNAVAILABLE_PREFIX = b"unavailable: "
 """What it sends instead (with the reason) when the kernel or libseccomp offers no user notification."""
 
 _PR_SET_NO_NEW_PRIVS = 38
+_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_NEW_LISTENER = 1, 1 << 3
 CLONE_PARENT = 0x0000_8000
 # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET (CLONE_NEWTIME only goes through unshare/clone3)
 NAMESPACE_FLAGS = (0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000)
@@ -235,38 +236,61 @@ def install(
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     sock = socket.socket(fileno=notify_sock) if isinstance(notify_sock, int) else notify_sock
-    process_cap, why = False, ""
+    listener, why = None, ""
     try:
         if sock is not None:
             try:
-                flt = build(rules, protected_pids=protected, notify=True)
-                flt.load()
-                process_cap = True
-            except OSError as exc:  # no user notification here (kernel < 5.5, libseccomp < 2.5, a listener above)
+                listener = _load_with_listener(build(rules, protected_pids=protected, notify=True))
+            except OSError as exc:  # no user notification here (an old kernel or libseccomp, a listener above)
                 why = f"user notification is unavailable: {exc.strerror or exc}"
-        if not process_cap:
-            flt = build(rules, protected_pids=protected)
-            flt.load()
+        if listener is None:
+            build(rules, protected_pids=protected).load()
         if sock is not None:
-            _hand_over_listener(flt, sock, why if not process_cap else "")
+            _hand_over_listener(sock, listener, why)
     finally:
         if sock is not None:
             sock.close()
+    process_cap = listener is not None
     return {"policy": rules.tier, "rules": len(refusals(rules, protected)), "processCap": process_cap,
             "signalsSupervised": process_cap and rules.guard_signals}  # fmt: skip
 
 
-def _hand_over_listener(flt: Any, sock: socket.socket, why: str) -> None:
-    """Send the filter's listener to the host and close it here: before the first clone, which would otherwise wait
-    for an answer nobody gives."""
-    if why:
-        sock.send(UNAVAILABLE_PREFIX + why.encode("utf-8", "replace"))
-        return
+def _load_with_listener(flt: Any) -> int:
+    """Load ``flt`` with a listener of its own and return the listener's descriptor. The filter is loaded here rather
+    than by libseccomp, which keeps one listener descriptor per process and hands the same number out again."""
     import pyseccomp as sc
 
-    listener = sc._libseccomp.seccomp_notify_fd(flt._filter)  # the binding has no public accessor for it
+    release = tuple(int(part) for part in os.uname().release.split(".")[:2] if part.isdigit())
+    if release < (5, 5):
+        raise OSError(errno.ENOSYS, "Linux 5.5 or newer is needed to let a supervised call go on")
+    program_fd = os.memfd_create("session-policy", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(program_fd), "wb") as out:
+            flt.export_bpf(out)
+        program = os.pread(program_fd, os.fstat(program_fd).st_size, 0)
+    finally:
+        os.close(program_fd)
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    instructions = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.addressof(instructions))
+    libc = ctypes.CDLL(None, use_errno=True)
+    number = sc.resolve_syscall(sc.Arch.NATIVE, "seccomp")
+    listener = libc.syscall(ctypes.c_long(number), ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
+                            ctypes.c_long(_SECCOMP_FILTER_FLAG_NEW_LISTENER), ctypes.byref(fprog))  # fmt: skip
     if listener < 0:
-        sock.send(UNAVAILABLE_PREFIX + b"libseccomp gave no listener descriptor")
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return listener
+
+
+def _hand_over_listener(sock: socket.socket, listener: int | None, why: str) -> None:
+    """Send the filter's listener to the host and close it here: before the first clone, which would otherwise wait
+    for an answer nobody gives."""
+    if listener is None:
+        sock.send(UNAVAILABLE_PREFIX + why.encode("utf-8", "replace"))
         return
     try:
         socket.send_fds(sock, [LISTENER_MESSAGE], [listener])

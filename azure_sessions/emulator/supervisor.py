@@ -41,6 +41,7 @@ filter's listener over it (or why it has none) during its set-up; the supervisor
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -64,7 +65,6 @@ _RESPONSE = struct.Struct("=QqiI")  # id, val, error, flags
 _IOCTL_RECV = 0xC000_0000 | (_NOTIF.size << 16) | (ord("!") << 8) | 0
 _IOCTL_SEND = 0xC000_0000 | (_RESPONSE.size << 16) | (ord("!") << 8) | 1
 _FLAG_CONTINUE = 1
-_EAGAIN, _EPERM, _ESRCH = 11, 1, 3
 _LISTENER_LINK = "anon_inode:seccomp notify"
 
 HOLD_SECONDS = 0.05
@@ -322,12 +322,16 @@ class ProcessSupervisor:
         else:
             now = time.monotonic()
             session.pending.pop(caller, None)  # its previous call has returned: its task is visible, or was not made
-            error = 0 if self._decide(session, now) else _EAGAIN
+            error = 0 if self._decide(session, now) else errno.EAGAIN
             if not error:
                 session.pending[caller] = now
         response = _RESPONSE.pack(call_id, 0, -error, 0 if error else _FLAG_CONTINUE)
-        with contextlib.suppress(OSError):  # ENOENT: the caller is gone
+        try:
             fcntl.ioctl(session.listener, _IOCTL_SEND, response)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # not "the caller is gone": never leave it waiting, fail its call instead
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(session.listener, _IOCTL_SEND, _RESPONSE.pack(call_id, 0, -errno.ENOSYS, 0))
         self.answered += 1
         self.cpu_seconds += time.thread_time() - started
 
@@ -353,10 +357,12 @@ class ProcessSupervisor:
             if pid == 0:
                 return 0  # its own process group, which is in its own session
             if pid == -1:
-                return _EPERM
-            return 0 if _of_session(abs(pid), session.session_id) else _ESRCH  # a process, or a group by its leader
+                return errno.EPERM
+            return (
+                0 if _of_session(abs(pid), session.session_id) else errno.ESRCH
+            )  # a process, or a group by its leader
         target = _pid(args[1] if call in ("tgkill", "rt_tgsigqueueinfo") else args[0])
-        return 0 if target > 0 and _of_session(target, session.session_id) else _ESRCH
+        return 0 if target > 0 and _of_session(target, session.session_id) else errno.ESRCH
 
     def _count_all(self, now: float) -> None:
         """Count every watched session's tasks from one scan of /proc."""

@@ -16,6 +16,7 @@ from azure_sessions.emulator.census import Census
 from azure_sessions.emulator.supervisor import BURST, RATE, ProcessSupervisor, session_tasks
 from tests.support.harness import wait_until
 from tests.support.session_procs import (
+    POLICY,
     WORKLOAD,
     WORKLOAD_PARTS,
     end_session,
@@ -291,3 +292,32 @@ def test_a_session_spinning_on_supervised_calls_gets_answers_at_its_rate_only(su
     assert read_line(bystander) == "forked"
     outcome = read_line(spinner)
     assert outcome["calls"] <= BURST + RATE * outcome["seconds"] * 1.1
+
+
+def test_without_user_notification_the_policy_still_applies_and_the_host_is_told_why(supervisor, sessions):
+    """A second listener is refused by the kernel (EBUSY), as a kernel without user notification would refuse the
+    first: the policy is applied without the cap, and the worker says why over its socket."""
+    code = (
+        "import importlib.util, socket\n"
+        "loader = importlib.util.spec_from_file_location('p', args['policy'])\n"
+        "p = importlib.util.module_from_spec(loader); loader.loader.exec_module(p)\n"
+        "ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+        "again = p.install(p.rules_for('landlock'), notify_sock=theirs)\n"
+        "try:\n"
+        "    socket.socket(socket.AF_INET)\n"
+        "    refused = False\n"
+        "except PermissionError:\n"
+        "    refused = True\n"
+        "report({'first': applied['processCap'], 'again': again['processCap'], 'said': ours.recv(1024).decode(),"
+        " 'sockets refused': refused})\n"
+    )
+    outcome = run_session(code, supervisor=supervisor, args={"policy": str(POLICY)})
+    assert outcome["first"] is True and outcome["again"] is False and outcome["sockets refused"] is True
+    assert outcome["said"].startswith("unavailable: user notification is unavailable: ")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    supervisor.watch("told", ours, os.getpid(), CAP)
+    theirs.send(outcome["said"].encode())
+    theirs.close()
+    wait_until(lambda: supervisor.status("told").unavailable, what="the supervisor records why")
+    assert supervisor.status("told").unavailable.startswith("user notification is unavailable: ")
+    assert not supervisor.status("told").listening
