@@ -69,7 +69,8 @@ def clone_costs(quick: bool) -> tuple[dict[str, dict[str, list[float]]], float]:
 
 def watchdog_ticks(quick: bool, sessions: int = 50) -> dict[str, list[float]]:
     """Host CPU per tick (ms), measured over windows of a few ticks: idle sessions (the worker alone, nothing
-    running: only each worker's statm is read), then busy ones (one /proc scan per tick, disks every 1.5 s)."""
+    running: disks every 10 s), then busy ones (disks every 1.5 s); a census of /proc and each process's statm
+    every tick in both."""
     windows = 4 if quick else 15
     procs, dirs = [], []
     per_tick: dict[str, list[float]] = {"idle": [], "busy": []}
@@ -126,8 +127,8 @@ def body(quick: bool) -> BenchReport:
             report.rows.append(Row(f"watchdog tick, 50 {scenario} sessions", "host CPU per tick (windows of ~8 ticks)",
                                    ms(stats.median), ms(stats.p95), f"{share * 100:.1f} % of a core at 4 ticks/s"))  # fmt: skip
     report.notes.append(
-        "Idle: each worker's statm only (no /proc scan); busy: one /proc scan per tick, each session's resident "
-        "sizes, its directory (20 files) every 1.5 s."
+        "Every tick: a census of /proc (a listing, the stat of new processes) and each session's resident sizes; "
+        "each session's directory (20 files) every 10 s when idle, every 1.5 s when busy."
     )
     report.notes.append(f"Median of {len(samples['policy and cap']['fork'])} calls per configuration; machine shared.")
     return report

@@ -20,9 +20,9 @@ An rlimit bounds one process: three processes of one session held 2 GiB each, an
   budget's nice value, retried until the kernel's rate limit lets it through.
 
 A session's processes are those of its session id (the worker's pid: the seccomp policy refuses ``setsid``), found
-by a census of ``/proc`` (``census.py``: a listing, and the stat file of new processes only) per tick, made only
-when some session runs code or had more than its worker at the last census, and at every disk tick; otherwise
-only each worker's ``statm`` is read. Or the host passes a callable that lists them.
+by a census of ``/proc`` every tick (``census.py``: a listing, and the stat file of new processes only: well under a
+millisecond), so a process started while the session looks idle (by a background thread) is seen at once too. Or
+the host passes a callable that lists them.
 
 On the host: ``watchdog.watch(key, worker_pid=pid, session=pid, dirs=[data_dir, scratch_dir],
 memory_dirs=[f"/proc/{pid}/root/tmp", f"/proc/{pid}/root/dev/shm"] (bubblewrap only), budget=SessionBudget(),
@@ -202,7 +202,7 @@ class Watchdog:
         self.ticks += 1
         disk_due = [w for w in sessions if now >= w.next_disk]
         by_session = [w for w in sessions if not callable(w.session)]
-        if any(w in disk_due or len(w.pids) > 1 or _safe(w.busy) for w in by_session):
+        if by_session:
             members = self._census.members({w.session for w in by_session})  # type: ignore[misc]
             self.scans += 1
             for watched in by_session:

@@ -221,3 +221,29 @@ def test_a_session_whose_processes_the_host_lists(watchdog, sessions):
     watchdog.watch("listed", worker_pid=first.pid, session=lambda: [first.pid, second.pid])
     wait_until(lambda: watchdog.usage("listed").processes == 2, what="a measurement")
     wait_until(lambda: watchdog.usage("listed").memory_bytes > 200 * MIB, what="both processes are summed")
+
+
+LATER = """
+import os, time
+report("idle")
+os.read(0, 1)
+if os.fork() == 0:
+    time.sleep(600)
+    os._exit(0)
+report("forked")
+time.sleep(600)
+"""
+
+
+def test_a_process_started_while_the_session_looks_idle_is_seen_at_once(watchdog, sessions):
+    """By a background thread, say: no cell runs, the worker was alone. Seen within a few ticks (0.1 s here), not
+    at the next idle disk measurement (10 s)."""
+    proc = session(sessions, LATER)
+    assert read_line(proc) == "idle"
+    watchdog.watch("later", worker_pid=proc.pid)
+    ticks = watchdog.ticks
+    wait_until(lambda: watchdog.ticks > ticks + 2, what="a few measurements of the idle session")
+    proc.stdin.write(b"x")
+    proc.stdin.flush()
+    assert read_line(proc) == "forked"
+    wait_until(lambda: watchdog.usage("later").processes == 2, timeout=5, what="the new process is seen")
