@@ -4,7 +4,7 @@ What a session's processes may not ask of the kernel is written once, as data (:
 that depend on the tier), and applied by one function, :func:`install`. Every tier refuses:
 
 - **namespaces and mounts**: ``unshare``, ``setns``, ``clone`` with a namespace flag (or ``CLONE_PARENT``, which
-  would hang a process outside the worker's tree), the whole mount family, ``chroot``, file handles;
+  would make a child of the worker's parent, outside the worker's tree), the whole mount family, ``chroot``, file handles;
 - **other processes' memory**: ``ptrace``, ``process_vm_readv``/``writev``, ``kcmp``, ``pidfd_getfd``;
 - **kernel interfaces a sandbox does not need** (each a source of kernel bugs): ``bpf``, ``perf_event_open``,
   ``userfaultfd``, key rings, ``personality``, ``fanotify``; module, kexec, reboot, swap, accounting, quota,
