@@ -35,6 +35,12 @@ def ran():
     return time.perf_counter() - started
 report({"fork": [forked() for _ in range(args["n"])], "run": [ran() for _ in range(args["n"])]})
 """
+PIPELINES = """
+import subprocess
+failed = sum(subprocess.run("echo hi | cat > /dev/null; true | true", shell=True, capture_output=True).returncode != 0
+             for _ in range(args["n"]))
+report(failed)
+"""
 IDLE_SESSION = """
 import os, time
 if args["child"] and os.fork() == 0:
@@ -65,6 +71,24 @@ def clone_costs(quick: bool) -> tuple[dict[str, dict[str, list[float]]], float]:
     finally:
         supervisor.close()
     return samples, supervisor.cpu_seconds * 1e6 / max(supervisor.answered, 1)
+
+
+def pipeline_failures(quick: bool) -> dict[str, tuple[int, int]]:
+    """``sh -c "a | b; c | d"`` runs that fail, per configuration: under user notification a fork dash makes can
+    fail with EINTR when a child's SIGCHLD lands before the supervisor has received the call."""
+    n = 50 if quick else 300
+    outcome = {}
+    for config in ("no filter", "policy", "policy and cap"):
+        kwargs = {"tier": None if config == "no filter" else "landlock", "args": {"n": n}}
+        supervisor = ProcessSupervisor() if config == "policy and cap" else None
+        if supervisor:
+            kwargs |= {"supervisor": supervisor, "cap": 10_000}
+        try:
+            outcome[config] = (run_session(PIPELINES, **kwargs), n)
+        finally:
+            if supervisor:
+                supervisor.close()
+    return outcome
 
 
 def watchdog_ticks(quick: bool, sessions: int = 50) -> dict[str, list[float]]:
@@ -119,6 +143,9 @@ def body(quick: bool) -> BenchReport:
     report.notes.append(
         f"The supervisor thread's CPU per answered call (receive, decide, answer; counts of /proc included): {supervisor_us:.0f} µs."
     )
+    for config, (failed, n) in pipeline_failures(quick).items():
+        report.rows.append(Row(f"sh pipelines failing: {config}", '`sh -c "echo hi | cat; true | true"` (dash)',
+                               f"{failed} of {n}", ratio=pct(failed / n)))  # fmt: skip
     ticks = watchdog_ticks(quick)
     for scenario, values in ticks.items():
         if values:
@@ -127,7 +154,7 @@ def body(quick: bool) -> BenchReport:
             report.rows.append(Row(f"watchdog tick, 50 {scenario} sessions", "host CPU per tick (windows of ~8 ticks)",
                                    ms(stats.median), ms(stats.p95), f"{share * 100:.1f} % of a core at 4 ticks/s"))  # fmt: skip
     report.notes.append(
-        "Every tick: a census of /proc (a listing, the stat of new processes) and each session's resident sizes; "
+        "Every tick: a census of /proc (a listing, the stat of new processes), each session's tasks and resident sizes; "
         "each session's directory (20 files) every 10 s when idle, every 1.5 s when busy."
     )
     report.notes.append(f"Median of {len(samples['policy and cap']['fork'])} calls per configuration; machine shared.")

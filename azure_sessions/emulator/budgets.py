@@ -4,12 +4,16 @@
 session shares the server's uid. A public playground needs bounds per *session*, which no rlimit gives and which,
 without cgroups (a Space has none we may write), the host keeps itself:
 
-- **tasks** (processes and threads, counted as ``RLIMIT_NPROC`` counts them): 64 per session, enforced by the
-  process supervisor (``supervisor.py``) through seccomp user notification. An idle worker uses about 4 (its main
+- **tasks** (processes and threads, zombies included, counted as ``RLIMIT_NPROC`` counts them): 64 per session,
+  enforced by the watchdog (``watchdog.py``), which ends the session's processes past it within a tick, under a
+  uid-wide ``RLIMIT_NPROC`` ceiling for all workers (the uid's tasks at start plus the sessions' budgets and a
+  margin; the template keeps its own higher limit). The process supervisor (``supervisor.py``) answers EAGAIN at
+  the cap instead, exactly, through seccomp user notification, at the price of EINTR from some ``fork`` calls
+  (see there): opt-in. An idle worker uses about 4 (its main
   thread, the control thread, two output readers); numpy's BLAS adds one thread per core (2 on a Space's basic
   hardware); a ``multiprocessing`` pool of 8 with BLAS threads fits with room to spare, a fork bomb stops at 64.
-  With 100 sessions (the pool's limit) that is at most 6,400 tasks, well below the uid-wide limits the template
-  needs to keep forking workers; workers no longer lower ``RLIMIT_NPROC`` themselves when the supervisor is on.
+  With 100 sessions (the pool's limit) that is at most 6,400 tasks, below the uid-wide limits the template needs to
+  keep forking workers. Workers reap orphans promptly (a zombie holds a task until reaped).
 - **memory**: 2048 MiB per session, summed over its processes (proportional set size, so pages a forked worker
   still shares with the template, or a child with its parent, count once), plus what it keeps in a memory-backed
   ``/tmp`` or ``/dev/shm``. Enough for pandas on a few hundred MB of CSV and any matplotlib figure; eight sessions at

@@ -58,7 +58,11 @@ UNAVAILABLE_PREFIX = b"unavailable: "
 """What it sends instead (with the reason) when the kernel or libseccomp offers no user notification."""
 
 _PR_SET_NO_NEW_PRIVS = 38
-_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_NEW_LISTENER = 1, 1 << 3
+_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_NEW_LISTENER, _SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = (
+    1,
+    1 << 3,
+    1 << 5,
+)
 CLONE_PARENT = 0x0000_8000
 # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET (CLONE_NEWTIME only goes through unshare/clone3)
 NAMESPACE_FLAGS = (0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000)
@@ -278,10 +282,16 @@ def _load_with_listener(flt: Any) -> int:
     fprog = SockFprog(len(program) // 8, ctypes.addressof(instructions))
     libc = ctypes.CDLL(None, use_errno=True)
     number = sc.resolve_syscall(sc.Arch.NATIVE, "seccomp")
-    listener = libc.syscall(ctypes.c_long(number), ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
-                            ctypes.c_long(_SECCOMP_FILTER_FLAG_NEW_LISTENER), ctypes.byref(fprog))  # fmt: skip
-    if listener < 0:
+    # Once the supervisor has received a call, its caller waits for the answer killably (Linux 5.19): a signal
+    # would otherwise make the call fail with EINTR, which fork never does without a filter.
+    for flags in (_SECCOMP_FILTER_FLAG_NEW_LISTENER | _SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+                  _SECCOMP_FILTER_FLAG_NEW_LISTENER):  # fmt: skip
+        listener = libc.syscall(ctypes.c_long(number), ctypes.c_long(_SECCOMP_SET_MODE_FILTER), ctypes.c_long(flags),
+                                ctypes.byref(fprog))  # fmt: skip
         code = ctypes.get_errno()
+        if listener >= 0 or code != errno.EINVAL:
+            break
+    if listener < 0:
         raise OSError(code, os.strerror(code))
     return listener
 

@@ -16,6 +16,12 @@ An rlimit bounds one process: three processes of one session held 2 GiB each, an
   budget the session's processes other than the worker are ended and ``on_exceeded`` tells the host to interrupt the
   running cell; :meth:`Watchdog.usage` says ``disk_over`` until files are deleted, and the host refuses uploads
   meanwhile.
+- **Tasks** (processes and threads), every tick, from the same census: past the budget the session's processes other
+  than the worker are ended (or the worker itself, when its own threads are past it, which loses the session) and
+  ``on_exceeded`` says so. This changes no system call's behaviour, unlike a cap answered through seccomp user
+  notification (``supervisor.py``), whose callers can see EINTR from ``fork``; a fork bomb runs for at most a tick
+  past the budget, bounded meanwhile by the workers' uid-wide ``RLIMIT_NPROC`` ceiling (set well above the sum of
+  the sessions' budgets, below the template's own limit).
 - **CPU**: on ``watch`` the session's scheduling group (its autogroup, where the kernel has them on) gets the
   budget's nice value, retried until the kernel's rate limit lets it through.
 
@@ -66,7 +72,7 @@ class Exceeded:
     """A session went over a budget and the watchdog acted; ``message`` is one line for the session's user."""
 
     key: object
-    kind: str  # "memory" or "disk"
+    kind: str  # "memory", "disk" or "tasks"
     message: str
     ended: tuple[int, ...] = ()  # the pids of the processes ended
     worker_ended: bool = False  # the session's worker was among them: the session is lost
@@ -83,6 +89,7 @@ class Usage:
     memory_over: bool
     disk_over: bool
     measured_at: float  # time.monotonic() of the last memory measurement
+    tasks: int = 0  # processes and threads (zombies included), at the last measurement
 
 
 @dataclass(eq=False)
@@ -102,6 +109,7 @@ class _Watched:
     disk_over: bool = False
     disk_reported: int = 0  # usage when the last disk event was sent
     memory_over: bool = False
+    tasks: int = 0
     measured_at: float = 0.0
     next_disk: float = 0.0
     nice_pending: bool = True
@@ -164,7 +172,7 @@ class Watchdog:
         if watched is None:
             return None
         return Usage(watched.memory, watched.memory_dirs_bytes, max(watched.disk, 0), len(watched.pids),
-                     watched.memory_over, watched.disk_over, watched.measured_at)  # fmt: skip
+                     watched.memory_over, watched.disk_over, watched.measured_at, watched.tasks)  # fmt: skip
 
     def measure_now(self, key: object) -> Usage | None:
         """Measure ``key``'s disk at once (before accepting an upload), then its usage."""
@@ -212,9 +220,33 @@ class Watchdog:
                 watched.pids = tuple(_safe(watched.session, ()))
             if watched.nice_pending:
                 watched.nice_pending = self._autogroups and not _set_autogroup_nice(watched)
+            self._check_tasks(watched)
             self._check_memory(watched, now)
         for watched in disk_due:
             self._check_disk(watched, now, act=True)
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+    def _check_tasks(self, watched: _Watched) -> None:
+        counts = {pid: _tasks(pid) for pid in watched.pids}
+        watched.tasks = sum(counts.values())
+        cap = watched.budget.tasks
+        if watched.tasks <= cap:
+            return
+        worker_over = counts.get(watched.worker_pid, 0) > cap
+        targets = [watched.worker_pid] if worker_over else [p for p in watched.pids if p != watched.worker_pid]
+        ended = []
+        for pid in targets:
+            if (pidfd := _open_member(pid, watched)) is not None:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    ended.append(pid)
+                os.close(pidfd)
+        if not ended:
+            return  # all ended already (zombies its worker has yet to reap)
+        what = "its worker process was ended, so the session's variables were lost" if worker_over else (
+            f"its {len(ended)} processes other than the worker were ended")  # fmt: skip
+        message = f"the session ran more than {cap} processes and threads ({watched.tasks}); {what}"
+        self._report(watched, Exceeded(watched.key, "tasks", message, tuple(ended), worker_over))
 
     # -- memory -------------------------------------------------------------------------------------------------
     def _check_memory(self, watched: _Watched, now: float) -> None:
@@ -318,6 +350,13 @@ def allocated_bytes(paths: Iterable[str]) -> int:
                             seen.add((est.st_dev, est.st_ino))
                             total += est.st_blocks * 512
     return total
+
+
+def _tasks(pid: int) -> int:
+    try:
+        return max(len(os.listdir(f"/proc/{pid}/task")), 1)
+    except OSError:
+        return 0  # ended since the census
 
 
 def _resident(pid: int) -> int:

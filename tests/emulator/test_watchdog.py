@@ -247,3 +247,72 @@ def test_a_process_started_while_the_session_looks_idle_is_seen_at_once(watchdog
     proc.stdin.flush()
     assert read_line(proc) == "forked"
     wait_until(lambda: watchdog.usage("later").processes == 2, timeout=5, what="the new process is seen")
+
+
+TREE_BOMB = """
+import os, time
+def grow(depth):
+    for _ in range(2):
+        try:
+            if os.fork() == 0:
+                if depth:
+                    grow(depth - 1)
+                time.sleep(600)
+                os._exit(0)
+        except OSError:
+            pass
+report("growing")
+grow(9)  # at most 1022 processes, should the watchdog not act
+time.sleep(600)
+"""
+FORK_A_FEW = """
+import os
+children = [os.fork() for _ in range(5)]
+if 0 in children:
+    os._exit(0)
+for pid in children:
+    os.waitpid(pid, 0)
+report("forked")
+"""
+
+
+def test_a_fork_bomb_past_the_task_budget_is_ended_while_other_sessions_still_fork(watchdog, sessions):
+    events: list[Exceeded] = []
+    bomb = session(sessions, TREE_BOMB)
+    watchdog.watch("bomb", worker_pid=bomb.pid, budget=SessionBudget(tasks=64), on_exceeded=events.append)
+    assert read_line(bomb) == "growing"
+    wait_until(lambda: events, what="the bomb passes its budget")
+    other = session(sessions, FORK_A_FEW)
+    assert read_line(other) == "forked"  # same uid, forking while the bomb is being ended
+    wait_until(lambda: members(bomb) == {bomb.pid}, timeout=30, what="the bomb's processes are ended")
+    assert {e.kind for e in events} == {"tasks"} and not any(e.worker_ended for e in events)
+    assert events[0].message.startswith("the session ran more than 64 processes and threads (")
+    assert "processes other than the worker were ended" in events[0].message
+    newcomer = session(sessions, FORK_A_FEW)
+    assert read_line(newcomer) == "forked"
+
+
+def test_one_session_cannot_hold_300_sleeping_processes(watchdog, sessions):
+    events: list[Exceeded] = []
+    holder = session(sessions, "import os, time\n" + "\n".join([
+        "for _ in range(300):",
+        "    if os.fork() == 0:",
+        "        time.sleep(600)",
+        "        os._exit(0)",
+        "report('held')",
+        "time.sleep(600)",
+    ]))  # fmt: skip
+    watchdog.watch("holder", worker_pid=holder.pid, budget=SessionBudget(tasks=64), on_exceeded=events.append)
+    assert read_line(holder) == "held"
+    wait_until(lambda: events and len(members(holder)) == 1, timeout=30, what="the held processes are ended")
+    assert holder.poll() is None  # the worker goes on
+
+
+def test_threads_past_the_task_budget_in_the_worker_end_it(watchdog, sessions):
+    events: list[Exceeded] = []
+    code = "import threading, time\nfor _ in range(100):\n    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\nreport('threads')\ntime.sleep(600)\n"
+    proc = session(sessions, code)
+    watchdog.watch("threads", worker_pid=proc.pid, budget=SessionBudget(tasks=64), on_exceeded=events.append)
+    assert proc.wait(timeout=30) == -9
+    assert events[0].worker_ended and events[0].kind == "tasks"
+    assert events[0].message.endswith("its worker process was ended, so the session's variables were lost")
