@@ -16,17 +16,17 @@ supervisor, which answers "go on" below the session's cap and EAGAIN at it, as `
   only over-estimate, never let a session past its cap. A session at its cap is answered EAGAIN without a new
   count for :data:`HOLD_SECONDS`, so a fork bomb costs the host one scan per hold, not one per attempt.
 - **A bounded share of the host**: the supervisor lives in the server's process, so each session's calls are answered
-  at most :data:`RATE` per second (bursts of :data:`BURST`); past that, its listener is left unread until the rate
-  allows, and its callers wait in the kernel (killable) rather than making the server's threads wait. A session
+  at most :data:`RATE` per second (bursts of :data:`BURST`); past that, its calls are received and their answers
+  held until the rate allows, their callers waiting in the kernel (killably) rather than the server's threads. A session
   spinning on ``fork`` or ``kill`` then costs the server about 3 % of a core, whatever it does.
 - **Its limit: EINTR.** A call waiting for the supervisor sleeps interruptibly until the supervisor has received it
   (killably after that, where the kernel offers ``SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV``, 5.19). A signal landing
   in that window makes the call fail with EINTR when the signal's handler was installed without ``SA_RESTART``;
   ``fork`` never does that without a filter, so programs do not retry. dash (``/bin/sh``: ``subprocess`` with
   ``shell=True``, ``os.system``) is such a program: a pipeline whose first command exits at once sends it SIGCHLD
-  while it forks the next, and it says "Cannot fork". Measured here (2 shared cores, load 5 to 15): 0 of 300
-  pipelines fail without the cap, 4 to 13 of 300 with a receiver always waiting in the kernel, about a third with
-  this thread, in the server's process. No receiver closes the window, so the exact cap is opt-in; the watchdog's
+  while it forks the next, and it says "Cannot fork". Measured here (2 shared cores, load 5 to 25): 0 of 300
+  pipelines fail without the cap, 4 to 35 of 300 through this supervisor (and 2 or 3 of 300 Python forks with a
+  SIGCHLD handler); answering from a poll loop without the killable wait, about a third did. No receiver closes the window, so the exact cap is opt-in; the watchdog's
   task budget (``watchdog.py``), which ends processes past it a tick later, changes no call and is the default.
 - **Never hung**: when the supervisor goes (its thread ends, the server crashes) every listener closes, and the
   kernel fails the sessions' process-creating calls with ENOSYS, pending ones included; a session's listener closes
@@ -107,6 +107,7 @@ class _Session:
         "counted",
         "full_until",
         "granted",
+        "held",
         "key",
         "listener",
         "paused_until",
@@ -129,6 +130,7 @@ class _Session:
         self.granted = self.refused = 0
         self.unavailable = ""
         self.tokens, self.refilled, self.paused_until = float(BURST), time.monotonic(), 0.0
+        self.held: deque[bytearray] = deque()  # calls received, answered when the rate allows
 
 
 class ProcessSupervisor:
@@ -220,6 +222,7 @@ class ProcessSupervisor:
         next_sweep = time.monotonic() + SWEEP_SECONDS
         try:
             while not self._closed:
+                paused = {s for s in paused if s.listener is not None}  # not those let go meanwhile
                 wake_at = min([next_sweep, *(s.paused_until for s in paused)])
                 ready = events.poll(max(0.0, wake_at - time.monotonic()) + 0.001)
                 now = time.monotonic()
@@ -238,7 +241,7 @@ class ProcessSupervisor:
                         continue
                     if fd != session.listener:
                         self._receive_listener(events, by_fd, session, mask)
-                    elif session not in paused and not self._serve(session, mask, paused):
+                    elif not self._serve(session, mask, paused):
                         self._drop(events, by_fd, session, "listener")  # its last task has ended
                 # The host's commands last: a descriptor they close cannot be reused by one received above and
                 # then meet an event of this round that was its predecessor's.
@@ -251,14 +254,24 @@ class ProcessSupervisor:
             events.close()
 
     def _serve(self, session: _Session, mask: int, paused: set[_Session]) -> bool:
-        """Answer the session's pending calls (until its rate is spent); False when the session has ended."""
+        """Receive every pending call of the session (its caller then waits killably) and answer those its rate
+        allows, the calls held earlier first; False when the session has ended."""
+        while session.held and session not in paused:
+            if self._take(session):
+                self._respond(session, session.held.popleft())
+            else:
+                paused.add(session)
         checker = select.poll()
         checker.register(session.listener, select.POLLIN)
         while (pending := checker.poll(0)) and pending[0][1] & select.POLLIN:
-            self._answer(session)
-            if self._spend(session):
+            request = self._receive(session)
+            if request is None:
+                continue
+            if session not in paused and self._take(session):
+                self._respond(session, request)
+            else:
+                session.held.append(request)
                 paused.add(session)
-                return True
         if mask & select.EPOLLIN:
             return True
         # A hang-up alone: the session has ended only if no task of it lives on (see _run).
@@ -270,15 +283,16 @@ class ProcessSupervisor:
         return any((stat := strays.read_stat(pid)) is not None and not stat.ended for pid in pids)
 
     @staticmethod
-    def _spend(session: _Session) -> bool:
-        """Take one answer from the session's allowance; True when it is spent (the session must wait)."""
+    def _take(session: _Session) -> bool:
+        """Take one answer from the session's allowance; False when it is spent (then paused_until says when)."""
         now = time.monotonic()
-        session.tokens = min(float(BURST), session.tokens + (now - session.refilled) * RATE) - 1
+        session.tokens = min(float(BURST), session.tokens + (now - session.refilled) * RATE)
         session.refilled = now
         if session.tokens >= 1:
-            return False
+            session.tokens -= 1
+            return True
         session.paused_until = now + (1 - session.tokens) / RATE
-        return True
+        return False
 
     def _take_commands(self, events: select.epoll, by_fd: dict[int, _Session]) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -342,13 +356,18 @@ class ProcessSupervisor:
                 session.listener = None
 
     # -- one call -----------------------------------------------------------------------------------------------
-    def _answer(self, session: _Session) -> None:
+    def _receive(self, session: _Session) -> bytearray | None:
         started = time.thread_time()
         request = bytearray(_NOTIF.size)
         try:
             fcntl.ioctl(session.listener, _IOCTL_RECV, request, True)
         except OSError:
-            return  # the caller was killed while it waited: nothing to answer
+            request = None  # the caller was killed while it waited (or, see _run, no call was pending)
+        self.cpu_seconds += time.thread_time() - started
+        return request
+
+    def _respond(self, session: _Session, request: bytearray) -> None:
+        started = time.thread_time()
         call_id, caller, _, number, _, _, *args = _NOTIF.unpack_from(request)
         signalled = _signalling_calls().get(number)
         if signalled is not None:
