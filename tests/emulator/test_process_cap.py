@@ -210,7 +210,7 @@ def test_a_closed_supervisor_fails_new_calls_with_enosys(sessions):
 
 
 def test_a_sessions_listener_is_let_go_when_its_last_task_ends(supervisor):
-    proc = start_session(FORK_SOME, supervisor=supervisor, cap=CAP)
+    proc = start_session(FORK_SOME + "import time\ntime.sleep(600)\n", supervisor=supervisor, cap=CAP)
     assert read_line(proc) == "forked"
     wait_until(lambda: supervisor.status(proc.pid).listening, what="the supervisor holds the listener")
     end_session(proc)
