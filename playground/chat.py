@@ -22,6 +22,7 @@ from smolagents.utils import AgentError
 
 from azure_sessions import SESSION_LOST_NOTICE, ExecutionReport
 from playground import files as fs
+from playground.formatting import human_size, markdown_escape
 from playground.model_catalog import NO_MODEL, ModelUnavailableError
 from playground.runs import (
     CANNOT_INTERRUPT,
@@ -65,10 +66,10 @@ def attachments_text(paths: Sequence[str]) -> str:
     lines = []
     for path in paths:
         try:
-            size = fs.human_size(os.path.getsize(path))
+            size = human_size(os.path.getsize(path))
         except OSError:
             size = "?"
-        lines.append(f"📎 **{fs.markdown_escape(Path(path).name)}** · {size}")
+        lines.append(f"📎 **{markdown_escape(Path(path).name)}** · {size}")
     return "  \n".join(lines)
 
 
@@ -104,10 +105,12 @@ def run_message(
 
 
 class _Worker:
-    """The body of a run's thread; talks to the page only through `run.post`."""
+    """The body of a run's thread; talks to the page only through `run.post`. Files go through the session's store
+    (which publishes the listing to every tab); the agent, the notebook and the totals are the session's."""
 
     def __init__(self, session: UserSession, run: Run) -> None:
         self.session, self.run = session, run
+        self.store = session.store
         self.snapshot: fs.Snapshot = {}
         self.reports: list[ExecutionReport] = []
         self.interrupted = False  # an execution of this run ended in a KeyboardInterrupt
@@ -122,7 +125,7 @@ class _Worker:
             self.run.post(Started())
             uploaded: list[str] = []
             if paths:
-                uploaded, refused = fs.upload(self.session, paths)
+                uploaded, refused = self.store.upload(paths)
                 self.run.post(Uploaded(uploaded, refused))
                 self._publish_listing()
             self.session.notebook.user(text, [Path(p).name for p in paths], agent_mode=model_key != NO_MODEL)
@@ -143,7 +146,7 @@ class _Worker:
     # ---- the two modes -------------------------------------------------------------------------------------------
     def _run_agent(self, task: str, model_key: str, user_token: str | None) -> None:
         agent = self.session.agent_for(model_key, user_token)
-        executor = self.session.executor
+        executor = self.store.executor
         self._publish_listing()
         remove = executor.add_listener(self._collect)
         try:
@@ -171,10 +174,10 @@ class _Worker:
             remove()
 
     def _run_python(self, text: str) -> None:
-        executor = self.session.executor
+        executor = self.store.executor
         code = strip_code_fences(text)
         self.run.post(PythonStarted(code))
-        self.snapshot = fs.snapshot(self.session.listing())
+        self._publish_listing()
         remove = executor.add_listener(self._collect)
         started = time.monotonic()
         logs, result, error, output = "", None, "", None
@@ -217,7 +220,7 @@ class _Worker:
 
     # ---- what a step produced ------------------------------------------------------------------------------------
     def _publish_listing(self) -> list[Any]:
-        files = self.session.listing()
+        files, _ = self.store.refresh()
         self.snapshot = fs.snapshot(files)
         return files
 
@@ -230,13 +233,13 @@ class _Worker:
         extras = StepExtras()
         images = [image for report in reports for image in report.result.images]
         if images:
-            directory = self.session.new_dir("step")
+            directory = self.store.new_dir("step")
             for index, image in enumerate(images):
                 path = directory / f"output-{index + 1}.{(image.format or 'png').lower()}"
                 path.write_bytes(image.data)
                 extras.images.append(str(path))
         elif is_image(action_output):
-            path = self.session.new_dir("step") / "output-1.png"
+            path = self.store.new_dir("step") / "output-1.png"
             action_output.save(path)
             extras.images.append(str(path))
         if any(report.session_lost for report in reports):
@@ -248,7 +251,7 @@ class _Worker:
             if (sizes.get(name) or 0) > ATTACH_LIMIT_BYTES:
                 continue
             try:
-                local = fs.fetch(self.session, name)
+                local = self.store.fetch(name)
             except Exception as exc:
                 log.warning("could not fetch %s for the chat: %s", name, exc)
                 continue
@@ -262,6 +265,6 @@ class _Worker:
         raw = output.to_raw() if hasattr(output, "to_raw") else output
         if not is_image(raw):
             return None
-        path = self.session.new_dir("answer") / "answer.png"
+        path = self.store.new_dir("answer") / "answer.png"
         raw.save(path)
         return StepExtras(images=[str(path)])

@@ -1,22 +1,24 @@
-"""File-browser logic over the executor's file operations on the sandbox's /mnt/data.
+"""A session's files: `FileStore` (the sandbox's /mnt/data through the executor, the server-side scratch directory
+for local copies, the upload limit, and the listing every tab shows), and the file browser's table and sentences.
 
-Every function returns something the page can show; failures become one readable sentence, never a stack trace.
+Every operation returns something the page can show; failures become one readable sentence, never a stack trace.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-if TYPE_CHECKING:
-    from playground.sessions import UserSession
+from playground.changes import Changes
+from playground.formatting import format_time, human_size
 
 log = logging.getLogger(__name__)
 
@@ -24,33 +26,83 @@ COLUMNS = ["", "Name", "Size", "Modified (UTC)"]
 NAME_COLUMN = 1
 SELECTED_MARK = "▶"
 Snapshot = dict[str, tuple[Any, Any]]
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
 
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
+class FileStore:
+    """The files of one session. `publish` replaces the listing the pages show and wakes every tab of the session;
+    nothing else writes it. `executor` is the session's sandbox (replaced by Reset sandbox)."""
+
+    def __init__(self, executor: Any, max_upload_bytes: int, changes: Changes) -> None:
+        self.executor = executor
+        self.max_upload_bytes = max_upload_bytes
+        self.files: list[Any] = []
+        self.version = 0  # bumped by every publish: a page redraws its table when it changed
+        self._changes = changes
+        self._scratch = Path(tempfile.mkdtemp(prefix="playground-"))
+        self._numbers = itertools.count(1)
+
+    @property
+    def scratch(self) -> Path:
+        """The server-side directory of this session's local copies (previews, attachments, exports)."""
+        return self._scratch
+
+    def new_dir(self, prefix: str) -> Path:
+        """A fresh directory under the scratch directory (keeps original file names unique per use)."""
+        path = self._scratch / f"{prefix}-{next(self._numbers)}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # ---- the listing --------------------------------------------------------------------------------------------
+    def publish(self, files: list[Any]) -> None:
+        """Make `files` the listing every tab of the session shows."""
+        with self._changes:
+            self.files = files
+            self.version += 1
+        self._changes.bump()
+
+    def refresh(self) -> tuple[list[Any], str | None]:
+        """List /mnt/data and publish it: (files, None), or ([], a sentence) when listing failed (the previous
+        listing stays)."""
+        try:
+            files = list(self.executor.list_files())
+        except Exception as exc:
+            log.warning("listing files failed: %s", exc)
+            return [], "Could not list /mnt/data: " + describe_error(exc).split(": ", 1)[-1]
+        self.publish(files)
+        return files, None
+
+    # ---- operations ---------------------------------------------------------------------------------------------
+    def upload(self, paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[str]]:
+        """Upload local files to /mnt/data under their own names. Returns (uploaded names, readable refusals)."""
+        uploaded, refused = [], []
+        limit = self.max_upload_bytes
+        for path in paths:
+            name = Path(path).name
+            try:
+                size = os.path.getsize(path)
+                if size > limit:
+                    refused.append(f"“{name}” is too large ({human_size(size)}); the limit is {human_size(limit)}.")
+                    continue
+                self.executor.upload_file(str(path), name)
+                uploaded.append(name)
+            except Exception as exc:
+                refused.append(describe_error(exc, name))
+        return uploaded, refused
+
+    def fetch(self, name: str) -> Path:
+        """Download /mnt/data/<name> into a fresh directory of the scratch directory (same name, same bytes)."""
+        target = self.new_dir("download") / Path(name).name
+        self.executor.download_file(name, str(target))
+        return target
+
+    def delete(self, name: str) -> None:
+        self.executor.delete_file(name)
+
+    def remove_scratch(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
 
-def format_time(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def markdown_escape(text: str) -> str:
-    """A file name shown literally in markdown (names may contain `*`, `_`, `[`…)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
+# ---- the file browser's table -------------------------------------------------------------------------------------
 def table(files: Iterable[Any], selected: str | None = None) -> pd.DataFrame:
     """Mark / name / size / modified rows, sorted by name; directories are left out. The selected file's row is
     marked by name, so the mark follows the file whatever the listing's order."""
@@ -79,6 +131,7 @@ def changed_names(before: Snapshot, after: Snapshot) -> list[str]:
     return sorted(name for name, state in after.items() if before.get(name) != state)
 
 
+# ---- sentences ----------------------------------------------------------------------------------------------------
 def describe_error(exc: BaseException, name: str | None = None) -> str:
     """One readable sentence for a failed file operation."""
     from azure_sessions.errors import FileTooLargeError, InvalidFileNameError, NotFoundError, SessionsError
@@ -101,46 +154,9 @@ def _message(exc: BaseException) -> str:
     return str(getattr(exc, "message", None) or exc).rstrip(".")
 
 
-def list_files(session: UserSession) -> tuple[list[Any], str | None]:
-    try:
-        return list(session.executor.list_files()), None
-    except Exception as exc:
-        log.warning("listing files failed: %s", exc)
-        return [], "Could not list /mnt/data: " + describe_error(exc).split(": ", 1)[-1]
-
-
-def upload(session: UserSession, paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[str]]:
-    """Upload local files to /mnt/data under their own names. Returns (uploaded names, readable refusals)."""
-    uploaded, refused = [], []
-    limit = session.settings.max_upload_bytes
-    for path in paths:
-        name = Path(path).name
-        try:
-            size = os.path.getsize(path)
-            if size > limit:
-                refused.append(f"“{name}” is too large ({human_size(size)}); the limit is {human_size(limit)}.")
-                continue
-            session.executor.upload_file(str(path), name)
-            uploaded.append(name)
-        except Exception as exc:
-            refused.append(describe_error(exc, name))
-    return uploaded, refused
-
-
 def upload_report(uploaded: Sequence[str], refused: Sequence[str]) -> str:
     parts = []
     if uploaded:
         parts.append("Uploaded " + ", ".join(f"`{n}`" for n in uploaded) + " to /mnt/data.")
     parts.extend(f"⚠️ {reason}" for reason in refused)
     return "\n\n".join(parts)
-
-
-def fetch(session: UserSession, name: str) -> Path:
-    """Download /mnt/data/<name> into a fresh per-session temp dir (same name, same bytes)."""
-    target = session.new_dir("download") / Path(name).name
-    session.executor.download_file(name, str(target))
-    return target
-
-
-def delete(session: UserSession, name: str) -> None:
-    session.executor.delete_file(name)

@@ -1,8 +1,9 @@
 """Gradio event handlers: small functions that find the caller's session and delegate to chat/files/sessions.
 
 Each handler returns (or yields) named updates: a dict from an output name ("chat", "files", "status", …) to the
-new value, holding only what changes; ui.py maps the names to its components. A page finds its session by the
-browser's key once, at load; afterwards by Gradio's per-tab session hash. No handler accepts an identifier.
+new value, holding only what changes. Each handler declares the names it may update (`@outputs`), and ui.py wires
+them to its components from that declaration. A page finds its session by the browser's key once, at load;
+afterwards by Gradio's per-tab session hash. No handler accepts an identifier.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import html
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 
@@ -20,16 +21,34 @@ from playground import files as fs
 from playground.backend import Backend
 from playground.chat import run_message, user_messages
 from playground.examples import example_message
+from playground.formatting import format_tokens, markdown_escape, plural, shown_name
 from playground.model_catalog import NO_MODEL, ModelCatalog
 from playground.notebook import write_notebook, zip_files
 from playground.preview import Preview, preview
 from playground.sessions import BrowserSessions, Tab, UserSession, user_token_from
 from playground.settings import Settings
-from playground.steps import format_tokens
 
 log = logging.getLogger(__name__)
 
 Updates = dict[str, Any]
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+FILE_SELECTION = ("status", "download", "delete", "confirm", "preview_note", "preview_table", "preview_image",
+                  "preview_text")  # fmt: skip
+"""What a change of the file selection may update (see `_selection_updates`)."""
+FOLLOWING = ("chat", "box", "panel", "reset", "files", *FILE_SELECTION)
+"""What following a session's runs may update (see `Handlers._follow`)."""
+
+
+def outputs(*names: str) -> Callable[[Handler], Handler]:
+    """Declare the page parts a handler's updates may name; ui.py wires the handler to exactly these."""
+
+    def declare(handler: Handler) -> Handler:
+        handler.outputs = names  # type: ignore[attr-defined]
+        return handler
+
+    return declare
+
 
 NO_FILES_HINT = "Drop files on the chat box or use Upload; select a row to preview, download or delete it."
 FOLLOW_WAIT = 0.5  # how often a follower looks for a newer follower or a closed tab
@@ -87,6 +106,7 @@ class Handlers:
         return f'<div class="kv">{body}</div>{note}'
 
     # ---- page load / unload -------------------------------------------------------------------------------------
+    @outputs("chat", "box", "panel", "model", "key", "reset", "files", *FILE_SELECTION)
     def load(self, key: str | None, request: gr.Request) -> Iterator[Updates]:
         """The page (re)loads: the browser's session, its conversation and files; then it follows a run in progress."""
         if self.backend.refusal:  # no sandbox: nothing to attach to
@@ -98,9 +118,9 @@ class Handlers:
         first: Updates = {"chat": session.view(), "panel": self.panel(session), "model": session.model_key}
         if attachment.key is not None:
             first["key"] = attachment.key
-        if session.conversation or session.files_version:
-            session.listing()
-        first["files"] = fs.table(session.files)
+        if session.conversation or session.store.version:
+            session.store.refresh()
+        first["files"] = fs.table(session.store.files)
         first["reset"] = gr.Button(visible=session.offers_reset())
         if tab is not None:
             first.update(self._file_updates(session, tab))
@@ -114,6 +134,7 @@ class Handlers:
         self.registry.detach(request.session_hash)
 
     # ---- chat ---------------------------------------------------------------------------------------------------
+    @outputs(*FOLLOWING)
     def submit(
         self,
         message: dict | None,
@@ -145,7 +166,7 @@ class Handlers:
         if tab is None:
             return
         token = tab.follower = object()
-        seen, seen_files, busy, offers = -1, session.files_version, None, None
+        seen, seen_files, busy, offers = -1, session.store.version, None, None
         tick = 0.0
         while True:
             if tab.follower is not token or self.registry.tab(tab_id) is not tab or session.closed:
@@ -165,8 +186,8 @@ class Handlers:
                 busy, clear_box = active, False
             if (offered := session.offers_reset()) != offers:
                 update["reset"], offers = gr.Button(visible=offered), offered
-            if session.files_version != seen_files:
-                seen_files = session.files_version
+            if session.store.version != seen_files:
+                seen_files = session.store.version
                 update.update(self._file_updates(session, tab))
             if update:
                 session.touch()
@@ -174,6 +195,7 @@ class Handlers:
             if done:
                 return
 
+    @outputs("box")
     def stop(self, request: gr.Request) -> Updates:
         """Stop: the page is free at once; the run says how its code ended (interrupted, or running on)."""
         session = self.registry.peek(request.session_hash)
@@ -181,6 +203,7 @@ class Handlers:
             session.stop_run()
         return {"box": idle_box()}
 
+    @outputs("reset", "panel", "files", *FILE_SELECTION)
     def reset_sandbox(self, request: gr.Request) -> Updates:
         """Reset sandbox: ends code the sandbox cannot interrupt, by deleting the sandbox session."""
         session = self._session(request)
@@ -194,10 +217,12 @@ class Handlers:
             **_no_selection("The sandbox was reset: a new, empty one took its place (variables and files are gone)."),
         }
 
+    @outputs("box")
     def example(self, model_key: str, evt: gr.SelectData) -> Updates:
         index = evt.index if isinstance(evt.index, int) else 0
         return {"box": example_message(index, model_key == NO_MODEL)}
 
+    @outputs("chat", "box", "files", "panel", "reset", *FILE_SELECTION)
     def new_session(self, model_key: str, request: gr.Request) -> Updates:
         session = self.registry.reset(request.session_hash)
         session.model_key = model_key or self.catalog.default_key
@@ -210,6 +235,7 @@ class Handlers:
             **_no_selection("New session: a fresh agent and an empty sandbox."),
         }
 
+    @outputs("panel")
     def model_changed(self, model_key: str, request: gr.Request) -> Updates:
         session = self._session(request)
         session.model_key = model_key
@@ -218,36 +244,37 @@ class Handlers:
     # ---- file browser -------------------------------------------------------------------------------------------
     def _file_updates(self, session: UserSession, tab: Tab) -> Updates:
         """The listing with the tab's selection marked by name; a selected file that is gone is unselected, saying so."""
-        files = session.files
+        files = session.store.files
         gone = tab.selected is not None and tab.selected not in fs.file_names(files)
         update: Updates = {}
         if gone:
             update = _no_selection(
-                f"“{fs.markdown_escape(tab.selected or '')}” is no longer in /mnt/data; the selection was cleared."
+                f"“{markdown_escape(tab.selected or '')}” is no longer in /mnt/data; the selection was cleared."
             )
             tab.selected = tab.pending_delete = None
         update["files"] = fs.table(files, tab.selected)
         return update
 
     def _listing(self, session: UserSession, tab: Tab, status: str = "") -> Updates:
-        files, error = fs.list_files(session)
+        _, error = session.store.refresh()
         if error:
             return {"status": error}
-        with session.changed:
-            session.files, session.files_version = files, session.files_version + 1
         update = self._file_updates(session, tab)
         if status and "status" not in update:
             update["status"] = status
         return update
 
+    @outputs("files", *FILE_SELECTION)
     def refresh_files(self, request: gr.Request) -> Updates:
         return self._listing(self._session(request), self._tab(request))
 
+    @outputs("files", *FILE_SELECTION)
     def upload(self, paths: list[str] | None, request: gr.Request) -> Updates:
         session = self._session(request)
-        uploaded, refused = fs.upload(session, [str(p) for p in paths or []])
+        uploaded, refused = session.store.upload([str(p) for p in paths or []])
         return self._listing(session, self._tab(request), fs.upload_report(uploaded, refused))
 
+    @outputs("files", *FILE_SELECTION)
     def select_file(self, evt: gr.SelectData, request: gr.Request) -> Updates:
         session, tab = self._session(request), self._tab(request)
         row = evt.row_value or []
@@ -255,75 +282,73 @@ class Handlers:
         if not name:
             return {}
         try:
-            local = fs.fetch(session, name)
+            local = session.store.fetch(name)
         except Exception as exc:
             tab.selected = tab.pending_delete = None
-            return {**_no_selection(fs.describe_error(exc, name)), "files": fs.table(session.files)}
+            return {**_no_selection(fs.describe_error(exc, name)), "files": fs.table(session.store.files)}
         tab.selected, tab.pending_delete = name, None
         return {
-            "files": fs.table(session.files, name),
-            "status": f"Selected {_shown_name(name)}.",
+            "files": fs.table(session.store.files, name),
+            "status": f"Selected {shown_name(name)}.",
             **_selection_updates(name, local),
         }
 
+    @outputs("confirm_yes", "confirm_text", *FILE_SELECTION)
     def ask_delete(self, request: gr.Request) -> Updates:
         """Delete asks first, naming the file; the answer deletes exactly the file it named."""
         tab = self._tab(request)
         if tab.selected is None:
             return _no_selection("Select a file first.")
         tab.pending_delete = tab.selected
-        name = fs.markdown_escape(tab.selected)
+        name = markdown_escape(tab.selected)
         return {
             "confirm": gr.Column(visible=True),
             "confirm_text": f"Delete **{name}** from /mnt/data? This cannot be undone.",
             "confirm_yes": gr.Button(value=f"Delete {tab.selected}"),
         }
 
+    @outputs("files", *FILE_SELECTION)
     def confirm_delete(self, request: gr.Request) -> Updates:
         session, tab = self._session(request), self._tab(request)
         name, tab.pending_delete = tab.pending_delete, None
         if name is None:
             return {"confirm": gr.Column(visible=False)}
         try:
-            fs.delete(session, name)
-            message = f"Deleted {_shown_name(name)}."
+            session.store.delete(name)
+            message = f"Deleted {shown_name(name)}."
         except Exception as exc:
             message = fs.describe_error(exc, name)
         tab.selected = None
         return {**_no_selection(message), **self._listing(session, tab)}
 
+    @outputs("confirm")
     def cancel_delete(self, request: gr.Request) -> Updates:
         self._tab(request).pending_delete = None
         return {"confirm": gr.Column(visible=False)}
 
     # ---- exports ------------------------------------------------------------------------------------------------
+    @outputs("export", "status")
     def export_notebook(self, request: gr.Request) -> Updates:
         session = self._session(request)
-        path = write_notebook(session)
-        cells = len(session.notebook)
+        path = write_notebook(session.notebook, session.store, session.short_id)
+        executed = plural(session.notebook.code_cells, "executed cell")
         return {
             "export": str(path),
-            "status": f"Downloaded {path.name}: the conversation and {session.notebook.code_cells} executed "
-            f"cell{'s' if session.notebook.code_cells != 1 else ''} ({cells} cells in all).",
+            "status": f"Downloaded {path.name}: the conversation and {executed} ({len(session.notebook)} cells in all).",
         }
 
+    @outputs("export", "status")
     def export_zip(self, request: gr.Request) -> Updates:
         session = self._session(request)
-        files = session.listing()
+        files, _ = session.store.refresh()
         names = fs.file_names(files)
         if not names:
             return {"export": None, "status": "There are no files in /mnt/data to download yet."}
         try:
-            path = zip_files(session, files)
+            path = zip_files(session.store, files, session.short_id)
         except Exception as exc:
             return {"export": None, "status": "Could not zip /mnt/data: " + fs.describe_error(exc)}
-        count = len(names)
-        return {"export": str(path), "status": f"Downloaded {path.name}: {count} file{'s' if count != 1 else ''}."}
-
-
-def _shown_name(name: str) -> str:
-    """A file name in a status line: as code, or escaped where a backtick would end the code span."""
-    return f"`{name}`" if "`" not in name else fs.markdown_escape(name)
+        return {"export": str(path), "status": f"Downloaded {path.name}: {plural(len(names), 'file')}."}
 
 
 def _no_selection(status: str) -> Updates:

@@ -15,16 +15,14 @@ import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nbformat
 from nbformat import v4
 
 from azure_sessions import ExecutionReport
+from playground.files import FileStore
 from playground.steps import exception_label, split_model_output
-
-if TYPE_CHECKING:
-    from playground.sessions import UserSession
 
 PREAMBLE = '''\
 # The code below reads and writes /mnt/data, as it did in the sandbox. To run this notebook elsewhere, put the
@@ -149,22 +147,21 @@ def _plain(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def write_notebook(session: UserSession) -> Path:
-    """The session's notebook as a file in a fresh temp directory (named after the session)."""
-    notebook = session.notebook.build(f"Sessions Playground session {session.short_id}")
-    path = session.new_dir("export") / f"session-{session.short_id}.ipynb"
+def write_notebook(log: NotebookLog, store: FileStore, name: str) -> Path:
+    """The notebook as a file in a fresh directory of the session's scratch directory (named after the session)."""
+    notebook = log.build(f"Sessions Playground session {name}")
+    path = store.new_dir("export") / f"session-{name}.ipynb"
     path.write_text(nbformat.writes(notebook), encoding="utf-8")
     return path
 
 
-def zip_files(session: UserSession, files: Sequence[Any]) -> Path:
+def zip_files(store: FileStore, files: Sequence[Any], name: str) -> Path:
     """Every file of /mnt/data (as listed) in one zip, streamed from the sandbox file by file."""
-    directory = session.new_dir("export")
-    path = directory / f"mnt-data-{session.short_id}.zip"
+    path = store.new_dir("export") / f"mnt-data-{name}.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for info in files:
             if getattr(info, "type", "file") == "directory":
                 continue
             with archive.open(info.name, "w", force_zip64=True) as member:
-                session.executor.download_file(info.name, member)
+                store.executor.download_file(info.name, member)
     return path

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from playground.files import human_size, markdown_escape
+from playground.formatting import human_size, markdown_escape
 
 log = logging.getLogger(__name__)
 

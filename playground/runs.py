@@ -16,7 +16,8 @@ from typing import Any
 
 from gradio import ChatMessage
 
-from playground import files as fs
+from playground.changes import Changes
+from playground.files import upload_report
 from playground.steps import RunRenderer, StepExtras
 
 
@@ -80,19 +81,6 @@ class Ended:
 
 
 RunMessage = Started | Uploaded | AgentEvent | PythonStarted | PythonDone | Stopped | Failed | Ended
-
-
-class Changes(threading.Condition):
-    """A condition with a counter: whoever changes what a page shows bumps it; followers wait for a new value."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.version = 0
-
-    def bump(self) -> None:
-        with self:
-            self.version += 1
-            self.notify_all()
 
 
 # How a stop request fared: still trying, the code was interrupted, or the sandbox cannot interrupt.
@@ -237,13 +225,12 @@ def _pending(title: str, text: str) -> ChatMessage:
 def _apply(renderer: RunRenderer, message: RunMessage, agent_mode: bool) -> None:
     match message:
         case Started():
-            if agent_mode and renderer.current is None:
-                renderer.begin_step(1)
+            if agent_mode:
+                renderer.first_step()
         case Uploaded(names=names, refused=refused):
-            report = fs.upload_report(names, refused)
+            report = upload_report(names, refused)
             if report:
-                at = len(renderer.messages) - (1 if renderer.current is not None else 0)
-                renderer.messages.insert(max(0, at), ChatMessage(content=report))
+                renderer.note(report)
         case AgentEvent(event=event, extras=extras):
             renderer.on_event(event, extras)
         case PythonStarted(code=code):

@@ -13,23 +13,21 @@ import hashlib
 import logging
 import re
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradio import ChatMessage
 
 from azure_sessions import InterruptNotSupportedError, SessionsError
-from playground import files as fs
 from playground.backend import Backend
+from playground.changes import Changes
+from playground.files import FileStore
 from playground.model_catalog import ModelCatalog
 from playground.notebook import NotebookLog
-from playground.runs import CANNOT_INTERRUPT, INTERRUPTED, Changes, Run
+from playground.runs import CANNOT_INTERRUPT, INTERRUPTED, Run
 from playground.settings import Settings
 from playground.steps import Totals
 
@@ -62,7 +60,8 @@ def key_digest(key: str) -> str:
 
 
 class UserSession:
-    """Everything that belongs to one browser. `changed` is notified whenever something a page shows changes."""
+    """Everything that belongs to one browser. `changed` is notified whenever something a page shows changes; `store`
+    holds its sandbox's files and the listing the pages show."""
 
     def __init__(self, digest: str, backend: Backend, catalog: ModelCatalog, settings: Settings) -> None:
         self.digest = digest
@@ -70,39 +69,30 @@ class UserSession:
         self.catalog = catalog
         self.settings = settings
         self.session_id = str(uuid.uuid4())
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="playground-"))
-        self.executor = backend.new_executor(self.session_id, settings.execution_timeout)
+        self.changed = Changes()  # bumped on every change a page shows
+        executor = backend.new_executor(self.session_id, settings.execution_timeout)
+        self.store = FileStore(executor, settings.max_upload_bytes, self.changed)
         self.agent: CodeAgent | None = None
         self.agent_model_key: str | None = None
         self.model_key: str = catalog.default_key
         self.totals = Totals()
         self.last_used = time.monotonic()
-        self.changed = Changes()  # bumped on every change a page shows
         self.conversation: list[Run | list[ChatMessage]] = []
         self.notebook = NotebookLog()
-        self.files: list[Any] = []
-        self.files_version = 0
         self.closed = False
         self.unclaimed_key: str | None = None  # made before the browser could store it (an event before load)
         self._sandbox_reset = False
-        self._counter = 0
-        self._counter_lock = threading.Lock()
 
     @property
     def short_id(self) -> str:
         return self.session_id.split("-")[0]
 
+    @property
+    def executor(self) -> Any:
+        return self.store.executor
+
     def touch(self) -> None:
         self.last_used = time.monotonic()
-
-    def new_dir(self, prefix: str) -> Path:
-        """A fresh directory under the session's temp dir (keeps original file names unique per use)."""
-        with self._counter_lock:
-            self._counter += 1
-            number = self._counter
-        path = self.tmpdir / f"{prefix}-{number}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
     def _bump(self) -> None:
         self.changed.bump()
@@ -156,16 +146,6 @@ class UserSession:
     def offers_reset(self) -> bool:
         """A run's code cannot be interrupted and is still going: the page offers Reset sandbox."""
         return any(run.cannot_interrupt for run in self.runs())
-
-    def listing(self) -> list[Any]:
-        """List /mnt/data and publish it to the pages (an error leaves the previous listing)."""
-        files, error = fs.list_files(self)
-        if error is None:
-            with self.changed:
-                self.files = files
-                self.files_version += 1
-            self._bump()
-        return files
 
     # ---- the agent ----------------------------------------------------------------------------------------------
     def agent_for(self, model_key: str, user_token: str | None = None) -> CodeAgent | None:
@@ -241,7 +221,7 @@ class UserSession:
         and go on with a new one. The conversation and the agent's memory are kept; the agent is told."""
         old = self.executor
         self.session_id = str(uuid.uuid4())
-        self.executor = self.backend.new_executor(self.session_id, self.settings.execution_timeout)
+        self.store.executor = self.backend.new_executor(self.session_id, self.settings.execution_timeout)
         self._sandbox_reset = True
         for run in self.unsettled():
             if run.started:  # its code ran in the old sandbox; a run still waiting goes on in the new one
@@ -251,9 +231,7 @@ class UserSession:
         threading.Thread(
             target=_delete_sandbox, args=(old, self.short_id), name="playground-reset", daemon=True
         ).start()
-        with self.changed:
-            self.files, self.files_version = [], self.files_version + 1
-        self._bump()
+        self.store.publish([])
 
     def close(self, wait: float = 0.0) -> None:
         """End any run, delete the sandbox session and the temp dir. Safe to call twice."""
@@ -269,7 +247,7 @@ class UserSession:
         for run in runs:
             if run.thread is not None and wait:
                 run.thread.join(wait)
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        self.store.remove_scratch()
         self._bump()
 
 

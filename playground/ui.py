@@ -1,4 +1,5 @@
-"""The page: one gr.Blocks layout and its event wiring. Behaviour lives in handlers.py."""
+"""The page: one gr.Blocks layout and its event wiring, and `PlaygroundApp`, what `build_app` returns (the page
+and what it runs on, with `launch` and `close`). Behaviour lives in handlers.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import html
 import inspect
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -16,6 +18,7 @@ from playground.examples import ASSETS, chatbot_examples
 from playground.files import COLUMNS, empty_table
 from playground.handlers import NO_FILES_HINT, Handlers
 from playground.model_catalog import ModelCatalog, ModelFactory
+from playground.sessions import BrowserSessions
 from playground.settings import Settings
 
 TITLE = "Sessions Playground"
@@ -70,15 +73,50 @@ SHOW_CHAT_JS = """(...inputs) => {
 """On a phone the side panel is below the chat: sending a message brings the chat (and so the answer) into view."""
 
 
+@dataclass
+class PlaygroundApp:
+    """The page (`demo`, a gr.Blocks) and what it runs on: the handlers with every visitor's session, and the
+    sandbox backend. `close` ends it all: the server, every session (its sandbox deleted), an emulator it started."""
+
+    demo: gr.Blocks
+    handlers: Handlers
+    owns_backend: bool = True
+
+    @property
+    def settings(self) -> Settings:
+        return self.handlers.settings
+
+    @property
+    def backend(self) -> Backend:
+        return self.handlers.backend
+
+    @property
+    def registry(self) -> BrowserSessions:
+        return self.handlers.registry
+
+    def launch(self, **overrides: Any) -> None:
+        """Serve the page (`launch_kwargs` of the settings, then `overrides`, e.g. prevent_thread_lock=True)."""
+        self.demo.launch(**{**launch_kwargs(self.settings), **overrides})
+
+    def close(self) -> None:
+        """Stop serving, close every session (deleting its sandbox), and stop an emulator this app started."""
+        self.demo.close()
+        self.registry.close_all()
+        if self.owns_backend:
+            self.backend.stop()
+
+
 def build_app(
     settings: Settings,
     *,
     backend: Backend | None = None,
     extra_models: Mapping[str, ModelFactory] | None = None,
-) -> gr.Blocks:
-    """Build the page. `backend` defaults to the configured pool or a new embedded emulator; `extra_models`
-    (label -> zero-argument factory) are listed first in the picker and chosen by default (tests use this)."""
+) -> PlaygroundApp:
+    """Build the page. `backend` defaults to the configured pool or a new embedded emulator (the app stops it on
+    `close`; one passed in is left running); `extra_models` (label -> zero-argument factory) are listed first in the
+    picker and chosen by default (tests use this)."""
     make_ast_parse_thread_safe()
+    owns_backend = backend is None
     backend = backend or start_backend(settings)
     catalog = ModelCatalog.from_settings(settings, extra_models)
     h = Handlers(settings, backend, catalog)
@@ -90,40 +128,28 @@ def build_app(
         # "multiple": a message sent while a stopped run's code still runs must reach the server (which queues it
         # behind that run, saying so); the server itself ignores Enter pressed while the tab's own run goes on.
         run_kwargs: dict[str, Any] = {"show_progress": "hidden", "trigger_mode": "multiple", **PRIVATE}
-        follow_outputs = ("chat", "box", "panel", "reset", "files", *FILE_SELECTION)
-        wire(c["box"].submit, h.submit, [c["box"], c["model"]], follow_outputs, js=SHOW_CHAT_JS, **run_kwargs)
-        wire(c["chat"].example_select, h.example, [c["model"]], ("box",), queue=False, **PRIVATE).then(
-            _named(h.submit, c), [c["box"], c["model"]], [c[n] for n in follow_outputs], **run_kwargs
-        )
+        wire(c["box"].submit, h.submit, [c["box"], c["model"]], js=SHOW_CHAT_JS, **run_kwargs)
+        example = wire(c["chat"].example_select, h.example, [c["model"]], queue=False, **PRIVATE)
+        wire(example.then, h.submit, [c["box"], c["model"]], **run_kwargs)
         # No `cancels=`: a cancelled generator's completion can land after our output and redraw the old chat.
         # Stop asks the run to stop; the page's follower draws how it ends.
-        wire(c["box"].stop, h.stop, None, ("box",), queue=False, **PRIVATE)
-        wire(c["reset"].click, h.reset_sandbox, None, ("reset", "panel", "files", *FILE_SELECTION), **PRIVATE)
-        wire(c["new_session"].click, h.new_session, [c["model"]], ("chat", "box", "files", "panel", "reset",
-             *FILE_SELECTION), **PRIVATE)  # fmt: skip
-        wire(c["model"].change, h.model_changed, [c["model"]], ("panel",), **PRIVATE)
-        wire(c["upload"].upload, h.upload, [c["upload"]], ("files", *FILE_SELECTION), **PRIVATE)
-        wire(c["refresh"].click, h.refresh_files, None, ("files", *FILE_SELECTION), **PRIVATE)
-        wire(c["files"].select, h.select_file, None, ("files", *FILE_SELECTION), **PRIVATE)
-        wire(c["delete"].click, h.ask_delete, None, ("confirm_yes", "confirm_text", *FILE_SELECTION), **PRIVATE)
-        wire(c["confirm_yes"].click, h.confirm_delete, None, ("files", *FILE_SELECTION), **PRIVATE)
-        wire(c["confirm_no"].click, h.cancel_delete, None, ("confirm",), **PRIVATE)
+        wire(c["box"].stop, h.stop, None, queue=False, **PRIVATE)
+        wire(c["reset"].click, h.reset_sandbox, None, **PRIVATE)
+        wire(c["new_session"].click, h.new_session, [c["model"]], **PRIVATE)
+        wire(c["model"].change, h.model_changed, [c["model"]], **PRIVATE)
+        wire(c["upload"].upload, h.upload, [c["upload"]], **PRIVATE)
+        wire(c["refresh"].click, h.refresh_files, None, **PRIVATE)
+        wire(c["files"].select, h.select_file, None, **PRIVATE)
+        wire(c["delete"].click, h.ask_delete, None, **PRIVATE)
+        wire(c["confirm_yes"].click, h.confirm_delete, None, **PRIVATE)
+        wire(c["confirm_no"].click, h.cancel_delete, None, **PRIVATE)
         for button, handler in ((c["export_notebook"], h.export_notebook), (c["export_zip"], h.export_zip)):
-            wire(button.click, handler, None, ("export", "status"), **PRIVATE).then(
-                None, [c["export"]], None, js=DOWNLOAD_JS, **PRIVATE
-            )
-        wire(demo.load, h.load, [c["key"]], ("chat", "box", "panel", "model", "key", "reset", "files",
-             *FILE_SELECTION), **PRIVATE)  # fmt: skip
+            wire(button.click, handler, None, **PRIVATE).then(None, [c["export"]], None, js=DOWNLOAD_JS, **PRIVATE)
+        wire(demo.load, h.load, [c["key"]], **PRIVATE)
         demo.unload(h.unload)
     demo.queue(default_concurrency_limit=settings.concurrency)
     h.registry.start_reaper()
-    demo.playground = h  # tests and app.py reach the registry and backend through this
-    return demo
-
-
-FILE_SELECTION = ("status", "download", "delete", "confirm", "preview_note", "preview_table", "preview_image",
-                  "preview_text")  # fmt: skip
-"""What a change of the file selection may update (see handlers._selection_updates)."""
+    return PlaygroundApp(demo, h, owns_backend)
 
 
 def _layout(backend: Backend, catalog: ModelCatalog, settings: Settings, h: Handlers) -> dict[str, Any]:
@@ -252,19 +278,29 @@ def _file_preview() -> dict[str, Any]:
 
 
 class _Wiring:
-    """Connects an event to a handler that returns named updates, with the outputs listed by name."""
+    """Connects an event to a handler that returns named updates; its outputs are the components the handler
+    declares (`handlers.outputs`)."""
 
     def __init__(self, components: dict[str, Any]) -> None:
         self.c = components
 
-    def __call__(self, event: Any, handler: Any, inputs: Any, names: tuple[str, ...], **kwargs: Any) -> Any:
+    def __call__(self, event: Any, handler: Any, inputs: Any, **kwargs: Any) -> Any:
+        names = handler.outputs
+        unknown = [name for name in names if name not in self.c]
+        if unknown:
+            raise KeyError(f"{handler.__name__} declares outputs the page does not have: {unknown}")
         return event(_named(handler, self.c), inputs, [self.c[name] for name in names], **kwargs)
 
 
 def _named(handler: Any, components: dict[str, Any]) -> Any:
-    """`handler` with its {name: value} updates turned into Gradio's {component: value} (generators too)."""
+    """`handler` with its {name: value} updates turned into Gradio's {component: value} (generators too). An update
+    naming an output the handler did not declare is a bug: it fails loudly rather than being dropped by Gradio."""
+    declared = set(handler.outputs)
 
     def convert(update: dict[str, Any]) -> dict[Any, Any]:
+        undeclared = update.keys() - declared
+        if undeclared:
+            raise KeyError(f"{handler.__name__} updated outputs it does not declare: {sorted(undeclared)}")
         return {components[name]: value for name, value in update.items()}
 
     if inspect.isgeneratorfunction(handler):

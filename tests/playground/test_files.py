@@ -9,7 +9,8 @@ import pytest
 
 from azure_sessions import FileInfo
 from azure_sessions.errors import FileTooLargeError, InvalidFileNameError, NotFoundError
-from playground.files import changed_names, describe_error, human_size, snapshot, table
+from playground.files import changed_names, describe_error, snapshot, table
+from playground.formatting import human_size
 
 
 def test_table_rows_are_sorted_and_readable():

@@ -70,7 +70,7 @@ def test_new_session_and_close_delete_the_sandbox_and_temp_dir(registry, emulato
     fresh = registry.reset("tab")
     assert fresh is not session and fresh.session_id != session.session_id
     assert registry.attach("tab-2", key).session is fresh  # the same key now finds the fresh session
-    wait_until(lambda: session.closed and not session.tmpdir.exists())
+    wait_until(lambda: session.closed and not session.store.scratch.exists())
     assert session.session_id not in sandbox_ids(emulator)
 
 
@@ -116,7 +116,7 @@ def test_no_model_mode_uploads_then_runs_python_and_refuses_big_files(registry, 
     assert any("small.txt** · 5 B" in t and "big.bin** · 2.0 KB" in t for t in texts)  # names and sizes
     assert any("Uploaded `small.txt`" in t and "big.bin" in t and "too large" in t for t in texts)
     assert "hello" in texts[-1] and not messages[-1].metadata  # the answer is a plain message
-    assert [f.name for f in session.files] == ["small.txt"]
+    assert [f.name for f in session.store.files] == ["small.txt"]
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ from smolagents.models import ChatMessageStreamDelta
 from smolagents.monitoring import AgentLogger, LogLevel, Timing, TokenUsage
 from smolagents.utils import AgentExecutionError
 
+from playground.formatting import fence
 from playground.steps import (
     RunRenderer,
     StepExtras,
     Totals,
     exception_label,
-    fence,
     split_model_output,
     split_observations,
     step_body,

@@ -35,14 +35,14 @@ def app(tmp_path_factory) -> Iterator[SimpleNamespace]:
         cache = tmp_path_factory.mktemp("gradio-cache")
         model = ScriptedModel(responder=responder, chunk_delay=0.05)
         seen: dict[str, Path] = {}  # every user session's temp dir, checked at the end
-        with running_playground(emu, TOKEN, {MODEL: lambda: model}, cache, max_upload_bytes=LIMIT) as (url, demo):
-            registry = demo.playground.registry
+        with running_playground(emu, TOKEN, {MODEL: lambda: model}, cache, max_upload_bytes=LIMIT) as (url, app):
+            registry = app.registry
 
             def remember() -> None:
                 for session in registry.sessions():
-                    seen[session.session_id] = session.tmpdir
+                    seen[session.session_id] = session.store.scratch
 
-            yield SimpleNamespace(url=url, demo=demo, emu=emu, registry=registry, remember=remember, cache=cache)
+            yield SimpleNamespace(url=url, app=app, emu=emu, registry=registry, remember=remember, cache=cache)
             remember()
         # the app closed every session: temp dirs gone, sandbox sessions deleted; then the emulator leaves nothing
         assert [str(p) for p in seen.values() if p.exists()] == []
@@ -130,5 +130,5 @@ def test_a_tab_closed_mid_run_spares_others_and_its_sandbox_goes_at_the_idle_tim
     assert not session.closed and session in app.registry.sessions()  # never while its run goes on
     wait_until(run.settled.is_set, timeout=120, what="the run ended")
     app.registry.reap_idle(now=time.monotonic() + 10**6)
-    wait_until(lambda: session.closed and not session.tmpdir.exists(), timeout=30, what="session closed")
+    wait_until(lambda: session.closed and not session.store.scratch.exists(), timeout=30, what="session closed")
     wait_until(lambda: session.session_id not in sandbox_ids(app.emu), timeout=30, what="sandbox deleted")
