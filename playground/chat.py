@@ -22,7 +22,7 @@ from smolagents.utils import AgentError
 
 from azure_sessions import SESSION_LOST_NOTICE, ExecutionReport
 from playground import files as fs
-from playground.formatting import human_size, markdown_escape
+from playground.formatting import fence, human_size, markdown_escape
 from playground.model_catalog import NO_MODEL, ModelUnavailableError
 from playground.runs import (
     CANNOT_INTERRUPT,
@@ -51,14 +51,23 @@ RESET_NOTE = (
 )
 
 
-def user_messages(text: str, paths: Sequence[str]) -> list[ChatMessage]:
-    """The user's message as the chat shows it: the text, then the attachments by name and size."""
+def user_messages(text: str, paths: Sequence[str], as_code: bool = False) -> list[ChatMessage]:
+    """The user's message as the chat shows it: the text, then the attachments by name and size. `as_code` ("No
+    model" mode: the message is Python) shows the text as a Python block, unless it holds its own fenced block."""
     messages = []
     if text.strip():
-        messages.append(ChatMessage(role="user", content=text))
+        messages.append(ChatMessage(role="user", content=shown_as_code(text) if as_code else text))
     if paths:
         messages.append(ChatMessage(role="user", content=attachments_text(paths)))
     return messages
+
+
+def shown_as_code(text: str) -> str:
+    """Python typed as a message, shown as code (indentation and underscores intact, nothing read as markdown). A
+    message that already holds a fenced block is shown as typed: its code is in the block."""
+    if "```" in text and strip_code_fences(text) != text:
+        return text
+    return fence(text.strip("\n"), "python")
 
 
 def attachments_text(paths: Sequence[str]) -> str:
@@ -93,7 +102,8 @@ def run_message(
 ) -> Run:
     """Add a run for the message to the session's conversation and start its worker thread (it first waits for the
     session's previous run to settle). Pages follow the session to see it; tests can wait on `run.settled`."""
-    run = session.begin_run(user_messages(text, paths), model_key != NO_MODEL, tab)
+    agent_mode = model_key != NO_MODEL
+    run = session.begin_run(user_messages(text, paths, as_code=not agent_mode), agent_mode, tab)
     run.thread = threading.Thread(
         target=_Worker(session, run),
         args=(text, list(paths), model_key, user_token),

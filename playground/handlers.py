@@ -147,7 +147,7 @@ class Handlers:
         paths = [str(p) for p in (message or {}).get("files") or []]
         if self.backend.refusal:
             refusal = gr.ChatMessage(role="assistant", content=f"This server runs no code. {self.backend.refusal}")
-            yield {"chat": [*user_messages(text, []), refusal]}
+            yield {"chat": [*user_messages(text, [], as_code=model_key == NO_MODEL), refusal]}
             return
         session = self._session(request)
         active = session.active_run()
