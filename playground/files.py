@@ -6,12 +6,15 @@ Every operation returns something the page can show; failures become one readabl
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import pandas as pd
 
 from playground.changes import Changes
 from playground.formatting import format_time, human_size
+from playground.visitors import CapReached
 
 log = logging.getLogger(__name__)
 
@@ -26,31 +30,117 @@ COLUMNS = ["", "Name", "Size", "Modified (UTC)"]
 NAME_COLUMN = 1
 SELECTED_MARK = "▶"
 Snapshot = dict[str, tuple[Any, Any]]
+SCRATCH_LIMIT_BYTES = 256 * 1024 * 1024  # local copies one session may hold on the server
+
+
+class TooLarge(Exception):
+    """A file is larger than what the server copies of it (`limit` bytes); the message is a sentence."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.message, self.limit = message, limit
 
 
 class FileStore:
     """The files of one session. `publish` replaces the listing the pages show and wakes every tab of the session;
-    nothing else writes it. `executor` is the session's sandbox (replaced by Reset sandbox)."""
+    nothing else writes it.
 
-    def __init__(self, executor: Any, max_upload_bytes: int, changes: Changes) -> None:
-        self.executor = executor
+    The sandbox is made on first need (`executor`, through `acquire`, which may refuse with a sentence when the
+    visitor or the server is at its cap) and given back by `release`; `current` is the sandbox if there is one. The
+    scratch directory (local copies: previews, images, attachments, exports) is made on first use, inside Gradio's
+    cache directory, so Gradio serves its files without copying them again; it has an unguessable name, holds at most
+    SCRATCH_LIMIT_BYTES, and goes with the session."""
+
+    def __init__(
+        self, acquire: Callable[[], Any], max_upload_bytes: int, changes: Changes, scratch_root: Path | None = None
+    ) -> None:
+        self._acquire = acquire
         self.max_upload_bytes = max_upload_bytes
         self.files: list[Any] = []
         self.version = 0  # bumped by every publish: a page redraws its table when it changed
         self._changes = changes
-        self._scratch = Path(tempfile.mkdtemp(prefix="playground-"))
+        self._executor: Any = None
+        self._acquiring = False
+        self._lock = threading.Lock()
+        root = Path(scratch_root) if scratch_root is not None else Path(tempfile.gettempdir())
+        self._scratch = root / f"playground-{secrets.token_hex(16)}"
         self._numbers = itertools.count(1)
+        self._kept: dict[str, collections.deque[Path]] = {}
+        self.scratch_bytes = 0
+
+    # ---- the sandbox --------------------------------------------------------------------------------------------
+    @property
+    def executor(self) -> Any:
+        """The session's sandbox, made now if it has none (CapReached when the visitor or the server is at a cap)."""
+        with self._lock:
+            if self._executor is None:
+                self._acquiring = True  # counted as held while the caps decide (see `holding`)
+                try:
+                    self._executor = self._acquire()
+                finally:
+                    self._acquiring = False
+            return self._executor
 
     @property
+    def current(self) -> Any:
+        """The sandbox if the session holds one (never makes one)."""
+        return self._executor
+
+    @property
+    def has_sandbox(self) -> bool:
+        return self._executor is not None
+
+    @property
+    def holding(self) -> bool:
+        """Holds a sandbox, or is being given one: what the sandbox caps count."""
+        return self._executor is not None or self._acquiring
+
+    def release(self) -> Any:
+        """Give the sandbox up (the caller deletes it) and empty the listing; the next need makes a new one."""
+        with self._lock:
+            old, self._executor = self._executor, None
+        if old is not None or self.files:
+            self.publish([])
+        return old
+
+    # ---- the scratch directory ----------------------------------------------------------------------------------
+    @property
     def scratch(self) -> Path:
-        """The server-side directory of this session's local copies (previews, attachments, exports)."""
+        """The server-side directory of this session's local copies (it exists once something was copied)."""
         return self._scratch
 
-    def new_dir(self, prefix: str) -> Path:
-        """A fresh directory under the scratch directory (keeps original file names unique per use)."""
+    def new_dir(self, prefix: str, keep: int | None = None) -> Path:
+        """A fresh directory under the scratch directory (keeps original file names unique per use). With `keep`,
+        only the latest `keep` directories of this prefix are kept (older previews and downloads go)."""
         path = self._scratch / f"{prefix}-{next(self._numbers)}"
         path.mkdir(parents=True, exist_ok=True)
+        if keep is not None:
+            kept = self._kept.setdefault(prefix, collections.deque())
+            kept.append(path)
+            while len(kept) > keep:
+                self._forget(kept.popleft())
         return path
+
+    def room(self) -> int:
+        """Bytes the scratch directory may still take."""
+        return max(0, SCRATCH_LIMIT_BYTES - self.scratch_bytes)
+
+    def write(self, path: Path, data: bytes) -> Path:
+        """Write `data` (counted against the scratch limit; TooLarge when it does not fit)."""
+        if len(data) > self.room():
+            raise TooLarge(_no_room(len(data), self.scratch_bytes), self.room())
+        path.write_bytes(data)
+        self.scratch_bytes += len(data)
+        return path
+
+    def _forget(self, directory: Path) -> None:
+        freed = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+        shutil.rmtree(directory, ignore_errors=True)
+        self.scratch_bytes = max(0, self.scratch_bytes - freed)
+
+    def remove_scratch(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        self.scratch_bytes = 0
 
     # ---- the listing --------------------------------------------------------------------------------------------
     def publish(self, files: list[Any]) -> None:
@@ -62,9 +152,14 @@ class FileStore:
 
     def refresh(self) -> tuple[list[Any], str | None]:
         """List /mnt/data and publish it: (files, None), or ([], a sentence) when listing failed (the previous
-        listing stays)."""
+        listing stays). A session without a sandbox has no files, and listing them does not make one."""
+        executor = self._executor
+        if executor is None:
+            if self.files:
+                self.publish([])
+            return [], None
         try:
-            files = list(self.executor.list_files())
+            files = list(executor.list_files())
         except Exception as exc:
             log.warning("listing files failed: %s", exc)
             return [], "Could not list /mnt/data: " + describe_error(exc).split(": ", 1)[-1]
@@ -85,21 +180,60 @@ class FileStore:
                     continue
                 self.executor.upload_file(str(path), name)
                 uploaded.append(name)
+            except CapReached:
+                raise
             except Exception as exc:
                 refused.append(describe_error(exc, name))
         return uploaded, refused
 
-    def fetch(self, name: str) -> Path:
-        """Download /mnt/data/<name> into a fresh directory of the scratch directory (same name, same bytes)."""
-        target = self.new_dir("download") / Path(name).name
-        self.executor.download_file(name, str(target))
+    def head(self, name: str, size: int) -> bytes:
+        """The first `size` bytes of /mnt/data/<name> (the download stops there: a huge or sparse file costs only
+        what is read)."""
+        chunks, total = [], 0
+        stream = self.executor.client.iter_download(name)
+        try:
+            for chunk in stream:
+                chunks.append(chunk)
+                total += len(chunk)
+                if total >= size:
+                    break
+        finally:
+            stream.close()
+        return b"".join(chunks)[:size]
+
+    def fetch(self, name: str, limit: int, prefix: str = "download", keep: int | None = None) -> Path:
+        """Download /mnt/data/<name> into a fresh scratch directory (same name, same bytes), reading at most `limit`
+        bytes: TooLarge past it (and nothing is kept)."""
+        limit = min(limit, self.room())
+        target = self.new_dir(prefix, keep) / Path(name).name
+        written = 0
+        stream = self.executor.client.iter_download(name)
+        try:
+            with target.open("wb") as out:
+                for chunk in stream:
+                    written += len(chunk)
+                    if written > limit:
+                        raise TooLarge(_no_room(written, self.scratch_bytes), limit)
+                    out.write(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        finally:
+            stream.close()
+        self.scratch_bytes += written
         return target
 
     def delete(self, name: str) -> None:
         self.executor.delete_file(name)
 
-    def remove_scratch(self) -> None:
-        shutil.rmtree(self._scratch, ignore_errors=True)
+
+def _no_room(size: int, used: int) -> str:
+    if size > SCRATCH_LIMIT_BYTES - used and used:
+        return (
+            f"the server keeps at most {human_size(SCRATCH_LIMIT_BYTES)} of copies per session, and this one "
+            f"would not fit ({human_size(used)} in use)"
+        )
+    return f"it is larger than the server copies ({human_size(size)} or more)"
 
 
 # ---- the file browser's table -------------------------------------------------------------------------------------

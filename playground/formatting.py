@@ -5,6 +5,7 @@ Imports nothing of the playground, so any module may use it.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 
@@ -61,6 +62,15 @@ def format_tokens(input_tokens: int | None, output_tokens: int | None) -> str:
     return f"{input_tokens or 0:,} in · {output_tokens or 0:,} out tokens"
 
 
+def span(seconds: float) -> str:
+    """ "40 s", "3 min" (rounded up)."""
+    if seconds < 90:
+        return f"{max(1, math.ceil(seconds))} s"
+    return f"{math.ceil(seconds / 60)} min"
+
+
 def plural(count: int, noun: str) -> str:
-    """ "1 file", "3 files"."""
-    return f"{count} {noun}{'s' * (count != 1)}"
+    """ "1 file", "3 files", "2 sandboxes"."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}{'es' if noun.endswith(('s', 'x', 'sh', 'ch')) else 's'}"

@@ -33,6 +33,10 @@ class StepExtras:
     files: list[str] = field(default_factory=list)  # local copies of files the step created or changed
     notice: str | None = None  # e.g. "the sandbox was recycled, variables and files were lost"
 
+    def note(self, text: str) -> None:
+        """Add a sentence to the step's notice (what was not kept, a recycled sandbox…)."""
+        self.notice = f"{self.notice}\n\n{text}" if self.notice else text
+
 
 @dataclass
 class Totals:
@@ -291,6 +295,11 @@ class RunRenderer:
         self.is_stopped = True
         self._close_pending("stopped")
         self.messages.append(ChatMessage(content=f"**Stopped.** {detail}"))
+
+    def refused(self, text: str) -> None:
+        """The run could not start (a cap was reached): the sentence, as a plain message."""
+        self._close_pending("not started")
+        self.messages.append(ChatMessage(content=f"⚠️ {text}"))
 
     def failed(self, error: BaseException | str) -> None:
         self._close_pending("failed")
