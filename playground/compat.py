@@ -48,3 +48,20 @@ def use_secret_hash_seed() -> None:
     if not getattr(processing, "_playground_secret_seed", False):
         processing.hash_seed = secrets.token_hex(32).encode("ascii")
         processing._playground_secret_seed = True  # type: ignore[attr-defined]
+
+
+def forget_gradio_session(request: object) -> None:
+    """Drop what Gradio keeps for a tab whose page has gone (its heartbeat ended).
+
+    Gradio keeps a copy of the whole page's configuration for every tab it has seen (its `SessionState`, about 150 KB
+    for this page) and only drops one when ten thousand newer tabs have come: a stranger opening tabs in a loop grows
+    the server by that much per tab. This page keeps nothing there that a closed tab could want back (a reload is a
+    new tab), so the tab's entry goes when its page does.
+    """
+    try:
+        holder = request.request.app.state_holder  # type: ignore[attr-defined]
+        with holder.lock:
+            holder.session_data.pop(request.session_hash, None)  # type: ignore[attr-defined]
+            holder.time_last_used.pop(request.session_hash, None)  # type: ignore[attr-defined]
+    except Exception:  # another Gradio than the one this was written for: its own sweep stays the bound
+        return

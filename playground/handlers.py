@@ -24,6 +24,7 @@ import gradio as gr
 from playground import files as fs
 from playground.backend import Backend
 from playground.chat import run_message, user_messages
+from playground.compat import forget_gradio_session
 from playground.examples import example_message
 from playground.formatting import format_tokens, human_size, markdown_escape, plural, shown_name
 from playground.model_catalog import NO_MODEL, ModelCatalog
@@ -148,6 +149,7 @@ class Handlers:
 
     def unload(self, request: gr.Request) -> None:
         self.registry.detach(request.session_hash)
+        forget_gradio_session(request)
 
     # ---- chat ---------------------------------------------------------------------------------------------------
     @outputs("chat", "box")

@@ -26,6 +26,7 @@ from playground.sessions import BrowserSessions
 from playground.settings import Settings
 
 TITLE = "Sessions Playground"
+GRADIO_TABS_KEPT = 1000
 PRIVATE = {"api_visibility": "private"}
 LOGO = (
     '<svg class="pg-logo" viewBox="0 0 64 64" aria-hidden="true"><rect width="64" height="64" rx="14" fill="#4f46e5"/>'
@@ -372,6 +373,9 @@ def launch_kwargs(settings: Settings) -> dict[str, Any]:
         "server_port": settings.server_port,
         "max_file_size": settings.max_upload_bytes,
         "max_threads": max(40, settings.concurrency * 3),
+        # Gradio keeps ~150 KB per tab (a copy of the page's configuration); bound how many tabs it keeps that for
+        # (closed tabs' entries go at once, see compat.forget_gradio_session; this page keeps nothing there it needs)
+        "state_session_capacity": GRADIO_TABS_KEPT,
         "allowed_paths": [str(ASSETS)],
         "footer_links": [],
         "run_history": False,

@@ -234,6 +234,8 @@ def test_new_sessions_per_minute_are_capped_and_fresh_sessions_cost_nothing(app)
     tabs = [opened(app, address) for _ in range(SPACE_LIKE["new_sessions_per_minute"] + 8)]
     refused = [tab for tab in tabs if "new sessions a minute is the limit" in str(tab.value("chatbot"))]
     assert len(refused) >= 8 and "wait about" in str(refused[0].value("chatbot"))
+    gradio_tabs = app.served.demo.state_holder.session_data  # what Gradio keeps per tab (~150 KB each)
+    kept_before = len(gradio_tabs)
     many = [opened(app, new_address()) for _ in range(100)]  # fresh visitors that never run anything
     try:
         assert scratch_dirs(app) == scratch_before
@@ -241,6 +243,7 @@ def test_new_sessions_per_minute_are_capped_and_fresh_sessions_cost_nothing(app)
         bystander_latency(app)
     finally:
         close_all(tabs + many)
+    wait_until(lambda: len(gradio_tabs) <= kept_before, timeout=30, what="Gradio's state of the closed tabs dropped")
 
 
 def test_uploads_need_a_live_page_count_against_it_and_leave_nothing_partial(app) -> None:
