@@ -93,13 +93,13 @@ def serve(port: int, prestart: int | None = None) -> int:
 
     @functools.wraps(original)  # Gradio reads the original's signature to pass the request
     def submit(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
-        """The submit handler, with wall-clock stamps (entry, first update ready) keyed by the task text."""
+        """The submit handler (it starts the run and returns its first update), with wall-clock stamps (entry,
+        first update ready) keyed by the task text."""
         entry = time.time()
         text = str((message or {}).get("text") or "")
-        for index, update in enumerate(original(self, message, *args, **kwargs)):
-            if index == 0:
-                stamps[text] = [entry, time.time()]
-            yield update
+        update = original(self, message, *args, **kwargs)
+        stamps[text] = [entry, time.time()]
+        return update
 
     handlers_module.Handlers.submit = submit  # this process only: the split of Enter -> pending step
     settings = Settings(server_port=port) if prestart is None else Settings(server_port=port, warm_sandboxes=prestart)
