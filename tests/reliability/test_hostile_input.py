@@ -437,9 +437,10 @@ def test_ui_upload_handler_with_hostile_names(hostile, tmp_path: Path) -> None:
     (tmp_path / "big" / "big.bin").write_bytes(b"0" * 20_000)
     paths.append(str(tmp_path / "big" / "big.bin"))
     try:
-        update = handlers.upload(paths, request)
+        key = handlers.registry.attach("hostile-tab", None).key
+        update = handlers.upload(paths, key, request)
         table, message = update["files"], update["status"]
-        session = handlers.registry.session("hostile-tab")
+        session = handlers.registry.session("hostile-tab", key)
         home = hostile.emu.session(session.session_id).data_dir
         stored = {p.name for p in home.iterdir()}
         listed = set(table["Name"])
