@@ -41,11 +41,13 @@ class EventRun:
 
 
 class Visitor:
-    def __init__(self, url: str, config: dict[str, Any]) -> None:
+    def __init__(self, url: str, config: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self.url = url.rstrip("/")
         self.api = self.url + config.get("api_prefix", "/gradio_api")
+        self.headers = dict(headers or {})  # sent with every request (e.g. the client address a proxy reports)
         self.http = requests.Session()
         self.http.trust_env = False  # loopback only
+        self.http.headers.update(self.headers)
         self.session_hash = secrets.token_hex(6)
         self.components = {c["id"]: c for c in config["components"]}
         self.values: dict[int, Any] = {cid: c.get("props", {}).get("value") for cid, c in self.components.items()}
@@ -57,7 +59,7 @@ class Visitor:
         """Open the tab: the heartbeat stream, then the page's load events."""
         parts = urlsplit(self.api)
         self._heartbeat = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
-        self._heartbeat.request("GET", f"{parts.path}/heartbeat/{self.session_hash}")
+        self._heartbeat.request("GET", f"{parts.path}/heartbeat/{self.session_hash}", headers=self.headers)
         threading.Thread(target=self._drain_heartbeat, args=(self._heartbeat.getresponse(),), daemon=True).start()
         for event in self.events:
             if any(target[1] == "load" for target in event["targets"]):
@@ -71,13 +73,14 @@ class Visitor:
             self._heartbeat.close()
         self.http.close()
 
-    def trigger(self, elem_id: str, event_name: str, **values_by_elem_id: Any) -> EventRun:
-        """Trigger ``event_name`` of the component ``elem_id``, its inputs' values overridden by elem_id."""
+    def trigger(self, elem_id: str, event_name: str, event_data: Any = None, **values_by_elem_id: Any) -> EventRun:
+        """Trigger ``event_name`` of the component ``elem_id``, its inputs' values overridden by elem_id;
+        ``event_data`` is what the page sends with the event (a select's row, for instance)."""
         for elem, value in values_by_elem_id.items():
             self.values[self._component(elem)] = value
         target = self._component(elem_id)
         event = next(e for e in self.events if [target, event_name] in [list(t) for t in e["targets"]])
-        return self._run(event, target)
+        return self._run(event, target, event_data)
 
     def choice(self, elem_id: str, label: str) -> Any:
         """The value of the option a person would pick by its label in a dropdown (choices are label, value pairs)."""
@@ -88,8 +91,8 @@ class Visitor:
     def _component(self, elem_id: str) -> int:
         return next(cid for cid, c in self.components.items() if c.get("props", {}).get("elem_id") == elem_id)
 
-    def _run(self, event: dict[str, Any], trigger_id: int | None) -> EventRun:
-        body = {"data": [self.values.get(i) for i in event["inputs"]], "fn_index": event["id"], "event_data": None,
+    def _run(self, event: dict[str, Any], trigger_id: int | None, event_data: Any = None) -> EventRun:
+        body = {"data": [self.values.get(i) for i in event["inputs"]], "fn_index": event["id"], "event_data": event_data,
                 "session_hash": self.session_hash, "trigger_id": trigger_id}  # fmt: skip
         run = EventRun(sent=time.perf_counter())
         if event.get("queue") is False:
@@ -133,6 +136,7 @@ class Visitor:
 
     @staticmethod
     def _drain_heartbeat(response: http.client.HTTPResponse) -> None:
-        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+        # AttributeError: http.client's read races with `close` from the tab's thread
+        with contextlib.suppress(OSError, ValueError, AttributeError, http.client.HTTPException):
             while response.readline():
                 pass  # until the tab closes it
