@@ -217,7 +217,7 @@ class Arena:
         the tab; "close" only closes it (a visitor who leaves)."""
         if how == "new-session" and tab._heartbeat is not None:
             with contextlib.suppress(Exception):
-                self.bounded(tab.new_session, 10, "New session")
+                self.bounded(tab.new_session, self.scale(10, 5), "New session")
         tab.close()
         with self._lock:
             for kept in (self.attackers, self.others):

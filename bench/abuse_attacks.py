@@ -132,8 +132,11 @@ def calls(pid):
         "ioprio_set": attempt(lambda: ioprio(pid)),
         "prlimit (read)": attempt(lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE)),
     }
-done = {"template": calls(template), "servers": {str(pid): calls(pid) for pid in servers}}
-done["template"]["prlimit RLIMIT_NPROC=1"] = attempt(lambda: resource.prlimit(template, resource.RLIMIT_NPROC, (1, 1)))
+done = {"template": {}, "servers": {str(pid): calls(pid) for pid in servers}}
+if template > 1:  # 0: the parent is outside the sandbox's pid namespace (and pid 0 would mean this process)
+    done["template"] = calls(template)
+    done["template"]["prlimit RLIMIT_NPROC=1"] = attempt(lambda: resource.prlimit(template, resource.RLIMIT_NPROC,
+                                                                                  (1, 1)))
 print("__MARK__ " + json.dumps({"template": template, "servers": servers, "leaked": sorted(leaked), "proc": proc,
                            "visible": visible, "done": done}))
 """
@@ -167,20 +170,26 @@ def other_pids(arena: Arena) -> Outcome:
         while arena.app.running() and time.monotonic() < deadline:
             time.sleep(0.1)
     done = found["done"]
-    succeeded = [f"template {name}" for name, result in done["template"].items() if result == "ok"]
+    server = arena.app.pid
+    allowed = {"template": [name for name, result in done["template"].items() if result == "ok"]}
     for pid, results in done["servers"].items():
-        succeeded += [f"{pid} {name}" for name, result in results.items() if result == "ok"]
-    succeeded += [f"{pid} prlimit RLIMIT_CPU=1" for pid, result in killed.items() if result == "ok"]
-    truth = {"server": arena.app.pid, "template": arena.app.template_pid() or found["template"]}
+        role = {server: " (the server)", arena.app.proc.pid: " (the server's launcher)"}.get(int(pid), "")
+        allowed[f"pid {pid}{role}"] = [name for name, result in results.items() if result == "ok"] + (
+            ["prlimit RLIMIT_CPU=1"] if killed.get(pid) == "ok" else []
+        )
+    if servers and not killed and not arena.app.running():  # the server died before it could answer
+        allowed["the server"] = ["prlimit RLIMIT_CPU=1 (it died at once)"]
+    succeeded = "; ".join(f"{target}: {', '.join(names)}" for target, names in allowed.items() if names)
     how_found = (
         f"the worker's configuration leaked pids {found['leaked']}"
         if found["leaked"]
         else "no pid of the server leaked" + (" (found through /proc)" if servers else "")
     )
     got = (
-        f"{how_found} (server {truth['server']}); template = parent ({found['template']}); /proc: {found['proc']}; "
-        f"{found['visible']} pids visible to getpriority; succeeded: "
-        + (", ".join(succeeded) if succeeded else "nothing (every call refused)")
+        f"{how_found}; the template is the worker's parent"
+        + (f" ({found['template']})" if found["template"] > 1 else " (outside its pid namespace)")
+        + f"; /proc: {found['proc']}; {found['visible']} pids visible to getpriority. Succeeded: "
+        + (succeeded or "nothing (every call refused)")
     )
     return Outcome(got, not succeeded and fresh_ok, "every call on a pid outside the session refused", rows=[fresh])
 
@@ -303,9 +312,8 @@ def fork_bomb(arena: Arena) -> Outcome:
     other_ok, other_why = _other_session_subprocess(arena)
     fresh, fresh_ok = fresh_row(arena.fresh_first_messages(WARM_SANDBOXES + 1), "while the bomb's processes live")
     got = (
-        f"{arena.peak.workers} processes under the sandbox template at the peak; the first process forked "
-        f"{found.get('forks', '?')} times, refused {found.get('refused', '?')} times"
-        + ("" if found else f" (no result: {why(reply)})")
+        f"{arena.peak.workers} processes under the sandbox template at the peak"
+        + ("" if found else f" (the cell gave no result: {why(reply)})")
         + f"; another running session {'could' if other_ok else 'could not'} start a subprocess"
         + ("" if other_ok else f" ({other_why})")
     )
@@ -333,7 +341,7 @@ print("__MARK__ " + json.dumps({"held": held, "errors": errors}))
 def memory_holders(arena: Arena) -> Outcome:
     """Three processes of one session, each holding 2 GiB (1.5 GiB in quick mode)."""
     size = arena.scale(2 * 2**30, 3 * 2**29)
-    hold = arena.scale(20, 10)
+    hold = arena.scale(12, 8)
     before = arena.app.footprint()
     tab = arena.tab()
     code = cell(HOLDERS_CELL, SIZE=size, HOLD=hold)
@@ -446,7 +454,7 @@ def many_tabs(arena: Arena) -> Outcome:
 # ---------------------------------------------------------------------------------------------------- 5. run slots
 def sleeping_runs(arena: Arena) -> Outcome:
     """Sixteen tabs of one client each run `time.sleep(S)`; the bystander sends `1+1` meanwhile."""
-    tabs_count, nap = 16, arena.scale(40, 12)
+    tabs_count, nap = 16, arena.scale(40, 8)
     tabs = [t for t in arena.tabs(tabs_count) if isinstance(t, Tab)]
     from concurrent.futures import ThreadPoolExecutor
 
@@ -460,7 +468,7 @@ def sleeping_runs(arena: Arena) -> Outcome:
     pool.shutdown()
     at_once = sum(1 for r in replies if r.ok and r.seconds <= nap + 5)
     refused = [why(r) for r in replies if not r.ok]
-    got = f"{at_once} of {tabs_count} sleeps ran at once (of {time.perf_counter() - started:.0f} s)" + (
+    got = f"{at_once} of {tabs_count} sleeps ran at once (all ended after {time.perf_counter() - started:.0f} s)" + (
         f"; refused or failed: {refused[0]}" if refused else ""
     )
     return Outcome(got, at_once < tabs_count, "one client cannot hold every run slot")
@@ -487,18 +495,20 @@ def output_flood(arena: Arena) -> Outcome:
     size = arena.scale(30, 8)
     before = arena.app.footprint()
     tab = arena.tab()
-    code = f"import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range({size} * 1024):\n    sys.stdout.write(line)"
-    replies = [arena.bounded(lambda: tab.say(code), 90, "no answer") for _ in range(3)]
+    loop = f"import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range({size} * 1024):\n    sys.STREAM.write(line)"
+    codes = [loop.replace("STREAM", "stdout"), loop.replace("STREAM", "stderr"), f"'x' * ({size} << 20)"]
+    replies = [arena.bounded(lambda code=code: tab.say(code), 90, "no answer") for code in codes]
     arena.probe("during")
     ram, disk, text = _growth(arena, before)
     answered = sum(r.ok for r in replies)
-    got = f"3 cells of {size} MiB of output each ({answered} answered, slowest {seconds(max(r.seconds for r in replies))}): {text}"
+    slowest = seconds(max(r.seconds for r in replies))
+    got = f"{size} MiB on stdout, on stderr and as a value ({answered} of 3 answered, slowest {slowest}): {text}"
     return Outcome(got, _grew_within(ram, disk), GROWTH_TARGET)
 
 
 def large_image(arena: Arena) -> Outcome:
     """A cell that shows one large image of noise (it does not compress)."""
-    side = arena.scale(5000, 1500)
+    side = arena.scale(4000, 1500)
     before = arena.app.footprint()
     tab = arena.tab()
     code = (
@@ -563,7 +573,7 @@ def huge_message(arena: Arena) -> Outcome:
 
 def idle_sessions(arena: Arena) -> Outcome:
     """Thousands of fresh Gradio sessions (a page load each) that never send a message."""
-    count = arena.scale(2000, 200)
+    count = arena.scale(2000, 100)
     before = arena.app.footprint()
     from concurrent.futures import ThreadPoolExecutor
 
@@ -576,8 +586,13 @@ def idle_sessions(arena: Arena) -> Outcome:
         return True
 
     started = time.perf_counter()
+    budget = arena.scale(90.0, 30.0)  # bounded in time as well as in count
+
+    def visit_in_time(index: int) -> bool:
+        return time.perf_counter() - started < budget and visit(index)
+
     with ThreadPoolExecutor(16) as pool:
-        loaded = sum(pool.map(visit, range(count)))
+        loaded = sum(pool.map(visit_in_time, range(count)))
     took = time.perf_counter() - started
     arena.probe("during")
     ram, disk, text = _growth(arena, before)
@@ -666,7 +681,7 @@ def anonymous_uploads(arena: Arena) -> Outcome:
     arena.probe("during")
     accepted = sum(1 for s in statuses if s == 200)
     got = (
-        f"{accepted} of 3 uploads of {mib(size)} accepted (statuses {statuses}), {mib(kept)} kept on the server's "
+        f"{accepted} of 3 uploads of {size / 1e6:.0f} MB accepted (statuses {statuses}), {mib(kept)} kept on the server's "
         f"disk; the aborted upload left {mib(max(partial, 0))}"
     )
     return Outcome(got, accepted == 0 and partial <= 2**20,

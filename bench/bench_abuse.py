@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import traceback
@@ -26,8 +27,9 @@ from bench.common import BenchReport, Row, run_and_save
 from bench.space_app import SPACE_UID, Footprint, SpaceApp, Stage, become_subreaper, is_root, remove_segments
 from bench.space_app import sysv_segments as segments
 
+PAGE_NEEDS = (("chat-input", "submit"), ("new-session", "click"))  # what every attack and the bystander use
 LATENCY_RATIO = 2.0
-LATENCY_SLACK = 0.1  # seconds: timer noise on a shared machine, added to the 2× allowance
+LATENCY_SLACK = 0.25  # seconds added to the 2× allowance: a shared 2-core machine's noise, far below a stall
 MARGINS = {"app_rss": 64 * 2**20, "workers": 1, "workers_pss": 64 * 2**20, "temp_bytes": 16 * 2**20, "temp_entries": 64,
            "sandbox_bytes": 16 * 2**20, "strays": 0, "sysv_shm_bytes": 0}  # fmt: skip
 MARGIN_TEXT = (
@@ -44,6 +46,7 @@ class Attack:
     run: Callable[[Arena], Outcome]
     condition: str = "space"
     smoke: bool = False
+    needs: tuple[tuple[str, str], ...] = ()  # (elem_id, event) the attack uses beyond the chat and New session
 
     def name(self, quick: bool) -> str:
         return f"{self.key}. " + self.title.format(n=self.counts[1 if quick else 0])
@@ -60,20 +63,23 @@ ATTACKS = [
     Attack("3b", "Private tmpfs /tmp and /dev/shm filled in {n} sessions (bubblewrap tier, as root)", ("3", "2"),
            attacks.tmpfs_fill, condition="root"),
     Attack("4", "{n} tabs of one client, each sending a message", ("200", "30"), attacks.many_tabs),
-    Attack("5", "Sixteen tabs of one client running time.sleep({n})", ("40", "12"), attacks.sleeping_runs),
-    Attack("6a", "Output flood: three cells printing {n} each", ("30 MiB", "8 MiB"), attacks.output_flood),
-    Attack("6b", "A large image ({n} pixels of noise)", ("5000×5000", "1500×1500"), attacks.large_image),
+    Attack("5", "Sixteen tabs of one client running time.sleep({n})", ("40", "8"), attacks.sleeping_runs),
+    Attack("6a", "Output flood: three cells making {n} of output each (stdout, stderr, value)", ("30 MiB", "8 MiB"),
+           attacks.output_flood),
+    Attack("6b", "A large image ({n} pixels of noise)", ("4000×4000", "1500×1500"), attacks.large_image),
     Attack("6c", "A {n} sparse file selected twice; four 24 MiB sparse files offered", ("1 GiB", "256 MiB"),
-           attacks.sparse_files),
+           attacks.sparse_files, needs=(("file-list", "select"), ("refresh-btn", "click"))),
     Attack("6d", "A 10 MiB chat message", ("", ""), attacks.huge_message),
-    Attack("6e", "{n} page loads (Gradio sessions) that never send a message", ("2000", "200"), attacks.idle_sessions),
+    Attack("6e", "{n} page loads (Gradio sessions) that never send a message", ("2000", "100"), attacks.idle_sessions),
     Attack("6f", "{n} tiny files written by a cell and offered", ("2000", "300"), attacks.tiny_files),
-    Attack("7a", "Preview of a one-line CSV with {n} columns", ("30,000", "10,000"), attacks.wide_csv),
-    Attack("7b", "Zip export of /mnt/data holding two sparse files of {n}", ("1 GiB", "256 MiB"), attacks.sparse_zip),
+    Attack("7a", "Preview of a one-line CSV with {n} columns", ("30,000", "10,000"), attacks.wide_csv,
+           needs=(("file-list", "select"), ("refresh-btn", "click"))),
+    Attack("7b", "Zip export of /mnt/data holding two sparse files of {n}", ("1 GiB", "256 MiB"), attacks.sparse_zip,
+           needs=(("export-zip", "click"),)),
     Attack("8", "Anonymous uploads to /gradio_api/upload (three of {n}), one aborted", ("50 MB", "10 MB"),
            attacks.anonymous_uploads),
     Attack("9", "A request reusing another visitor's Gradio session hash, without their browser key", ("", ""),
-           attacks.borrowed_session_hash, smoke=True),
+           attacks.borrowed_session_hash, smoke=True, needs=(("refresh-btn", "click"),)),
 ]  # fmt: skip
 
 
@@ -90,9 +96,9 @@ class Timing:
     @classmethod
     def of(cls, quick: bool) -> Timing:
         if quick:
-            return cls(probes=3, probe_timeout=30, settle=4, grace=float(os.environ.get("BENCH_ABUSE_GRACE", 15)),
+            return cls(probes=2, probe_timeout=30, settle=3, grace=float(os.environ.get("BENCH_ABUSE_GRACE", 10)),
                        recovery=5)  # fmt: skip
-        return cls(probes=5, probe_timeout=60, settle=10, grace=float(os.environ.get("BENCH_ABUSE_GRACE", 45)),
+        return cls(probes=5, probe_timeout=60, settle=8, grace=float(os.environ.get("BENCH_ABUSE_GRACE", 45)),
                    recovery=10)  # fmt: skip
 
 
@@ -120,6 +126,13 @@ class Result:
         return now
 
 
+def missing(config: dict, needs: tuple[tuple[str, str], ...]) -> list[str]:
+    """The (elem_id, event) pairs the page does not wire, as "elem_id.event"."""
+    ids = {c["id"]: c.get("props", {}).get("elem_id") for c in config.get("components", [])}
+    wired = {(ids.get(target), name) for event in config.get("dependencies", []) for target, name in event["targets"]}
+    return [f"{elem}.{event}" for elem, event in needs if (elem, event) not in wired]
+
+
 def excess(before: Footprint, now: Footprint) -> list[str]:
     """The figures of `now` beyond `before` plus their margin."""
     return [name for name, margin in MARGINS.items() if getattr(now, name) - getattr(before, name) > margin]
@@ -139,6 +152,10 @@ def run_attack(stage: Stage, attack: Attack, quick: bool, timing: Timing) -> Res
     kept_segments = {shmid for shmid, _, _ in segments()}
     arena = None
     try:
+        absent = missing(app.config(), PAGE_NEEDS + attack.needs)
+        if absent:
+            result.outcome = attacks.skip(f"the page has no {', '.join(absent)}")
+            return result
         arena = Arena(app, quick, timing.probes, timing.probe_timeout)
         result.phases = arena.phases
         _settle_pool(app)
@@ -178,7 +195,7 @@ def run_attack(stage: Stage, attack: Attack, quick: bool, timing: Timing) -> Res
     return result
 
 
-def _settle_pool(app: SpaceApp, timeout: float = 10.0) -> None:
+def _settle_pool(app: SpaceApp, timeout: float = 5.0) -> None:
     """Wait until the warm pool has refilled (the sandbox count is steady), so "before" is a resting state."""
     deadline, last, steady = time.monotonic() + timeout, -1, 0
     while time.monotonic() < deadline and steady < 2:
@@ -210,8 +227,9 @@ def _check_server(app: SpaceApp, result: Result, timing: Timing) -> None:
             return
         time.sleep(0.5)
     ended = app.proc.poll()
+    last = app.last_error()
     result.server = f"{reason}; not back within {timing.recovery:.0f} s" + (
-        f" (the app's process ended, status {ended})" if ended is not None else ""
+        f" (the app's process ended, status {ended}{': ' + last if last else ''})" if ended is not None else ""
     )
     result.server_ok = False
 
@@ -269,7 +287,7 @@ def _resources_row(result: Result, timing: Timing) -> Row:
         f"app RSS {mib(before.app_rss)}→{mib(after.app_rss)}",
         f"sandboxes {before.workers}→{after.workers} procs, PSS {mib(before.workers_pss)}→{mib(after.workers_pss)}",
         f"temp files {mib(before.temp_bytes)}→{mib(after.temp_bytes)} ({before.temp_entries}→{after.temp_entries} "
-        "entries)",
+        f"entries, {before.cache_entries}→{after.cache_entries} in Gradio's cache)",
     ]
     if after.strays or before.strays:
         parts.append(f"strays {before.strays}→{after.strays}")
@@ -353,6 +371,7 @@ def main() -> int:
     unknown = sorted(set(args.attacks) - {a.key for a in ATTACKS})
     if unknown:
         parser.error(f"unknown attack(s): {', '.join(unknown)}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # end the app and remove the stage on the way out
     run_and_save("abuse", lambda quick: body(quick, args.smoke, args.attacks), args.quick)
     return 0
 

@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -69,7 +70,12 @@ def reap_orphans() -> None:
 
 
 class Stage:
-    """A copy of the checkout the app's user can read, and a directory per app start. Remove with `close()`."""
+    """A copy of the checkout the app's user can read, and a directory per app start. Remove with `close()`.
+
+    As root, the app's user is uid 1000 (`BENCH_SPACE_UID`) with user namespaces taken away, as in
+    scripts/space-stage.sh; the app runs this interpreter's environment when that user can read it, else one built
+    in the copy by scripts/setup.sh. `problem` says why those conditions could not be made (None: they were).
+    """
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="abuse-stage.", dir="/var/tmp"))
@@ -79,27 +85,31 @@ class Stage:
         ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", "results", ".pytest_cache", ".ruff_cache")
         shutil.copytree(ROOT, self.app, ignore=ignore, dirs_exist_ok=True)
         self.uid = SPACE_UID if is_root() else os.getuid()
-        self.python = str(ROOT / ".venv" / "bin" / "python")
+        self.python = os.path.abspath(sys.executable)  # as invoked: a venv's python is a link to the base one
+        self.built_venv = False
         if is_root():
             _chown_tree(self.root, self.uid)
         self.runs = 0
-        self.problem = self._space_problem() if is_root() else None
+        self.prefix: list[str] = []
+        self.problem = self._make_space_conditions() if is_root() else None
 
-    def _space_problem(self) -> str | None:
-        """Why the "space" condition cannot be made here (None: it can)."""
-        try:
-            done = subprocess.run([*self.space_prefix(), self.python, "-c", "import gradio, playground"],
-                                  cwd=self.app, capture_output=True, text=True, timeout=120)  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"could not start the app's interpreter as uid {self.uid}: {exc}"
-        if done.returncode != 0:
-            return f"uid {self.uid} cannot run {self.python} in the stage: {done.stderr.strip()[-300:]}"
-        return None
-
-    def space_prefix(self) -> list[str]:
-        """The command prefix of a Space's conditions: the app's uid, no user namespaces, a /tmp of its own."""
+    def _make_space_conditions(self) -> str | None:
         wrap = ["setpriv", "--reuid", str(self.uid), "--regid", str(self.uid), "--clear-groups"]
-        return [*wrap, "bwrap", "--unshare-user", "--disable-userns", "--dev-bind", "/", "/", "--tmpfs", "/tmp", "--"]
+        jail = ["bwrap", "--unshare-user", "--disable-userns", "--dev-bind", "/", "/", "--tmpfs", "/tmp", "--"]
+        if _runs([*wrap, *jail, "true"]):
+            self.prefix = [*wrap, *jail]
+        elif not _runs([*wrap, "unshare", "-U", "true"]):
+            self.prefix = wrap  # no user namespaces here at all (a container): the conditions hold already
+        else:
+            return "cannot take away user namespaces on this host (bubblewrap >= 0.8 is needed)"
+        if not _runs([*self.prefix, self.python, "-c", "import gradio, playground"], cwd=self.app):
+            self.python = str(self.app / ".venv" / "bin" / "python")
+            self.built_venv = True
+            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.root), "LANG": "C.UTF-8"}
+            built = _runs([*self.prefix, "bash", "scripts/setup.sh", "app"], cwd=self.app, env=env, timeout=900)
+            if not built or not _runs([*self.prefix, self.python, "-c", "import gradio, playground"], cwd=self.app):
+                return f"uid {self.uid} can neither run this interpreter nor build an environment in the stage"
+        return None
 
     def new_run(self) -> Path:
         self.runs += 1
@@ -112,6 +122,14 @@ class Stage:
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _runs(command: list[str], timeout: float = 120, cwd: Path | None = None, env: dict | None = None) -> bool:
+    """The command runs and exits 0."""
+    try:
+        return subprocess.run(command, capture_output=True, timeout=timeout, cwd=cwd, env=env).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def _chown_tree(root: Path, uid: int) -> None:
@@ -127,7 +145,6 @@ class Footprint:
 
     app_rss: int = 0
     template_rss: int = 0
-    workers_rss: int = 0  # RSS summed over the workers (pages shared with the template counted in each)
     workers_pss: int = 0  # their proportional share: what they add to the machine
     workers: int = 0  # processes under the template (workers and whatever they started)
     strays: int = 0  # processes of the app's tree outside the template (re-parented here or to the app)
@@ -153,7 +170,6 @@ class SpaceApp:
         self.run = self.stage.new_run()
         self.tmp = self.run / "tmp"
         self.log_path = self.run / "app.log"
-        self.url = f"http://127.0.0.1:{self.port}/"
         self.note = ""
         self.seen: dict[int, int] = {}  # every pid seen in the app's tree -> its start time
         env = {
@@ -168,13 +184,12 @@ class SpaceApp:
             "PYTHONUNBUFFERED": "1",
             "SPACE_ID": "sessions-playground/abuse-bench",
             "GRADIO_SERVER_NAME": "127.0.0.1",
-            "GRADIO_SERVER_PORT": str(self.port),
             **CANARIES,
             **self.extra_env,
         }
         command = [self.stage.python, "app.py"]
         if self.condition == "space" and is_root() and self.stage.problem is None:
-            command = [*self.stage.space_prefix(), *command]
+            command = [*self.stage.prefix, *command]
             self.uid = self.stage.uid
         else:
             self.uid = os.getuid()
@@ -185,18 +200,27 @@ class SpaceApp:
                     if not is_root()
                     else f"the Space's conditions could not be made ({self.stage.problem}); the app ran as root"
                 )
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(command, cwd=self.stage.app, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        self.started = time.monotonic()
-        try:
-            self._wait_ready()
-            self.pid = self._find_app_pid()
-            self.tier = self._tier()
-        except BaseException:
+        for _ in range(3):  # a port another program took between free_port() and the app's bind: try another
+            self.url = f"http://127.0.0.1:{self.port}/"
+            env["GRADIO_SERVER_PORT"] = str(self.port)
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(command, cwd=self.stage.app, env=env, stdin=subprocess.DEVNULL,
+                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            self.started = time.monotonic()
             self.pid = self.proc.pid
+            try:
+                self._wait_ready()
+                self.pid = self._find_app_pid()
+                if _listens(self.pid, self.port):
+                    self.tier = self._tier()
+                    return
+            except BaseException:
+                self.close()
+                raise
             self.close()
-            raise
+            self.seen.clear()
+            self.port = free_port()
+        raise RuntimeError("the app could not keep a port of its own (another program answered on it)")
 
     # -- start -------------------------------------------------------------------------------------------------------
     def _wait_ready(self) -> None:
@@ -228,6 +252,11 @@ class SpaceApp:
 
     def config(self) -> dict:
         return requests.get(self.url + "config", timeout=30).json()
+
+    def last_error(self) -> str:
+        """The app log's last line that names an error (why it ended), if any."""
+        lines = [line for line in self.log_tail(20_000).splitlines() if "Error" in line or "Killed" in line]
+        return lines[-1].strip()[:200] if lines else ""
 
     def log_tail(self, limit: int = 1500) -> str:
         with contextlib.suppress(OSError):
@@ -285,7 +314,6 @@ class SpaceApp:
         for pid in under_template & live:
             with contextlib.suppress(OSError, KeyError):
                 memory = smaps_kb(pid)
-                fp.workers_rss += memory["rss"] * 1024
                 fp.workers_pss += memory["pss"] * 1024
             fp.workers += 1
         others = live - under_template - {self.pid, template, self.proc.pid}
@@ -331,6 +359,21 @@ def _cmdline(pid: int) -> list[str]:
             return [part.decode(errors="replace") for part in fh.read().split(b"\0") if part]
     except OSError:
         return []
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Process `pid` holds the socket listening on 127.0.0.1:`port` (so the server that answers is the app)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 def _runs_worker(pid: int) -> bool:
