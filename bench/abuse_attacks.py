@@ -87,6 +87,7 @@ def fresh_row(replies: list[Reply], when: str) -> tuple[Row, bool]:
 # ---------------------------------------------------------------------------------------------------- 1. other pids
 PIDS_CELL = r"""
 import ctypes, errno, gc, json, os, platform, resource
+GUESSED_SERVER, GUESSED_TEMPLATE = __GUESSES__  # pids are sequential and getpriority shows which exist
 me, template = os.getpid(), os.getppid()
 leaked = set()
 for obj in gc.get_objects():
@@ -104,7 +105,10 @@ try:
 except OSError as exc:
     proc = type(exc).__name__
 grand = parent_of(template)
-servers = sorted((leaked | ({grand} if grand and grand > 1 else set())) - {me, template, 0, 1})
+found = sorted((leaked | ({grand} if grand and grand > 1 else set())) - {me, template, 0, 1})
+if template <= 1:  # 0: the parent is outside the sandbox's pid namespace (and pid 0 would mean this process)
+    template = GUESSED_TEMPLATE
+servers = sorted((set(found) | {GUESSED_SERVER}) - {me, template, 0, 1})
 visible = 0
 for pid in range(1, me + 2000):
     try:
@@ -132,12 +136,10 @@ def calls(pid):
         "ioprio_set": attempt(lambda: ioprio(pid)),
         "prlimit (read)": attempt(lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE)),
     }
-done = {"template": {}, "servers": {str(pid): calls(pid) for pid in servers}}
-if template > 1:  # 0: the parent is outside the sandbox's pid namespace (and pid 0 would mean this process)
-    done["template"] = calls(template)
-    done["template"]["prlimit RLIMIT_NPROC=1"] = attempt(lambda: resource.prlimit(template, resource.RLIMIT_NPROC,
-                                                                                  (1, 1)))
-print("__MARK__ " + json.dumps({"template": template, "servers": servers, "leaked": sorted(leaked), "proc": proc,
+done = {"template": calls(template), "servers": {str(pid): calls(pid) for pid in servers}}
+done["template"]["prlimit RLIMIT_NPROC=1"] = attempt(lambda: resource.prlimit(template, resource.RLIMIT_NPROC, (1, 1)))
+print("__MARK__ " + json.dumps({"template": template, "servers": servers, "found": found, "leaked": sorted(leaked),
+                               "parent": os.getppid(), "proc": proc,
                            "visible": visible, "done": done}))
 """
 
@@ -157,7 +159,8 @@ print("__MARK__ " + json.dumps(done))
 def other_pids(arena: Arena) -> Outcome:
     """Resource and scheduling calls on the server's and the template's pids, found as an attacker would."""
     tab = arena.tab()
-    reply, found = run_cell(tab, arena, cell(PIDS_CELL), 60)
+    guesses = (arena.app.pid, arena.app.template_pid() or 0)
+    reply, found = run_cell(tab, arena, cell(PIDS_CELL, GUESSES=repr(guesses)), 60)
     if not found:
         return Outcome(f"the probe cell gave no result ({why(reply)})", None, "every call refused")
     arena.probe("during")
@@ -180,14 +183,16 @@ def other_pids(arena: Arena) -> Outcome:
     if servers and not killed and not arena.app.running():  # the server died before it could answer
         allowed["the server"] = ["prlimit RLIMIT_CPU=1 (it died at once)"]
     succeeded = "; ".join(f"{target}: {', '.join(names)}" for target, names in allowed.items() if names)
-    how_found = (
-        f"the worker's configuration leaked pids {found['leaked']}"
-        if found["leaked"]
-        else "no pid of the server leaked" + (" (found through /proc)" if servers else "")
-    )
+    if found["leaked"]:
+        how_found = f"the worker's configuration leaked pids {found['leaked']}"
+    elif found["found"]:
+        how_found = f"found the server's pids {found['found']} through /proc"
+    else:
+        how_found = "found no pid of the server by itself (so the server's pid was guessed)"
+    parent = found.get("parent", 0)
     got = (
-        f"{how_found}; the template is the worker's parent"
-        + (f" ({found['template']})" if found["template"] > 1 else " (outside its pid namespace)")
+        f"{how_found}; the worker's parent: "
+        + (f"{parent} (the template)" if parent == found["template"] else f"{parent} (the template's pid was guessed)")
         + f"; /proc: {found['proc']}; {found['visible']} pids visible to getpriority. Succeeded: "
         + (succeeded or "nothing (every call refused)")
     )

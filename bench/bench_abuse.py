@@ -159,7 +159,7 @@ def run_attack(stage: Stage, attack: Attack, quick: bool, timing: Timing) -> Res
         arena = Arena(app, quick, timing.probes, timing.probe_timeout)
         result.phases = arena.phases
         _settle_pool(app)
-        arena.probe("before")
+        arena.probe("before", max(3, timing.probes))  # the baseline, from at least three
         result.before = app.footprint()
         arena.peak = app.footprint()
         mark = result.lap("before", mark)
@@ -226,11 +226,11 @@ def _check_server(app: SpaceApp, result: Result, timing: Timing) -> None:
             result.server = f"{reason} (stalled), answered again after {time.monotonic() - down_at:.1f} s"
             return
         time.sleep(0.5)
-    ended = app.proc.poll()
-    last = app.last_error()
-    result.server = f"{reason}; not back within {timing.recovery:.0f} s" + (
-        f" (the app's process ended, status {ended}{': ' + last if last else ''})" if ended is not None else ""
-    )
+    result.server = f"{reason}; not back within {timing.recovery:.0f} s"
+    if not app.running():
+        status, last = app.proc.poll(), app.last_error()
+        result.server += " (the app's process ended" + (f", status {status}" if status is not None else "")
+        result.server += (f": {last}" if last else "") + ")"
     result.server_ok = False
 
 
