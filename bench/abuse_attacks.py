@@ -74,7 +74,7 @@ def fresh_row(replies: list[Reply], when: str) -> tuple[Row, bool]:
     ok = answered == len(replies)
     return (
         Row(
-            f"  ↳ new visitors' first message {when}",
+            f"new visitors' first message {when}",
             f"{len(replies)} new visitors (the warm pool holds {WARM_SANDBOXES}), one after the other",
             f"{answered} of {len(replies)} answered{detail}",
             target="all answered",
@@ -420,7 +420,7 @@ def tmpfs_fill(arena: Arena) -> Outcome:
         left := arena.app.footprint().host_shmem - before.host_shmem
     ) > TMPFS_MARGIN and time.monotonic() < deadline:
         time.sleep(0.5)
-    freed = Row("  ↳ tmpfs memory once its sessions ended", "the host's shared memory (tmpfs pages), after − before",
+    freed = Row("tmpfs memory once its sessions ended", "the host's shared memory (tmpfs pages), after − before",
                 f"{'+' if left >= 0 else '−'}{mib(abs(left))}", target=f"≤ +{mib(TMPFS_MARGIN)}",
                 met=left <= TMPFS_MARGIN)  # fmt: skip
     return Outcome(got, bool(last) and total <= SESSION_MEMORY_BOUND,
@@ -591,7 +591,7 @@ def idle_sessions(arena: Arena) -> Outcome:
         return True
 
     started = time.perf_counter()
-    budget = arena.scale(90.0, 30.0)  # bounded in time as well as in count
+    budget = arena.scale(60.0, 30.0)  # bounded in time as well as in count
 
     def visit_in_time(index: int) -> bool:
         return time.perf_counter() - started < budget and visit(index)

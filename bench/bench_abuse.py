@@ -239,6 +239,7 @@ def rows_of(result: Result, quick: bool, timing: Timing) -> list[Row]:
     attack, outcome = result.attack, result.outcome
     name = attack.name(quick)
     where = result.tier + (f"; {result.note}" if result.note else "")
+    sub = f"{attack.key} ↳ "  # the attack's other rows, named after it (the summary lists missed rows by name)
     if outcome is not None and outcome.skipped:
         return [Row(name, where or attack.condition, f"skipped: {outcome.skipped}")]
     if outcome is None:
@@ -247,8 +248,10 @@ def rows_of(result: Result, quick: bool, timing: Timing) -> list[Row]:
     rows = [Row(name, f"what the attacker got ({where})", got, target=outcome.target, met=outcome.contained)]
     rows += outcome.rows
     rows.append(_bystander_row(result))
-    rows.append(Row("  ↳ server", "answers after the attack", result.server, target="survives", met=result.server_ok))
+    rows.append(Row("server", "answers after the attack", result.server, target="survives", met=result.server_ok))
     rows.append(_resources_row(result, timing))
+    for row in rows[1:]:
+        row.what = sub + row.what
     return rows
 
 
@@ -257,12 +260,12 @@ def _bystander_row(result: Result) -> Row:
     base = before.median
     text = " · ".join(s.describe() for s in (before, during, after))
     if base is None:
-        return Row("  ↳ bystander's `1+1`", "before · during · after", text, target="answered", met=False)
+        return Row("bystander's `1+1`", "before · during · after", text, target="answered", met=False)
     allowed = LATENCY_RATIO * base + LATENCY_SLACK
     ok = all(s.replies and not s.failed and (s.median or 0) <= allowed for s in (during, after))
     ratio = f"during {during.median / base:.1f}× before" if during.median and base else ""
     return Row(
-        "  ↳ bystander's `1+1`",
+        "bystander's `1+1`",
         f"before · during · after ({len(before.replies)}/{len(during.replies)}/{len(after.replies)} messages)",
         text,
         seconds(during.worst) if during.worst is not None else "",
@@ -281,7 +284,7 @@ def _resources_row(result: Result, timing: Timing) -> Row:
         else f"New session in its tabs, then up to {timing.settle:.0f} s"
     )
     if before is None or after is None:
-        return Row("  ↳ memory and disk after its sessions ended", when, "not measured (the server was down)",
+        return Row("memory and disk after its sessions ended", when, "not measured (the server was down)",
                    target=MARGIN_TEXT, met=False)  # fmt: skip
     parts = [
         f"app RSS {mib(before.app_rss)}→{mib(after.app_rss)}",
@@ -297,7 +300,7 @@ def _resources_row(result: Result, timing: Timing) -> Row:
         parts.append(f"SysV shm {mib(before.sysv_shm_bytes)}→{mib(after.sysv_shm_bytes)}")
     over = excess(before, after)
     text = "; ".join(parts) + (f" (after {result.waited:.0f} s)" if over else f" (back after {result.waited:.1f} s)")
-    return Row("  ↳ memory and disk after its sessions ended", f"before → after ({when})", text, target=MARGIN_TEXT,
+    return Row("memory and disk after its sessions ended", f"before → after ({when})", text, target=MARGIN_TEXT,
                met=not over)  # fmt: skip
 
 
@@ -335,8 +338,8 @@ def notes(results: list[Result], quick: bool, timing: Timing, subreaper: bool) -
         else f"as this user (uid {os.getuid()}): not root, so not under a Space's uid and namespace conditions"
     )
     lines = [
-        f"Each attack starts a new app: `python app.py` from a copy of the checkout, {conditions}, with SPACE_ID, "
-        "canary secrets, GRADIO_SERVER_NAME=127.0.0.1 and its temp files in a directory of its own; sandbox tiers "
+        "Each attack starts a new app: `python app.py` from a copy of the checkout with SPACE_ID, canary secrets, "
+        f"GRADIO_SERVER_NAME=127.0.0.1 and its temp files in a directory of its own, {conditions}; sandbox tiers "
         f"seen: {', '.join(tiers) or 'none'}. Default settings (4 warm sandboxes, 16 run slots, pool of 100).",
         "Every tab sends the client address a Space's proxy reports (X-Forwarded-For, trusted from loopback): the "
         "attacker's tabs share one, the bystander and every new visitor have their own. The bystander's latency "

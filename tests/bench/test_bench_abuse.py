@@ -26,9 +26,10 @@ def test_the_smoke_subset_runs_every_phase_of_two_attacks(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "abuse.json").read_text())
     assert report["quick"] is True
-    attacks = [row for row in report["rows"] if not row["what"].startswith(" ")]
+    attacks = [row for row in report["rows"] if "↳" not in row["what"]]
     assert [row["what"].split(".")[0] for row in attacks] == ["1a", "9"]
     for row in attacks:  # each attack ran to its end and was judged against its target
         assert row["target"] and row["met"] in (True, False), row
-    judged = [row["what"].strip() for row in report["rows"] if row["met"] is not None]
-    assert judged.count("↳ bystander's `1+1`") == 2 and judged.count("↳ server") == 2, judged
+    judged = [row["what"] for row in report["rows"] if row["met"] is not None]
+    for key in ("1a", "9"):  # and the bystander and the server were judged around it
+        assert f"{key} ↳ bystander's `1+1`" in judged and f"{key} ↳ server" in judged, judged
