@@ -58,15 +58,14 @@ def become_subreaper() -> bool:
     return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-def reap_orphans() -> None:
-    """Collect the exit status of every ended child (adopted orphans included)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+def reap_orphans(keep: frozenset[int] = frozenset()) -> None:
+    """Collect the exit status of every ended child of this process (adopted orphans included) but `keep`'s, whose
+    owners (a `Popen`) collect their own: a zombie still counts against its user's process limit."""
+    me = os.getpid()
+    for pid, stat in process_table().items():
+        if stat.ppid == me and stat.ended and pid not in keep:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 class Stage:
@@ -307,6 +306,7 @@ class SpaceApp:
         return self.tree()[1]
 
     def footprint(self) -> Footprint:
+        reap_orphans(keep=frozenset({self.proc.pid}))
         table = process_table()
         live, template = self.tree()
         under_template = descendants(template, table) if template else set()
@@ -334,9 +334,8 @@ class SpaceApp:
             for pid in left:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            reap_orphans()
+            reap_orphans(keep=frozenset({self.proc.pid}))
             time.sleep(0.05)
-        reap_orphans()
         if self.proc.poll() is None:
             self.proc.kill()
         with contextlib.suppress(ChildProcessError):
