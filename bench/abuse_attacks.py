@@ -75,7 +75,8 @@ def fresh_row(replies: list[Reply], when: str) -> tuple[Row, bool]:
     return (
         Row(
             f"new visitors' first message {when}",
-            f"{len(replies)} new visitors (the warm pool holds {WARM_SANDBOXES}), one after the other",
+            f"{len(replies)} new visitor{'s' if len(replies) != 1 else ''} (the warm pool holds {WARM_SANDBOXES})"
+            + (", one after the other" if len(replies) > 1 else ""),
             f"{answered} of {len(replies)} answered{detail}",
             target="all answered",
             met=ok,
@@ -421,7 +422,7 @@ def tmpfs_fill(arena: Arena) -> Outcome:
     ) > TMPFS_MARGIN and time.monotonic() < deadline:
         time.sleep(0.5)
     freed = Row("tmpfs memory once its sessions ended", "the host's shared memory (tmpfs pages), after − before",
-                f"{'+' if left >= 0 else '−'}{mib(abs(left))}", target=f"≤ +{mib(TMPFS_MARGIN)}",
+                f"{'−' if left <= -(2**20) else '+'}{mib(abs(left))}", target=f"≤ +{mib(TMPFS_MARGIN)}",
                 met=left <= TMPFS_MARGIN)  # fmt: skip
     return Outcome(got, bool(last) and total <= SESSION_MEMORY_BOUND,
                    f"tmpfs counted in the session's memory: ≤ {mib(SESSION_MEMORY_BOUND)} in all", rows=[freed])  # fmt: skip
