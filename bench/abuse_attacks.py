@@ -592,7 +592,7 @@ def idle_sessions(arena: Arena) -> Outcome:
         return True
 
     started = time.perf_counter()
-    budget = arena.scale(60.0, 30.0)  # bounded in time as well as in count
+    budget = arena.scale(45.0, 20.0)  # bounded in time as well as in count
 
     def visit_in_time(index: int) -> bool:
         return time.perf_counter() - started < budget and visit(index)

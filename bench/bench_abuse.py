@@ -98,7 +98,7 @@ class Timing:
         if quick:
             return cls(probes=2, probe_timeout=30, settle=3, grace=float(os.environ.get("BENCH_ABUSE_GRACE", 10)),
                        recovery=5)  # fmt: skip
-        return cls(probes=5, probe_timeout=60, settle=8, grace=float(os.environ.get("BENCH_ABUSE_GRACE", 45)),
+        return cls(probes=5, probe_timeout=60, settle=6, grace=float(os.environ.get("BENCH_ABUSE_GRACE", 45)),
                    recovery=10)  # fmt: skip
 
 
