@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from gradio_client.utils import apply_diff
 
 TIMEOUT = 120.0
 
@@ -49,6 +50,7 @@ class Visitor:
     ) -> None:
         self.url = url.rstrip("/")
         self.api = self.url + config.get("api_prefix", "/gradio_api")
+        self.headers = dict(headers or {})  # sent with every request (e.g. the client address a proxy reports)
         self.http = requests.Session()
         self.http.trust_env = False  # loopback only
         self.headers = dict(headers or {})
@@ -154,6 +156,7 @@ class Visitor:
         joined = self.http.post(f"{self.api}/queue/join", json=body, timeout=TIMEOUT)
         joined.raise_for_status()
         event_id = joined.json()["event_id"]
+        streamed: list[Any] | None = None  # a generator's latest update, rebuilt whole from the streamed diffs
         with self.http.get(f"{self.api}/queue/data", params={"session_hash": self.session_hash}, stream=True,
                            timeout=TIMEOUT) as stream:  # fmt: skip
             for line in stream.iter_lines(decode_unicode=True):
@@ -163,8 +166,9 @@ class Visitor:
                 if message.get("event_id") != event_id:
                     continue
                 run.stream.append(line)
-                if message.get("msg") == "process_generating" and run.first_update is None:
-                    run.first_update = time.perf_counter()
+                if message.get("msg") == "process_generating":
+                    run.first_update = run.first_update or time.perf_counter()
+                    streamed = self._streamed(event, streamed, (message.get("output") or {}).get("data"))
                 if message.get("msg") == "process_completed":
                     run.completed, run.success = time.perf_counter(), bool(message.get("success"))
                     output = message.get("output") or {}
@@ -175,10 +179,24 @@ class Visitor:
                     break
         return run
 
+    def _streamed(self, event: dict[str, Any], previous: list[Any] | None, data: list[Any] | None) -> list[Any] | None:
+        """A generator's next update: the first one whole, each later one a diff of the one before (as Gradio's
+        client rebuilds them); its values are kept as the page would show them."""
+        if data is None:
+            return previous
+        if previous is not None:
+            data = [apply_diff(previous[i] if i < len(previous) else None, diff) for i, diff in enumerate(data)]
+        self._fold(event, data)
+        return data
+
     def _keep(self, event: dict[str, Any], data: list[Any] | None) -> None:
         """Remember what an event returned for its outputs, as the page would (full values, not stream diffs)."""
         if event.get("types", {}).get("generator") or not data:
             return
+        self._fold(event, data)
+
+    def _fold(self, event: dict[str, Any], data: list[Any]) -> None:
+        """The event's output values into the page's (an update without a value leaves its component as it was)."""
         for component, value in zip(event["outputs"], data, strict=False):
             if isinstance(value, dict) and value.get("__type__") == "update":
                 if "value" not in value:
@@ -188,6 +206,7 @@ class Visitor:
 
     @staticmethod
     def _drain_heartbeat(response: http.client.HTTPResponse) -> None:
+        # AttributeError: http.client's read races with `close` from the tab's thread
         with contextlib.suppress(OSError, ValueError, AttributeError, http.client.HTTPException):
             while response.readline():
                 pass  # until the tab closes it
