@@ -49,7 +49,6 @@ class Limits:
     cpu_seconds: int | None = 3600
     max_processes: int | None = 256
     file_size_mb: int | None = 1024
-    tmp_mb: int = 512  # size of the sandbox's private /tmp (memory-backed)
 
     def as_rlimits(self, extra_processes: int = 0) -> Rlimits:
         mib = 1024 * 1024
@@ -181,8 +180,7 @@ class Launcher:
             limits = dataclasses.replace(limits, max_processes=None)
         plan = self.tier.new_session(self, guid, data_dir, uid, limits)
         if uid is not None:
-            scratch = plan.scratch_dir
-            for path in (data_dir, *([scratch, *scratch.iterdir()] if scratch else [])):
+            for path in (data_dir, plan.scratch_dir, *plan.scratch_dir.iterdir()):
                 os.chown(path, uid, uid)
         proc = fork_worker(self._ensure_template(), plan.config, plan.env, log_path,
                            outlives_template=self.tier.workers_outlive_template)  # fmt: skip

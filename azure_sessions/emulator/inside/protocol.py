@@ -156,11 +156,13 @@ class Rlimits:
 
 @dataclass(frozen=True)
 class Namespaces:
-    """The bubblewrap tier: what ``namespaces.enter`` gives the worker (its session's directory, a private ``/tmp``
-    of ``tmp_mb``, the Python environment's directories below ``/tmp`` bound back read-only)."""
+    """The bubblewrap tier: what ``namespaces.enter`` gives the worker (its session's directory, its ``/tmp`` and
+    ``/dev/shm`` from its scratch directory as the template sees them, the Python environment's directories below
+    ``/tmp`` bound back read-only)."""
 
     guid: str
-    tmp_mb: int
+    tmp_dir: str
+    shm_dir: str
     drop_capabilities: bool
     tmp_binds: list[str]
 
@@ -382,9 +384,9 @@ def warm_up() -> None:
     it before it freezes its memory, and the workers it forks share them instead of making their own copies."""
     config = WorkerConfig(uid=None, gid=None, limits=Rlimits(memory_bytes=None, cpu_seconds=None, max_processes=None,
                           file_size_bytes=None, core_bytes=None), data_dir="/", max_stream_bytes=1, max_result_chars=1,
-                          whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_mb=1, drop_capabilities=False,
-                          tmp_binds=[]), confinement=Confinement(read_only=[], read_write=[], devices=[],
-                          protected_pids=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip
+                          whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_dir="", shm_dir="",
+                          drop_capabilities=False, tmp_binds=[]), confinement=Confinement(read_only=[], read_write=[],
+                          devices=[], protected_pids=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip
     samples = [Exec(id="", code="", live_output=False, render=RENDER_LEGACY, empty_namespace=False), Interrupt(id=""), Reap(pids=[0]), Exit(),
                Ready(pid=0, python="", prefix="", ipython="", confined={}), Output(id="", stream="stdout", text=""),
                Result(id="", ok=True, stdout="", stderr="", result="", duration_ms=0, interrupted=False,

@@ -74,8 +74,8 @@ def prefer_to_be_killed_under_memory_pressure() -> None:
 def enter_namespaces(helpers: Helpers, namespaces: Namespaces | None) -> None:
     """The bubblewrap tier: the worker's own mount, network, IPC and UTS namespaces."""
     if namespaces is not None:
-        helpers.require("namespaces").enter(guid=namespaces.guid, tmp_mb=namespaces.tmp_mb,
-                                            drop_capabilities=namespaces.drop_capabilities,
+        helpers.require("namespaces").enter(guid=namespaces.guid, tmp_dir=namespaces.tmp_dir,
+                                            shm_dir=namespaces.shm_dir, drop_capabilities=namespaces.drop_capabilities,
                                             tmp_binds=namespaces.tmp_binds)  # fmt: skip
 
 
