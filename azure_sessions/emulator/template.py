@@ -74,7 +74,7 @@ class TemplateProcess:
         return not self._dead and self.proc.poll() is None
 
     def fork(self, config: WorkerConfig, env: dict[str, str], fds: tuple[int, int, int]) -> tuple[int, int]:
-        """Fork a worker for one session with ``fds`` as its stdin, stdout and log; returns (pid, pidfd)."""
+        """Fork a worker for one session with ``fds`` as its stdin, stdout and log (fd 2); returns (pid, pidfd)."""
         request_id = next(self._ids)
         message = protocol.encode(Fork(id=request_id, config=config, env=env))
         with self._send_lock:
@@ -186,12 +186,14 @@ class ForkedProcess:
         pidfd: int,
         stdin: IO[bytes],
         stdout: IO[bytes],
+        stderr: IO[bytes],
         outlives_template: bool = True,
     ) -> None:
         self.pid = pid
         self.outlives_template = outlives_template  # False where it lives in the template's own sandbox
         self.stdin: IO[bytes] | None = stdin
         self.stdout: IO[bytes] | None = stdout
+        self.stderr: IO[bytes] | None = stderr  # the worker's log while it sets itself up (non-blocking)
         self.returncode: int | None = None
         self._template = template
         self._pidfd = pidfd  # readable once the process has ended; kept open until this object goes
@@ -242,22 +244,24 @@ def fork_worker(
     template: TemplateProcess,
     config: WorkerConfig,
     env: dict[str, str],
-    log_path: Path,
     outlives_template: bool = True,
 ) -> ForkedProcess:
-    """A new session's worker from ``template``, with fresh protocol pipes and its own log file."""
+    """A new session's worker from ``template``, with fresh protocol pipes and a pipe for its log (what it writes
+    while it sets itself up; it closes it before user code runs: no file of the host is ever open in a worker)."""
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
+    log_r, log_w = os.pipe()
+    os.set_blocking(log_r, False)
     try:
-        with open(log_path, "wb") as log:
-            pid, pidfd = template.fork(config, env, (stdin_r, stdout_w, log.fileno()))
+        pid, pidfd = template.fork(config, env, (stdin_r, stdout_w, log_w))
     except BaseException:
-        for fd in (stdin_w, stdout_r):
+        for fd in (stdin_w, stdout_r, log_r):
             os.close(fd)
         raise
     finally:
-        os.close(stdin_r)
-        os.close(stdout_w)
+        for fd in (stdin_r, stdout_w, log_w):
+            os.close(fd)
     stdin = open(stdin_w, "wb", buffering=0)  # noqa: SIM115  (owned by the process handle, closed with it)
     stdout = open(stdout_r, "rb", buffering=0)  # noqa: SIM115
-    return ForkedProcess(template, pid, pidfd, stdin, stdout, outlives_template)
+    stderr = open(log_r, "rb", buffering=0)  # noqa: SIM115
+    return ForkedProcess(template, pid, pidfd, stdin, stdout, stderr, outlives_template)

@@ -35,7 +35,7 @@ from .protocol import (
     warm_up,
 )
 from .protocol import encode as encode_message
-from .session import Helpers, enter
+from .session import Helpers, enter, setup_log
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -166,11 +166,13 @@ class ForkServer:
                 sys.modules["numpy"].random.seed()
             enter(self.kernel, self.helpers, request.config)
         except BaseException as exc:
-            setup_failed(exc)
+            setup_failed(exc, setup_log())
         return self.kernel
 
 
-def setup_failed(exc: BaseException) -> NoReturn:
+def setup_failed(exc: BaseException, log_fd: int = 2) -> NoReturn:
     with contextlib.suppress(OSError):
-        os.write(2, ("worker setup failed:\n" + "".join(traceback.format_exception(exc))).encode("utf-8", "replace"))
+        os.write(
+            log_fd, ("worker setup failed:\n" + "".join(traceback.format_exception(exc))).encode("utf-8", "replace")
+        )
     os._exit(70)
