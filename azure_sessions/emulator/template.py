@@ -7,7 +7,9 @@ workers share the template's prepared memory copy-on-write.
 
 The template is the forked workers' parent, so it reaps them and reports how each ended; the host holds a pidfd for
 each (race-free signals and exit detection) in a :class:`ForkedProcess`, which offers the part of
-``subprocess.Popen`` that :class:`~azure_sessions.emulator.workers.WorkerProcess` uses.
+``subprocess.Popen`` that :class:`~azure_sessions.emulator.workers.WorkerProcess` uses. The template is also the
+subreaper of everything its workers start, and when this process dies (its control socket closes) it kills all of
+it before it leaves: no session's process outlives the server, whenever the server dies.
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ class TemplateProcess:
             return self._exited.pop(pid, None)
 
     def close(self) -> None:
-        """Stop the template (the workers it forked live on: each ends with its own session)."""
+        """Stop the template, once the workers it forked have ended or when it has died (a template that sees its
+        socket close ends every process it forked, as when this process dies: ``inside/forkserver.py``)."""
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)  # the template leaves when its control socket closes
         with contextlib.suppress(ProcessLookupError):

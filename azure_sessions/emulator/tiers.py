@@ -421,12 +421,12 @@ class LandlockTier(_MappedTier):
                                     lambda pid, start: start >= since_ticks)  # fmt: skip
 
     def end_worker(self, proc: ForkedProcess) -> None:
-        """Every process of the session, the worker first: nothing is left to fork."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(proc.pid, signal.SIGSTOP)
-        session = strays.end_processes(strays.in_session(proc.pid))
-        _kill_group_and_wait(proc)
-        strays.reap(session - {proc.pid}, wait=False)  # orphans of the dead worker come to us, or to init
+        """Every process of the session: the worker and its process group first, with SIGKILL, then the rest of its
+        session by rounds of SIGKILL. Nothing is stopped on the way, so nothing is left stopped if this process dies
+        in between; what is left running then ends with the template (``inside/forkserver.py``), which reaps it."""
+        _kill_group(proc)
+        strays.end_processes(strays.in_session(proc.pid))
+        _wait(proc)
 
 
 def _confinement(read_write: list[str], python: list[Path]) -> Confinement:
@@ -513,6 +513,12 @@ def _worker_config(uid: int | None, limits: Rlimits, *, data_dir: str, whole_pid
 def _kill_group_and_wait(proc: ForkedProcess, also: set[int] = frozenset()) -> None:
     """SIGKILL to the worker's process group (bubblewrap: its sandbox dies with it, a PID namespace), to ``also``,
     to the worker; then wait for it."""
+    _kill_group(proc, also)
+    _wait(proc)
+
+
+def _kill_group(proc: ForkedProcess, also: set[int] = frozenset()) -> None:
+    """SIGKILL to the worker's process group, to ``also`` and to the worker (through its pidfd)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     for pid in also:
@@ -520,6 +526,9 @@ def _kill_group_and_wait(proc: ForkedProcess, also: set[int] = frozenset()) -> N
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+
+
+def _wait(proc: ForkedProcess) -> None:
     with contextlib.suppress(Exception):
         proc.wait(timeout=10)
 
