@@ -153,3 +153,28 @@ def _with_data_dir(config, data_dir: str):
     import dataclasses
 
     return dataclasses.replace(config, data_dir=data_dir)
+
+
+def test_a_ready_workers_internal_warnings_reach_the_host_as_messages(tmp_path):
+    """Once ready, a worker has no log pipe: its internal warnings (say, ending a timed-out cell's processes failed)
+    travel on the protocol's reply pipe as ``Log`` messages, into the same tail."""
+    from azure_sessions.emulator.launcher import Launcher
+    from azure_sessions.emulator.tiers import UnisolatedTier
+    from azure_sessions.emulator.workers import WorkerPool
+
+    pool = WorkerPool(Launcher(UnisolatedTier("a test"), tmp_path), size=0)
+    worker = pool.acquire()
+    try:
+        code = (
+            "import gc\n"
+            "gc.unfreeze()\n"  # the template froze its objects, the kernel among them
+            "kernel = next(o for o in gc.get_objects() if type(o).__name__ == 'Kernel')\n"
+            "kernel.log('an internal warning')\n"
+            "print(kernel.log_fd)"
+        )
+        result = worker.execute(code, timeout=30)
+        assert result.ok and result.stdout == "None\n", result  # its log pipe is closed
+        assert worker.log_tail().endswith("an internal warning"), worker.log_tail()
+    finally:
+        worker.cleanup()
+        pool.close()
