@@ -40,17 +40,17 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class SessionBudget:
-    """One session's share of the machine (see the module's docstring for the reasoning)."""
+    """One session's share of the machine (see the module's docstring for the reasoning); None: no budget."""
 
-    tasks: int = 64
-    memory_mb: int = 2048
-    disk_mb: int = 2048
+    tasks: int | None = 64
+    memory_mb: int | None = 2048
+    disk_mb: int | None = 2048
     nice: int = 10  # of the session's processes and of its scheduling group
 
     @property
-    def memory_bytes(self) -> int:
-        return self.memory_mb * MIB
+    def memory_bytes(self) -> int | None:
+        return None if self.memory_mb is None else self.memory_mb * MIB
 
     @property
-    def disk_bytes(self) -> int:
-        return self.disk_mb * MIB
+    def disk_bytes(self) -> int | None:
+        return None if self.disk_mb is None else self.disk_mb * MIB

@@ -73,8 +73,9 @@ class TemplateProcess:
     def alive(self) -> bool:
         return not self._dead and self.proc.poll() is None
 
-    def fork(self, config: WorkerConfig, env: dict[str, str], fds: tuple[int, int, int]) -> tuple[int, int]:
-        """Fork a worker for one session with ``fds`` as its stdin, stdout and log; returns (pid, pidfd)."""
+    def fork(self, config: WorkerConfig, env: dict[str, str], fds: tuple[int, ...]) -> tuple[int, int]:
+        """Fork a worker for one session with ``fds`` as its stdin, stdout and log (and after them, at the same
+        numbers in the worker, what its configuration says it gets); returns (pid, pidfd)."""
         request_id = next(self._ids)
         message = protocol.encode(Fork(id=request_id, config=config, env=env))
         with self._send_lock:
@@ -244,13 +245,15 @@ def fork_worker(
     env: dict[str, str],
     log_path: Path,
     outlives_template: bool = True,
+    extra_fds: list[int] = (),
 ) -> ForkedProcess:
-    """A new session's worker from ``template``, with fresh protocol pipes and its own log file."""
+    """A new session's worker from ``template``, with fresh protocol pipes and its own log file; ``extra_fds`` follow
+    them (the process supervisor's socket, at ``protocol.SUPERVISOR_FD`` in the worker)."""
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     try:
         with open(log_path, "wb") as log:
-            pid, pidfd = template.fork(config, env, (stdin_r, stdout_w, log.fileno()))
+            pid, pidfd = template.fork(config, env, (stdin_r, stdout_w, log.fileno(), *extra_fds))
     except BaseException:
         for fd in (stdin_w, stdout_r):
             os.close(fd)

@@ -230,7 +230,7 @@ class Watchdog:
         counts = {pid: _tasks(pid) for pid in watched.pids}
         watched.tasks = sum(counts.values())
         cap = watched.budget.tasks
-        if watched.tasks <= cap:
+        if cap is None or watched.tasks <= cap:
             return
         worker_over = counts.get(watched.worker_pid, 0) > cap
         targets = [watched.worker_pid] if worker_over else [p for p in watched.pids if p != watched.worker_pid]
@@ -259,7 +259,8 @@ class Watchdog:
         total = resident_sum + in_dirs
         budget = watched.budget.memory_bytes
         sizes = resident
-        if total > budget:  # resident sizes count shared pages once per sharer: the proportional sizes decide
+        # resident sizes count shared pages once per sharer: the proportional sizes decide
+        if budget is not None and total > budget:
             when, proportional_sum, resident_then = watched.proportional
             estimate = proportional_sum + max(0, resident_sum - resident_then) + in_dirs
             if now - when < PROPORTIONAL_INTERVAL and estimate <= budget:
@@ -269,7 +270,7 @@ class Watchdog:
                 watched.proportional = (now, sum(sizes.values()), resident_sum)
                 total = sum(sizes.values()) + in_dirs
         watched.memory, watched.memory_dirs_bytes, watched.measured_at = total, in_dirs, now
-        watched.memory_over = total > budget
+        watched.memory_over = budget is not None and total > budget
         if watched.memory_over and not watched.ending:
             self._end_largest(watched, sizes, now)
 
@@ -297,7 +298,7 @@ class Watchdog:
         watched.next_disk = now + (self.disk_interval if active else IDLE_DISK_INTERVAL)
         watched.disk = allocated_bytes(watched.dirs)
         budget = watched.budget.disk_bytes
-        if watched.disk <= budget:
+        if budget is None or watched.disk <= budget:
             watched.disk_over, watched.disk_reported = False, 0
             return
         first = not watched.disk_over

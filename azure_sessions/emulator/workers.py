@@ -20,14 +20,18 @@ from typing import TYPE_CHECKING, Any
 from .inside import protocol, strays
 
 if TYPE_CHECKING:
+    from .guards import SessionGuards
     from .launcher import Launcher
     from .template import ForkedProcess
     from .tiers import Tier
+    from .watchdog import Exceeded, Usage
 
 log = logging.getLogger("azure_sessions.emulator")
 
 READY_TIMEOUT = 60.0
 _INTERRUPT_REPEAT = 0.1
+BUDGET_NOTICE = "SessionBudgetExceeded"
+"""How a cell's stderr names what the watchdog did to the session (the line reads like an exception's own)."""
 
 OutputCallback = Callable[[str, str], None]
 """``on_output(stream, text)``: text a running cell wrote to ``stream`` ("stdout" | "stderr"), as it comes."""
@@ -60,6 +64,7 @@ class Spawned:
     log_path: Path
     uid: int | None
     tier: Tier
+    guards: SessionGuards | None = None  # what holds the session to its budget, once it is ready
 
 
 class WorkerProcess:
@@ -92,6 +97,9 @@ class WorkerProcess:
         self._idle.set()
         self._stopped_because: str | None = None  # why this side killed the worker, for the WorkerLost message
         self._interrupted = False  # interrupt() was asked for the running cell
+        self._guards = spawned.guards
+        self._notices: list[str] = []  # what the watchdog did since the last cell's result, for the next one
+        self._notice_lock = threading.Lock()
 
     @property
     def alive(self) -> bool:
@@ -181,6 +189,36 @@ class WorkerProcess:
         if problem is not None:
             self.cleanup()
             raise WorkerLost(problem)
+        if self._guards is not None:
+            self._guards.watch(self.guid, worker_pid=self.pid, dirs=(self.data_dir, self.scratch_dir),
+                               on_exceeded=self._over_budget, busy=lambda: self._running is not None)  # fmt: skip
+
+    # -- the session's budget ------------------------------------------------------------------------------------
+    def _over_budget(self, event: Exceeded) -> None:
+        """What the watchdog did (on its thread): the next cell result's stderr says it in one line; past the disk
+        budget the running cell is interrupted too; a worker it ended says why it was lost."""
+        with self._notice_lock:
+            self._notices.append(f"{BUDGET_NOTICE}: {event.message}.")
+        if event.worker_ended:
+            self._stopped_because = f"{event.message[0].upper()}{event.message[1:]}"
+        elif event.kind == "disk" and self._running is not None:
+            threading.Thread(target=self.interrupt, name="emulator-budget-interrupt", daemon=True).start()
+
+    def _take_notices(self) -> str:
+        with self._notice_lock:
+            notices, self._notices = self._notices, []
+        return "".join(f"\n{notice}\n" for notice in notices)
+
+    def usage(self, *, fresh_disk: bool = False) -> Usage | None:
+        """What the session held at the watchdog's last measurement (its disk measured now with ``fresh_disk``);
+        None before the worker is ready or after it is killed."""
+        return self._guards.usage(self.guid, fresh_disk=fresh_disk) if self._guards is not None else None
+
+    def disk_room(self) -> tuple[int, int] | None:
+        """The bytes the session's files hold now and its disk budget, or None when it has no budget."""
+        budget = self._guards.budget.disk_bytes if self._guards is not None else None
+        usage = self.usage(fresh_disk=True) if budget is not None else None
+        return (usage.disk_bytes, budget) if usage is not None and budget is not None else None
 
     def execute(
         self,
@@ -207,6 +245,7 @@ class WorkerProcess:
         finally:
             self._running = None
             self._idle.set()
+        cell.stderr += self._take_notices()
         if cell.interrupted and (cell.timed_out or self._interrupted):
             # where the worker cannot see its processes, the host ends what the cell left running
             ended = self._tier.end_cell_leftovers(self.pid, started_ticks)
@@ -292,6 +331,8 @@ class WorkerProcess:
             if self._killed:
                 return
             self._killed = True
+        if self._guards is not None:
+            self._guards.release(self.guid)
         self._tier.end_worker(self.proc)
         self._close_pipes()
 

@@ -44,6 +44,7 @@ class Kernel:
         self.strays: ModuleType | None = None  # ends what a timed-out cell left running (None: the host does)
         self.whole_pid_namespace = False
         self.max_result_chars = 1_000_000
+        self.policy: dict | None = None  # what policy.py installed
         self.confined: dict | None = None  # what confine.py applied (the Landlock tier)
         self.jobs: queue.Queue[Exec] = queue.Queue()
         self.running: str | None = None
@@ -75,11 +76,12 @@ class Kernel:
 
     # -- in the session's worker ---------------------------------------------------------------------------------
     def attach(self, channel: Channel, log_fd: int, out: FdCapture, err: FdCapture, *, strays: ModuleType | None,
-               whole_pid_namespace: bool, max_result_chars: int, confined: dict | None) -> None:  # fmt: skip
+               whole_pid_namespace: bool, max_result_chars: int, policy: dict | None,
+               confined: dict | None) -> None:  # fmt: skip
         """Take the session's pipes, captured streams and settings, then start answering the host."""
         self.channel, self.log_fd, self.out, self.err = channel, log_fd, out, err
         self.strays, self.whole_pid_namespace, self.max_result_chars = strays, whole_pid_namespace, max_result_chars
-        self.confined = confined
+        self.policy, self.confined = policy, confined
         self.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), "utf-8", "backslashreplace",
                                        line_buffering=True)  # fmt: skip
         self.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), "utf-8", "backslashreplace",
@@ -127,7 +129,7 @@ class Kernel:
         import IPython
 
         self.channel.write(Ready(pid=os.getpid(), python=sys.version.split()[0], prefix=sys.prefix,
-                                 ipython=IPython.__version__, confined=self.confined))  # fmt: skip
+                                 ipython=IPython.__version__, policy=self.policy, confined=self.confined))  # fmt: skip
         while True:
             try:
                 job = self.jobs.get()
