@@ -10,8 +10,8 @@ An rlimit bounds one process: three processes of one session held 2 GiB each, an
   set size (``/proc/<pid>/smaps_rollup``, a page split between its sharers) decides. Over the budget the session's
   largest process is ended, as the kernel's OOM killer would (the worker itself when it is the largest, which loses
   the session as an OOM would), and ``on_exceeded`` gets one line the host can append to the running cell's stderr.
-- **Disk**, every :data:`DISK_INTERVAL` seconds for sessions that run code or have processes besides the worker,
-  every :data:`IDLE_DISK_INTERVAL` seconds for the others: the blocks the session's files hold (``st_blocks``, each
+- **Disk**, every :data:`DISK_INTERVAL` seconds for sessions that run code or have processes besides the worker
+  (from the first tick they do), every :data:`IDLE_DISK_INTERVAL` seconds for the others: the blocks the session's files hold (``st_blocks``, each
   inode once: a sparse file counts what it holds, a hard link does not count twice) in its directories. Over the
   budget the session's processes other than the worker are ended and ``on_exceeded`` tells the host to interrupt the
   running cell; :meth:`Watchdog.usage` says ``disk_over`` until files are deleted, and the host refuses uploads
@@ -74,7 +74,7 @@ class Exceeded:
     key: object
     kind: str  # "memory", "disk" or "tasks"
     message: str
-    ended: tuple[int, ...] = ()  # the pids of the processes ended
+    ended: tuple[int, ...] = ()  # the pids of the processes ended (tasks: and of those that wait to be reaped)
     worker_ended: bool = False  # the session's worker was among them: the session is lost
 
 
@@ -108,10 +108,12 @@ class _Watched:
     disk: int = -1
     disk_over: bool = False
     disk_reported: int = 0  # usage when the last disk event was sent
+    zombies_reported: frozenset[int] = frozenset()  # ended processes of the session already reported to be reaped
     memory_over: bool = False
     tasks: int = 0
     measured_at: float = 0.0
     next_disk: float = 0.0
+    disk_checked: float = 0.0
     nice_pending: bool = True
     ending: dict[int, int] = field(default_factory=dict)  # pid -> pidfd of a process ended for memory, until gone
     ending_since: float = 0.0
@@ -208,7 +210,6 @@ class Watchdog:
         with self._lock:
             sessions = list(self._sessions.values())
         self.ticks += 1
-        disk_due = [w for w in sessions if now >= w.next_disk]
         by_session = [w for w in sessions if not callable(w.session)]
         if by_session:
             members = self._census.members({w.session for w in by_session})  # type: ignore[misc]
@@ -222,8 +223,9 @@ class Watchdog:
                 watched.nice_pending = self._autogroups and not _set_autogroup_nice(watched)
             self._check_tasks(watched)
             self._check_memory(watched, now)
-        for watched in disk_due:
-            self._check_disk(watched, now, act=True)
+        for watched in sessions:  # due, or idle until now and running code (its next check was an idle one's)
+            if now >= watched.next_disk or (now >= watched.disk_checked + self.disk_interval and _active(watched)):
+                self._check_disk(watched, now, act=True)
 
     # -- tasks --------------------------------------------------------------------------------------------------
     def _check_tasks(self, watched: _Watched) -> None:
@@ -241,12 +243,19 @@ class Watchdog:
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                     ended.append(pid)
                 os.close(pidfd)
-        if not ended:
-            return  # all ended already (zombies its worker has yet to reap)
+        # Ended but not reaped, a process still holds a task (of the uid's RLIMIT_NPROC too): reported once, so the
+        # host has its parent (the worker, their subreaper) collect it.
+        zombies = (
+            frozenset() if worker_over else frozenset(p for p in set(targets) - set(ended) if _unreaped(p, watched))
+        )
+        new_zombies, watched.zombies_reported = zombies - watched.zombies_reported, zombies
+        if not ended and not new_zombies:
+            return
         what = "its worker process was ended, so the session's variables were lost" if worker_over else (
-            f"its {len(ended)} processes other than the worker were ended")  # fmt: skip
+            f"its {len(ended) + len(zombies)} processes other than the worker were ended")  # fmt: skip
         message = f"the session ran more than {cap} processes and threads ({watched.tasks}); {what}"
-        self._report(watched, Exceeded(watched.key, "tasks", message, tuple(ended), worker_over))
+        self._report(watched, Exceeded(watched.key, "tasks", message, tuple(ended) + tuple(sorted(zombies)),
+                                       worker_over))  # fmt: skip
 
     # -- memory -------------------------------------------------------------------------------------------------
     def _check_memory(self, watched: _Watched, now: float) -> None:
@@ -294,8 +303,8 @@ class Watchdog:
 
     # -- disk ---------------------------------------------------------------------------------------------------
     def _check_disk(self, watched: _Watched, now: float, act: bool) -> None:
-        active = len(watched.pids) > 1 or _safe(watched.busy)
-        watched.next_disk = now + (self.disk_interval if active else IDLE_DISK_INTERVAL)
+        watched.disk_checked = now
+        watched.next_disk = now + (self.disk_interval if _active(watched) else IDLE_DISK_INTERVAL)
         watched.disk = allocated_bytes(watched.dirs)
         budget = watched.budget.disk_bytes
         if budget is None or watched.disk <= budget:
@@ -412,6 +421,17 @@ def _open_member(pid: int, watched: _Watched) -> int | None:
         os.close(pidfd)
         return None
     return pidfd
+
+
+def _active(watched: _Watched) -> bool:
+    """Whether the session runs code now, or has processes besides its worker."""
+    return len(watched.pids) > 1 or _safe(watched.busy)
+
+
+def _unreaped(pid: int, watched: _Watched) -> bool:
+    """Whether ``pid`` is a process of the session that has ended and waits to be reaped (a zombie)."""
+    st = strays.read_stat(pid)
+    return st is not None and st.ended and (callable(watched.session) or st.session == watched.session)
 
 
 def _has_ended(pidfd: int) -> bool:

@@ -30,6 +30,10 @@ log = logging.getLogger("azure_sessions.emulator")
 
 READY_TIMEOUT = 60.0
 _INTERRUPT_REPEAT = 0.1
+REAP_WAIT = 5.0
+"""How long the processes the watchdog ended may take to die before the worker is asked to collect them anyway."""
+MAX_NOTICES = 5
+"""What the watchdog did, said at most this many times to one cell (the first times, and the last)."""
 BUDGET_NOTICE = "SessionBudgetExceeded"
 """How a cell's stderr names what the watchdog did to the session (the line reads like an exception's own)."""
 
@@ -195,14 +199,34 @@ class WorkerProcess:
 
     # -- the session's budget ------------------------------------------------------------------------------------
     def _over_budget(self, event: Exceeded) -> None:
-        """What the watchdog did (on its thread): the next cell result's stderr says it in one line; past the disk
-        budget the running cell is interrupted too; a worker it ended says why it was lost."""
+        """What the watchdog did (on its thread): the next cell result's stderr says it in one line; past the task
+        budget the worker collects what was ended (a ``wait`` for one of them then finds nothing), past the disk
+        budget the running cell is interrupted; a worker it ended says why it was lost."""
         with self._notice_lock:
             self._notices.append(f"{BUDGET_NOTICE}: {event.message}.")
+            del self._notices[MAX_NOTICES - 1 : -1]  # the first ones, and the latest
         if event.worker_ended:
             self._stopped_because = f"{event.message[0].upper()}{event.message[1:]}"
-        elif event.kind == "disk" and self._running is not None:
+            return
+        if event.kind == "tasks":  # past the task budget an ended process must not hold its task (a zombie) either
+            inside = {pid: inner for pid in event.ended if (inner := _pid_in_its_namespace(pid)) is not None}
+            threading.Thread(target=self._reap_ended, args=(inside,), name="emulator-budget-reap",
+                             daemon=True).start()  # fmt: skip
+        if event.kind == "disk" and self._running is not None:
             threading.Thread(target=self.interrupt, name="emulator-budget-interrupt", daemon=True).start()
+
+    def _reap_ended(self, pids: dict[int, int]) -> None:
+        """Have the worker collect what the watchdog ended (host pid -> its pid in the worker's view) once it has
+        died: the worker is its parent, or their subreaper, and an unreaped process still holds a task of the
+        uid's ``RLIMIT_NPROC``."""
+        deadline = time.monotonic() + REAP_WAIT
+        while any((st := strays.read_stat(pid)) is not None and not st.ended for pid in pids):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if pids:
+            with contextlib.suppress(WorkerLost):
+                self._send(protocol.Reap(pids=sorted(pids.values())))
 
     def _take_notices(self) -> str:
         with self._notice_lock:
@@ -259,21 +283,24 @@ class WorkerProcess:
         self, exec_id: str, timeout: float, grace: float, on_output: OutputCallback | None
     ) -> CellResult:
         deadline = time.monotonic() + timeout
-        timed_out = False
+        grace_ends: float | None = None  # set once the timeout has passed and the cell is being interrupted
         while True:
             try:
                 message = self._recv(deadline)
             except TimeoutError:
-                if timed_out:
+                now = time.monotonic()
+                if grace_ends is not None and now >= grace_ends:
                     self.kill()
                     raise WorkerLost(
                         f"the execution exceeded its timeout of {timeout:g} s and did not stop within {grace:g} s "
                         "of being interrupted, so the sandbox was terminated"
                     ) from None
-                timed_out = True
+                grace_ends = now + grace if grace_ends is None else grace_ends
+                # Repeated until the cell ends: a KeyboardInterrupt raised inside an at-fork callback (logging's,
+                # while the cell forks) is printed and dropped by Python, and the cell would run on.
                 with contextlib.suppress(WorkerLost):
                     self._send(protocol.Interrupt(id=exec_id))
-                deadline = time.monotonic() + grace
+                deadline = min(grace_ends, now + _INTERRUPT_REPEAT)
                 continue
             match message:
                 case protocol.Result(id=result_id) if result_id == exec_id:
@@ -284,7 +311,7 @@ class WorkerProcess:
                         result=message.result,
                         duration_ms=message.duration_ms,
                         interrupted=message.interrupted,
-                        timed_out=timed_out and message.interrupted,
+                        timed_out=grace_ends is not None and message.interrupted,
                         ended_processes=message.ended_processes,
                     )
                 case protocol.Output(id=output_id) if output_id == exec_id and on_output is not None:
@@ -299,7 +326,8 @@ class WorkerProcess:
             return False
         deadline = time.monotonic() + grace
         self._interrupted = True
-        # The worker drops an interrupt that arrives before the cell's code has started: repeat until it ends.
+        # The worker drops an interrupt that arrives before the cell's code has started, and Python one raised in an
+        # at-fork callback: repeat until it ends.
         while self._running == exec_id:
             with contextlib.suppress(WorkerLost):
                 self._send(protocol.Interrupt(id=exec_id))
@@ -442,6 +470,16 @@ class WorkerPool:
         if self._thread.is_alive():
             self._thread.join(timeout=READY_TIMEOUT + 5)
         self.launcher.close()
+
+
+def _pid_in_its_namespace(pid: int) -> int | None:
+    """``pid`` as its own PID namespace numbers it (the worker's, in the bubblewrap tier; a session cannot make
+    another), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next((int(line.split()[-1]) for line in fh if line.startswith("NSpid:")), pid)
+    except (OSError, ValueError):
+        return None
 
 
 def _deliver(on_output: OutputCallback, stream: str, text: str) -> None:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from azure_sessions.dialects import SESSION_ROUTE_VERSION
 from tests.emulator.conftest import new_id
 from tests.support.harness import wait_until
 
@@ -81,6 +82,29 @@ def test_timeout_interrupts_and_session_survives(api, shared_id):
     assert "KeyboardInterrupt" in result["stderr"] and "timeout of 1 seconds" in result["stderr"]
     after = api.run(shared_id, "survivor")
     assert after["executionResult"] == "still here" and after["guid"] == guid
+
+
+def test_a_timeout_interrupt_that_python_drops_is_sent_again(api, emulator, monkeypatch):
+    """A KeyboardInterrupt raised inside an at-fork callback is printed and dropped by Python ("Exception ignored
+    in: ..."; logging's callback, in a cell that forks in a loop): the host repeats the interrupt until the cell
+    ends, so the cell stops at its timeout and its session lives on."""
+    monkeypatch.setattr(emulator, "interrupt_grace", 10.0)
+    identifier = new_id()
+    guid = api.run(identifier, "kept = 1")["guid"]
+    code = (
+        "import os, time\n"
+        "os.register_at_fork(after_in_parent=lambda: time.sleep(0.02))  # where most interrupts land\n"
+        "while True:\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+    )
+    result = api.run(identifier, code, timeout=1)
+    assert result["status"] == "Failed" and "timeout of 1 seconds" in result["stderr"], result["stderr"][-500:]
+    after = api.run(identifier, "kept")
+    assert after["executionResult"] == 1 and after["guid"] == guid
+    api.request("DELETE", "session", identifier, SESSION_ROUTE_VERSION)
 
 
 def test_unstoppable_code_is_killed_and_session_restarts(api, emulator, monkeypatch):
