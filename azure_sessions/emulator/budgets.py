@@ -9,17 +9,17 @@ without cgroups (a Space has none we may write), the host keeps itself:
   uid-wide ``RLIMIT_NPROC`` ceiling for all workers (the uid's tasks at start plus the sessions' budgets and a
   margin; the template keeps its own higher limit). The process supervisor (``supervisor.py``) answers EAGAIN at
   the cap instead, exactly, through seccomp user notification, at the price of EINTR from some ``fork`` calls
-  (see there): opt-in. An idle worker uses about 4 (its main
-  thread, the control thread, two output readers); numpy's BLAS adds one thread per core (2 on a Space's basic
+  (see there): opt-in. An idle worker uses 5 (its main
+  thread, the control thread, two output readers, the thread that raises a dropped interrupt again); numpy's BLAS adds one thread per core (2 on a Space's basic
   hardware); a ``multiprocessing`` pool of 8 with BLAS threads fits with room to spare, a fork bomb stops at 64.
   With 100 sessions (the pool's limit) that is at most 6,400 tasks, below the uid-wide limits the template needs to
-  keep forking workers. Workers reap orphans promptly (a zombie holds a task until reaped).
+  keep forking workers. Workers reap orphans promptly, and what the watchdog ended past the budget (a zombie holds
+  a task until reaped). As root each worker's own uid makes ``RLIMIT_NPROC`` this budget, exactly.
 - **memory**: 2048 MiB per session, summed over its processes (proportional set size, so pages a forked worker
-  still shares with the template, or a child with its parent, count once), plus what it keeps in a memory-backed
-  ``/tmp`` or ``/dev/shm``. Enough for pandas on a few hundred MB of CSV and any matplotlib figure; eight sessions at
-  their full budget fit a 16 GB Space. Enforced by the watchdog (``watchdog.py``), which ends the session's largest
-  process past it, as the kernel's OOM killer would. ``RLIMIT_AS`` (4 GiB per process) stays as the immediate
-  backstop, and the kernel prefers workers (``oom_score_adj`` 500) over the server when the machine itself runs out.
+  still shares with the template, or a child with its parent, count once). Enough for pandas on a few hundred MB of
+  CSV and any matplotlib figure; eight sessions at their full budget fit a 16 GB Space. Enforced by the watchdog
+  (``watchdog.py``), which ends the session's largest process past it, as the kernel's OOM killer would.
+  ``RLIMIT_AS`` (4 GiB per process) stays as the immediate backstop, and the kernel prefers workers (``oom_score_adj`` 500) over the server when the machine itself runs out.
 - **disk**: 2048 MiB per session, the blocks its files actually hold (``st_blocks``: a sparse 1 GiB file holding
   nothing is not 1 GiB) across ``/mnt/data`` and its scratch directory (``/tmp``, ``HOME``). Past it the watchdog
   interrupts the writer and the host refuses uploads until files are deleted. ``RLIMIT_FSIZE`` (1 GiB per file)

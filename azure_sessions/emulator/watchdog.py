@@ -11,7 +11,7 @@ An rlimit bounds one process: three processes of one session held 2 GiB each, an
   largest process is ended, as the kernel's OOM killer would (the worker itself when it is the largest, which loses
   the session as an OOM would), and ``on_exceeded`` gets one line the host can append to the running cell's stderr.
 - **Disk**, every :data:`DISK_INTERVAL` seconds for sessions that run code or have processes besides the worker
-  (from the first tick they do), every :data:`IDLE_DISK_INTERVAL` seconds for the others: the blocks the session's files hold (``st_blocks``, each
+  (and at the first tick they do), every :data:`IDLE_DISK_INTERVAL` seconds for the others: the blocks the session's files hold (``st_blocks``, each
   inode once: a sparse file counts what it holds, a hard link does not count twice) in its directories. Over the
   budget the session's processes other than the worker are ended and ``on_exceeded`` tells the host to interrupt the
   running cell; :meth:`Watchdog.usage` says ``disk_over`` until files are deleted, and the host refuses uploads
@@ -30,11 +30,11 @@ by a census of ``/proc`` every tick (``census.py``: a listing, and the stat file
 millisecond), so a process started while the session looks idle (by a background thread) is seen at once too. Or
 the host passes a callable that lists them.
 
-On the host: ``watchdog.watch(key, worker_pid=pid, session=pid, dirs=[data_dir, scratch_dir],
-memory_dirs=[f"/proc/{pid}/root/tmp", f"/proc/{pid}/root/dev/shm"] (bubblewrap only), budget=SessionBudget(),
-on_exceeded=..., busy=lambda: worker.running)`` once the worker is ready; ``unwatch(key)`` when it goes;
-``usage(key)`` for the info route and before accepting an upload. ``on_exceeded`` runs on the watchdog's thread:
-it should only note the event and schedule the interrupt.
+On the host, ``guards.py`` watches each worker once it is ready (``watch(guid, worker_pid=pid, dirs=[data_dir,
+scratch_dir], budget=..., on_exceeded=worker's handler, busy=lambda: a cell runs)``) and unwatches it when it is
+killed; ``usage(key)`` serves the emulator's ``usage()``, ``measure_now(key)`` an upload's check. ``memory_dirs``
+counts memory-backed mounts a session writes to, for a tier that gives it one. ``on_exceeded`` runs on the
+watchdog's thread: it should only note the event and schedule the interrupt.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class _Watched:
     tasks: int = 0
     measured_at: float = 0.0
     next_disk: float = 0.0
-    disk_checked: float = 0.0
+    active: bool = False  # running code, or processes besides the worker, at the last tick
     nice_pending: bool = True
     ending: dict[int, int] = field(default_factory=dict)  # pid -> pidfd of a process ended for memory, until gone
     ending_since: float = 0.0
@@ -221,19 +221,23 @@ class Watchdog:
                 watched.pids = tuple(_safe(watched.session, ()))
             if watched.nice_pending:
                 watched.nice_pending = self._autogroups and not _set_autogroup_nice(watched)
-            self._check_tasks(watched)
-            self._check_memory(watched, now)
-        for watched in sessions:  # due, or idle until now and running code (its next check was an idle one's)
-            if now >= watched.next_disk or (now >= watched.disk_checked + self.disk_interval and _active(watched)):
+            ended = self._check_tasks(watched)
+            if watched.worker_pid not in ended:  # (what was just ended is not counted: it frees its memory as it goes)
+                self._check_memory(watched, now, [pid for pid in watched.pids if pid not in ended])
+        for watched in sessions:  # due, or at once when it starts running code (its next check was an idle one's)
+            was_active, watched.active = watched.active, _active(watched)
+            if now >= watched.next_disk or (watched.active and not was_active):
                 self._check_disk(watched, now, act=True)
 
     # -- tasks --------------------------------------------------------------------------------------------------
-    def _check_tasks(self, watched: _Watched) -> None:
+    def _check_tasks(self, watched: _Watched) -> set[int]:
+        """Past the budget, end the session's processes (the worker's alone when its own threads pass it); returns
+        the pids ended now."""
         counts = {pid: _tasks(pid) for pid in watched.pids}
         watched.tasks = sum(counts.values())
         cap = watched.budget.tasks
         if cap is None or watched.tasks <= cap:
-            return
+            return set()
         worker_over = counts.get(watched.worker_pid, 0) > cap
         targets = [watched.worker_pid] if worker_over else [p for p in watched.pids if p != watched.worker_pid]
         ended = []
@@ -250,19 +254,20 @@ class Watchdog:
         )
         new_zombies, watched.zombies_reported = zombies - watched.zombies_reported, zombies
         if not ended and not new_zombies:
-            return
+            return set()
         what = "its worker process was ended, so the session's variables were lost" if worker_over else (
             f"its {len(ended) + len(zombies)} processes other than the worker were ended")  # fmt: skip
         message = f"the session ran more than {cap} processes and threads ({watched.tasks}); {what}"
         self._report(watched, Exceeded(watched.key, "tasks", message, tuple(ended) + tuple(sorted(zombies)),
                                        worker_over))  # fmt: skip
+        return set(ended)
 
     # -- memory -------------------------------------------------------------------------------------------------
-    def _check_memory(self, watched: _Watched, now: float) -> None:
+    def _check_memory(self, watched: _Watched, now: float, pids: list[int]) -> None:
         for pid, pidfd in list(watched.ending.items()):  # a process ended for memory frees it when it is gone
             if _has_ended(pidfd) or now - watched.ending_since > ENDING_GRACE:
                 os.close(watched.ending.pop(pid))
-        resident = {pid: _resident(pid) for pid in watched.pids}
+        resident = {pid: _resident(pid) for pid in pids}
         in_dirs = sum(_used_bytes(path) for path in watched.memory_dirs)
         resident_sum = sum(resident.values())
         total = resident_sum + in_dirs
@@ -303,7 +308,6 @@ class Watchdog:
 
     # -- disk ---------------------------------------------------------------------------------------------------
     def _check_disk(self, watched: _Watched, now: float, act: bool) -> None:
-        watched.disk_checked = now
         watched.next_disk = now + (self.disk_interval if _active(watched) else IDLE_DISK_INTERVAL)
         watched.disk = allocated_bytes(watched.dirs)
         budget = watched.budget.disk_bytes

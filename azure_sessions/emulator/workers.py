@@ -283,24 +283,21 @@ class WorkerProcess:
         self, exec_id: str, timeout: float, grace: float, on_output: OutputCallback | None
     ) -> CellResult:
         deadline = time.monotonic() + timeout
-        grace_ends: float | None = None  # set once the timeout has passed and the cell is being interrupted
+        timed_out = False
         while True:
             try:
                 message = self._recv(deadline)
             except TimeoutError:
-                now = time.monotonic()
-                if grace_ends is not None and now >= grace_ends:
+                if timed_out:
                     self.kill()
                     raise WorkerLost(
                         f"the execution exceeded its timeout of {timeout:g} s and did not stop within {grace:g} s "
                         "of being interrupted, so the sandbox was terminated"
                     ) from None
-                grace_ends = now + grace if grace_ends is None else grace_ends
-                # Repeated until the cell ends: a KeyboardInterrupt raised inside an at-fork callback (logging's,
-                # while the cell forks) is printed and dropped by Python, and the cell would run on.
+                timed_out = True
                 with contextlib.suppress(WorkerLost):
                     self._send(protocol.Interrupt(id=exec_id))
-                deadline = min(grace_ends, now + _INTERRUPT_REPEAT)
+                deadline = time.monotonic() + grace
                 continue
             match message:
                 case protocol.Result(id=result_id) if result_id == exec_id:
@@ -311,7 +308,7 @@ class WorkerProcess:
                         result=message.result,
                         duration_ms=message.duration_ms,
                         interrupted=message.interrupted,
-                        timed_out=grace_ends is not None and message.interrupted,
+                        timed_out=timed_out and message.interrupted,
                         ended_processes=message.ended_processes,
                     )
                 case protocol.Output(id=output_id) if output_id == exec_id and on_output is not None:
@@ -326,8 +323,7 @@ class WorkerProcess:
             return False
         deadline = time.monotonic() + grace
         self._interrupted = True
-        # The worker drops an interrupt that arrives before the cell's code has started, and Python one raised in an
-        # at-fork callback: repeat until it ends.
+        # The worker drops an interrupt that arrives before the cell's code has started: repeat until it ends.
         while self._running == exec_id:
             with contextlib.suppress(WorkerLost):
                 self._send(protocol.Interrupt(id=exec_id))

@@ -340,6 +340,7 @@ while written < 2 << 30 and time.monotonic() < deadline:  # far past the budget:
     with open(f"/mnt/data/flood-{written >> 28}.bin", "ab") as fh:  # a new file every 256 MiB
         fh.write(b"\\x02" * (1 << 20))
     written += 1 << 20
+    time.sleep(0.005)  # at most ~200 MiB/s: the watchdog looks every 1.5 s, a faster writer could finish first
 written
 """
 

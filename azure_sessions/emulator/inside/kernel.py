@@ -91,7 +91,32 @@ class Kernel:
         if "" not in sys.path:
             sys.path.insert(0, "")
         signal.signal(signal.SIGINT, _ignore_sigint)
+        self._pid = os.getpid()
+        self._dropped_r, self._dropped_w = os.pipe2(os.O_CLOEXEC)
+        sys.unraisablehook = self._unraisable
         threading.Thread(target=self._control, name="control", daemon=True).start()
+        threading.Thread(target=self._interrupt_again, name="interrupt-again", daemon=True).start()
+
+    def _unraisable(self, unraisable: Any) -> None:
+        """A KeyboardInterrupt Python had to drop: raised inside an at-fork callback (where a cell that forks in a
+        loop gets most of its interrupts: logging's releases its lock there) or a finalizer. Raising it again here
+        would be dropped too: another thread does it once this has returned, and nothing is printed."""
+        if not (
+            isinstance(unraisable.exc_value, KeyboardInterrupt) and self.in_user_code and os.getpid() == self._pid
+        ):
+            sys.__unraisablehook__(unraisable)
+            return
+        while True:
+            try:
+                os.write(self._dropped_w, b"!")
+                return
+            except KeyboardInterrupt:  # the one raised again, still in here: dropped as well, so ask again
+                continue
+
+    def _interrupt_again(self) -> None:
+        while os.read(self._dropped_r, 1):
+            if self.in_user_code:
+                os.kill(self._pid, signal.SIGINT)
 
     def log(self, text: str) -> None:
         with contextlib.suppress(OSError):
