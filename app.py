@@ -6,42 +6,41 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from playground.settings import load_settings
 
-_demo: Any = None
+if TYPE_CHECKING:
+    from playground.ui import PlaygroundApp
+
+_app: PlaygroundApp | None = None
 
 
-def build() -> Any:
-    """The page for the current environment (the Blocks object is cached)."""
-    global _demo
-    if _demo is None:
+def build() -> PlaygroundApp:
+    """The app for the current environment (built once)."""
+    global _app
+    if _app is None:
         from playground.ui import build_app
 
-        _demo = build_app(load_settings())
-    return _demo
+        _app = build_app(load_settings())
+    return _app
 
 
 def __getattr__(name: str) -> Any:  # `app.demo` for tools that expect a module-level Blocks (gradio reload mode)
     if name == "demo":
-        return build()
+        return build().demo
     raise AttributeError(name)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from playground.ui import launch_kwargs
-
-    settings = load_settings()
-    demo = build()
+    app = build()
     # `docker stop` sends SIGTERM: leave through the `finally` below, so every sandbox is deleted
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        demo.launch(**launch_kwargs(settings))
+        app.launch()
     finally:
-        demo.playground.registry.close_all()
-        demo.playground.backend.stop()
+        app.close()
 
 
 if __name__ == "__main__":

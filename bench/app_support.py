@@ -85,7 +85,7 @@ def serve(port: int, prestart: int | None = None) -> int:
     """
     import playground.handlers as handlers_module
     from playground.settings import Settings
-    from playground.ui import build_app, launch_kwargs
+    from playground.ui import build_app
     from tests.support.scripted_model import ScriptedModel
 
     stamps: dict[str, list[float]] = {}
@@ -93,20 +93,20 @@ def serve(port: int, prestart: int | None = None) -> int:
 
     @functools.wraps(original)  # Gradio reads the original's signature to pass the request
     def submit(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
-        """The submit handler, with wall-clock stamps (entry, first update ready) keyed by the task text."""
+        """The submit handler (it starts the run and returns its first update), with wall-clock stamps (entry,
+        first update ready) keyed by the task text."""
         entry = time.time()
         text = str((message or {}).get("text") or "")
-        for index, update in enumerate(original(self, message, *args, **kwargs)):
-            if index == 0:
-                stamps[text] = [entry, time.time()]
-            yield update
+        update = original(self, message, *args, **kwargs)
+        stamps[text] = [entry, time.time()]
+        return update
 
     handlers_module.Handlers.submit = submit  # this process only: the split of Enter -> pending step
     settings = Settings(server_port=port) if prestart is None else Settings(server_port=port, warm_sandboxes=prestart)
     model = ScriptedModel(responder=responder, chunk_delay=CHUNK_DELAY)
-    demo = build_app(settings, extra_models={MODEL_LABEL: lambda: model})
-    demo.launch(**launch_kwargs(settings), prevent_thread_lock=True, quiet=True)
-    emulator = demo.playground.backend.emulator
+    app = build_app(settings, extra_models={MODEL_LABEL: lambda: model})
+    app.launch(prevent_thread_lock=True, quiet=True)
+    emulator = app.backend.emulator
     print("READY", emulator.sandbox_mode if emulator else "external", flush=True)
     try:
         for line in sys.stdin:
@@ -121,9 +121,7 @@ def serve(port: int, prestart: int | None = None) -> int:
                 ok = emulator.wait_for_pool(180) if emulator else True
                 print(f"POOL {ok} {time.perf_counter() - start:.3f}", flush=True)
     finally:
-        demo.close()
-        demo.playground.registry.close_all()
-        demo.playground.backend.stop()
+        app.close()
     return 0
 
 

@@ -139,6 +139,8 @@ def start_backend(settings: Settings) -> Backend:
             token=token,
             sandbox=settings.sandbox,
             prestart=settings.warm_sandboxes,
+            # above the app's own cap: the app refuses with a sentence before the pool refuses with an error
+            max_sessions=settings.max_sandboxes + settings.pool_headroom,
             refuse_unisolated=settings.public,  # a Space or a public bind: never unisolated, unless asked by name
         )
     except SandboxUnavailable as exc:

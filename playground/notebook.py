@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import base64
 import threading
-import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nbformat
 from nbformat import v4
 
 from azure_sessions import ExecutionReport
+from playground.files import FileStore
+from playground.formatting import clip, human_size
 from playground.steps import exception_label, split_model_output
 
-if TYPE_CHECKING:
-    from playground.sessions import UserSession
+OUTPUT_CHARS = 64_000  # of one output stream, value or traceback
+IMAGE_BYTES = 8 * 1024 * 1024
+TOTAL_BYTES = 64 * 1024 * 1024
 
 PREAMBLE = '''\
 # The code below reads and writes /mnt/data, as it did in the sandbox. To run this notebook elsewhere, put the
@@ -43,19 +45,34 @@ def final_answer(answer):
 
 
 class NotebookLog:
-    """The session's cells, in order. Thread-safe: a run's worker appends while a page may export."""
+    """The session's cells, in order. Thread-safe: a run's worker appends while a page may export.
+
+    Bounded: each output at most OUTPUT_CHARS (its head and tail), each image at most IMAGE_BYTES, and the whole log
+    at most TOTAL_BYTES; past that, cells are no longer recorded and the notebook says so."""
 
     def __init__(self) -> None:
         self._cells: list[Any] = []
         self._lock = threading.Lock()
         self.code_cells = 0
+        self.size = 0
+        self.full = False
 
     def __len__(self) -> int:
         return len(self._cells)
 
     def _add(self, cell: Any) -> None:
+        size = _cell_size(cell)
         with self._lock:
+            if self.full:
+                return
+            if self.size + size > TOTAL_BYTES:
+                self.full = True
+                cell = v4.new_markdown_cell(
+                    f"*The notebook keeps at most {TOTAL_BYTES // 2**20} MB of the session: what followed here is not "
+                    "recorded.*"
+                )
             self._cells.append(cell)
+            self.size += size
             self.code_cells += cell.cell_type == "code"
 
     def user(self, text: str, attached: Sequence[str], agent_mode: bool) -> None:
@@ -71,18 +88,22 @@ class NotebookLog:
     def agent_step(self, step: Any, reports: Sequence[ExecutionReport]) -> None:
         thought, _ = split_model_output(step.model_output or "")
         if thought:
-            self._add(v4.new_markdown_cell(f"**Agent, step {step.step_number}:** {thought}"))
+            self._add(v4.new_markdown_cell(f"**Agent, step {step.step_number}:** {clip(thought, OUTPUT_CHARS)}"))
         for report in reports:
             self.cell(report)
         if not reports and step.error is not None:
-            self._add(v4.new_markdown_cell(f"**Step {step.step_number} failed before running code:** {step.error}"))
+            self._add(
+                v4.new_markdown_cell(
+                    f"**Step {step.step_number} failed before running code:** {clip(str(step.error), OUTPUT_CHARS)}"
+                )
+            )
 
     def cell(self, report: ExecutionReport) -> None:
         self._add(code_cell(report))
 
     def final_answer(self, output: Any) -> None:
         text = str(getattr(output, "to_string", lambda: output)()) if output is not None else "(no answer)"
-        self._add(v4.new_markdown_cell("**Final answer:** " + text))
+        self._add(v4.new_markdown_cell("**Final answer:** " + clip(text, OUTPUT_CHARS)))
 
     def note(self, text: str) -> None:
         self._add(v4.new_markdown_cell(f"*{text}*"))
@@ -119,21 +140,26 @@ def quote(text: str) -> str:
 
 
 def code_cell(report: ExecutionReport) -> Any:
-    """One execution as a code cell: stdout, stderr, the value, the images, the error."""
+    """One execution as a code cell: stdout, stderr, the value, the images, the error (each within its bound)."""
     result = report.result
     outputs = []
     if report.stdout:
-        outputs.append(v4.new_output("stream", name="stdout", text=report.stdout))
+        outputs.append(v4.new_output("stream", name="stdout", text=clip(report.stdout, OUTPUT_CHARS)))
     if report.failed:
-        outputs.append(error_output(result.stderr or result.status))
+        outputs.append(error_output(clip(result.stderr or result.status, OUTPUT_CHARS)))
     elif result.stderr.strip():
-        outputs.append(v4.new_output("stream", name="stderr", text=result.stderr))
+        outputs.append(v4.new_output("stream", name="stderr", text=clip(result.stderr, OUTPUT_CHARS)))
     for image in result.images:
+        if len(image.data) > IMAGE_BYTES:
+            note = f"[an image of {human_size(len(image.data))} is not kept: the notebook keeps images up to "
+            outputs.append(v4.new_output("stream", name="stdout", text=note + f"{human_size(IMAGE_BYTES)}]\n"))
+            continue
         mime = f"image/{(image.format or 'png').lower()}"
         outputs.append(v4.new_output("display_data", data={mime: base64.b64encode(image.data).decode("ascii")}))
     if not report.failed and not result.images and result.result not in (None, ""):
-        outputs.append(v4.new_output("execute_result", data={"text/plain": _plain(result.result)}))
-    cell = v4.new_code_cell(report.code, outputs=outputs)
+        value = clip(_plain(result.result), OUTPUT_CHARS)
+        outputs.append(v4.new_output("execute_result", data={"text/plain": value}))
+    cell = v4.new_code_cell(clip(report.code, OUTPUT_CHARS), outputs=outputs)
     if report.failed:
         cell.metadata["tags"] = ["raises-exception"]
     return cell
@@ -149,22 +175,17 @@ def _plain(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def write_notebook(session: UserSession) -> Path:
-    """The session's notebook as a file in a fresh temp directory (named after the session)."""
-    notebook = session.notebook.build(f"Sessions Playground session {session.short_id}")
-    path = session.new_dir("export") / f"session-{session.short_id}.ipynb"
-    path.write_text(nbformat.writes(notebook), encoding="utf-8")
-    return path
+def _cell_size(cell: Any) -> int:
+    """About how many bytes a cell holds (its source and outputs)."""
+    size = len(cell.source)
+    for output in cell.get("outputs", ()):
+        size += len(output.get("text", "")) + sum(len(str(v)) for v in output.get("data", {}).values())
+        size += sum(len(line) for line in output.get("traceback", ()))
+    return size
 
 
-def zip_files(session: UserSession, files: Sequence[Any]) -> Path:
-    """Every file of /mnt/data (as listed) in one zip, streamed from the sandbox file by file."""
-    directory = session.new_dir("export")
-    path = directory / f"mnt-data-{session.short_id}.zip"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for info in files:
-            if getattr(info, "type", "file") == "directory":
-                continue
-            with archive.open(info.name, "w", force_zip64=True) as member:
-                session.executor.download_file(info.name, member)
-    return path
+def write_notebook(log: NotebookLog, store: FileStore, name: str) -> Path:
+    """The notebook as a file in a fresh directory of the session's scratch directory (named after the session)."""
+    notebook = log.build(f"Sessions Playground session {name}")
+    path = store.new_dir("export", keep=2) / f"session-{name}.ipynb"
+    return store.write(path, nbformat.writes(notebook).encode("utf-8"))

@@ -16,7 +16,8 @@ from typing import Any
 
 from gradio import ChatMessage
 
-from playground import files as fs
+from playground.changes import Changes
+from playground.files import upload_report
 from playground.steps import RunRenderer, StepExtras
 
 
@@ -61,6 +62,13 @@ class PythonDone:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """The run waits for a slot (the visitor's, or the server's): `reason` says why, in a sentence."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Stopped:
     """The run stopped, or was stopped before it started; `detail` says how its code ended."""
 
@@ -75,24 +83,18 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """The run could not start: the visitor or the server is at a cap; `text` says what to do."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Ended:
     """The worker is done; nothing more will be posted."""
 
 
-RunMessage = Started | Uploaded | AgentEvent | PythonStarted | PythonDone | Stopped | Failed | Ended
-
-
-class Changes(threading.Condition):
-    """A condition with a counter: whoever changes what a page shows bumps it; followers wait for a new value."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.version = 0
-
-    def bump(self) -> None:
-        with self:
-            self.version += 1
-            self.notify_all()
+RunMessage = Started | Queued | Uploaded | AgentEvent | PythonStarted | PythonDone | Stopped | Failed | Refused | Ended
 
 
 # How a stop request fared: still trying, the code was interrupted, or the sandbox cannot interrupt.
@@ -117,7 +119,10 @@ class Run:
     interrupt: str = ""
     settled: threading.Event = field(default_factory=threading.Event)  # worker ended, or the run was abandoned
     started: bool = False
+    queued: str = ""  # why the run waits for a slot, while it does
+    queued_at: float | None = None
     recorded: bool = True  # whether the run may still add to the session's notebook
+    _final: list[ChatMessage] | None = None  # the settled run's messages, copied once
 
     # ---- the worker's side ------------------------------------------------------------------------------------------
     def post(self, message: RunMessage) -> None:
@@ -125,8 +130,10 @@ class Run:
             if self.reason in ("closed", "reset"):
                 return  # abandoned: the transcript stays as it was when the sandbox went away
             _apply(self.renderer, message, self.agent_mode)
+            if isinstance(message, Queued):
+                self.queued, self.queued_at = message.reason, self.queued_at or time.monotonic()
             if isinstance(message, Started):
-                self.started = True
+                self.started, self.queued = True, ""
             if isinstance(message, Ended):
                 self.renderer.finish()
                 self.settled.set()
@@ -181,17 +188,22 @@ class Run:
         """A live note with a ticking clock is shown (the page redraws it every second)."""
         if self.settled.is_set():
             return False
-        return self.stop.is_set() or self._waiting()
+        return self.stop.is_set() or self._waiting() or (bool(self.queued) and not self.started)
 
     def _waiting(self) -> bool:
         return not self.started and self.previous is not None and not self.previous.settled.is_set()
 
     def snapshot(self, now: float) -> list[ChatMessage]:
-        """Copies of the run's messages (the worker keeps changing the originals), with the live notes."""
+        """Copies of the run's messages (the worker keeps changing the originals), with the live notes. A settled
+        run no longer changes: its copy is made once."""
         with self.changed:
-            messages = [*self.user_messages, *self.renderer.messages]
-            notes = self._notes(now)
-            return copy.deepcopy(messages) + notes
+            if self._final is not None:
+                return list(self._final)
+            messages = copy.deepcopy([*self.user_messages, *self.renderer.messages])
+            if self.settled.is_set():
+                self._final = messages
+                return list(messages)
+            return messages + self._notes(now)
 
     def _notes(self, now: float) -> list[ChatMessage]:
         if self.settled.is_set():
@@ -201,6 +213,8 @@ class Run:
         if self._waiting() and self.previous is not None:
             waited = now - (self.previous.stop_requested_at or now)
             return [_pending(f"Waiting · {waited:.0f} s", self._waiting_text(self.previous))]
+        if self.queued and not self.started:
+            return [_pending(f"Waiting · {now - (self.queued_at or now):.0f} s", self.queued)]
         return []
 
     def _stopping_text(self) -> str:
@@ -237,13 +251,14 @@ def _pending(title: str, text: str) -> ChatMessage:
 def _apply(renderer: RunRenderer, message: RunMessage, agent_mode: bool) -> None:
     match message:
         case Started():
-            if agent_mode and renderer.current is None:
-                renderer.begin_step(1)
+            if agent_mode:
+                renderer.first_step()
+        case Queued():
+            pass
         case Uploaded(names=names, refused=refused):
-            report = fs.upload_report(names, refused)
+            report = upload_report(names, refused)
             if report:
-                at = len(renderer.messages) - (1 if renderer.current is not None else 0)
-                renderer.messages.insert(max(0, at), ChatMessage(content=report))
+                renderer.note(report)
         case AgentEvent(event=event, extras=extras):
             renderer.on_event(event, extras)
         case PythonStarted(code=code):
@@ -254,5 +269,7 @@ def _apply(renderer: RunRenderer, message: RunMessage, agent_mode: bool) -> None
             renderer.stopped(detail)
         case Failed(error=error):
             renderer.failed(error)
+        case Refused(text=text):
+            renderer.refused(text)
         case Ended():
             pass

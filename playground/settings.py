@@ -31,11 +31,22 @@ class Settings:
     # Web server
     server_name: str = "127.0.0.1"
     server_port: int = 7860
-    concurrency: int = 16
+    concurrency: int = 16  # messages running at once, in all
     # Per-user sessions
     max_steps: int = 12
     idle_timeout: float = 1800.0
     max_upload_bytes: int = 128 * 1024 * 1024
+    max_message_chars: int = 100_000
+    # Fair shares (per visitor: a signed-in user, else a client address; see playground/visitors.py)
+    max_sandboxes: int = 48  # sandboxes held at once, in all: below the pool's own limit
+    sandboxes_per_visitor: int = 4
+    runs_per_visitor: int = 2  # messages of one visitor running at once; the next wait behind them
+    new_sessions_per_minute: int = 20  # per client address
+    new_sessions_per_minute_total: int = 300
+    tab_grace: float = 120.0  # seconds a session keeps its sandbox once no tab of it is open
+    upload_quota_bytes: int = 512 * 1024 * 1024  # uploads waiting on the server per visitor session
+    fair_shares: str = "auto"  # auto (per-visitor caps where strangers can reach the page) | on | off
+    require_login: bool = False  # "Sign in with Hugging Face" before any code runs (a Space with OAuth)
     # Models
     default_model: str | None = None
     hf_token: str | None = field(default=None, repr=False)
@@ -62,6 +73,23 @@ class Settings:
         """Strangers may reach the page: it runs in a Hugging Face Space or listens beyond loopback."""
         return bool(self.space_id) or not is_loopback(self.server_name)
 
+    @property
+    def caps_per_visitor(self) -> bool:
+        """Whether the per-visitor caps apply: where strangers can reach the page (on a loopback bind every request
+        comes from this machine, one visitor), unless PLAYGROUND_FAIR_SHARES says otherwise."""
+        return self.fair_shares == "on" or (self.fair_shares == "auto" and self.public)
+
+    @property
+    def trust_forwarded_for(self) -> bool:
+        """A Space's proxy reports the client's address in X-Forwarded-For; anywhere else the header is the client's
+        own word, and the socket's peer address is used."""
+        return bool(self.space_id)
+
+    @property
+    def pool_headroom(self) -> int:
+        """Sessions the embedded emulator allows above `max_sandboxes`: sandboxes being deleted still count there."""
+        return max(8, self.max_sandboxes // 4)
+
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
@@ -81,12 +109,26 @@ def _number(env: Mapping[str, str], name: str, default: float, cast: type, minim
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (_text(env, name) or "").lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (_text(env, name) or default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the configuration from `env` (default: the process environment)."""
     env = os.environ if env is None else env
-    sandbox = (_text(env, "PLAYGROUND_SANDBOX") or "auto").lower()
-    if sandbox not in SANDBOX_CHOICES:
-        raise SettingsError(f"PLAYGROUND_SANDBOX must be one of {', '.join(SANDBOX_CHOICES)}, got {sandbox!r}")
+    sandbox = _choice(env, "PLAYGROUND_SANDBOX", tuple(SANDBOX_CHOICES), "auto")
     return Settings(
         pool_endpoint=_text(env, "AZURE_SESSIONS_POOL_ENDPOINT"),
         api_version=_text(env, "AZURE_SESSIONS_API_VERSION"),
@@ -99,6 +141,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_steps=int(_number(env, "PLAYGROUND_MAX_STEPS", 12, int, 1)),
         idle_timeout=60.0 * _number(env, "PLAYGROUND_IDLE_MINUTES", 30.0, float, 1),
         max_upload_bytes=int(_number(env, "PLAYGROUND_MAX_UPLOAD_MB", 128.0, float, 0.001) * 1024 * 1024),
+        max_message_chars=int(_number(env, "PLAYGROUND_MAX_MESSAGE_CHARS", 100_000, int, 100)),
+        max_sandboxes=int(_number(env, "PLAYGROUND_MAX_SANDBOXES", 48, int, 1)),
+        sandboxes_per_visitor=int(_number(env, "PLAYGROUND_SANDBOXES_PER_VISITOR", 4, int, 1)),
+        runs_per_visitor=int(_number(env, "PLAYGROUND_RUNS_PER_VISITOR", 2, int, 1)),
+        new_sessions_per_minute=int(_number(env, "PLAYGROUND_NEW_SESSIONS_PER_MINUTE", 20, int, 1)),
+        new_sessions_per_minute_total=int(_number(env, "PLAYGROUND_NEW_SESSIONS_PER_MINUTE_TOTAL", 300, int, 1)),
+        tab_grace=_number(env, "PLAYGROUND_TAB_GRACE_SECONDS", 120.0, float, 5),
+        upload_quota_bytes=int(_number(env, "PLAYGROUND_UPLOAD_QUOTA_MB", 512.0, float, 1) * 1024 * 1024),
+        fair_shares=_choice(env, "PLAYGROUND_FAIR_SHARES", ("auto", "on", "off"), "auto"),
+        require_login=_flag(env, "PLAYGROUND_REQUIRE_LOGIN"),
         default_model=_text(env, "PLAYGROUND_MODEL"),
         hf_token=_text(env, "HF_TOKEN"),
         hf_model_id=_text(env, "HF_MODEL_ID") or DEFAULT_HF_MODEL_ID,

@@ -17,10 +17,11 @@ from gradio import ChatMessage
 from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep, ToolCall
 from smolagents.models import ChatMessageStreamDelta
 
+from playground.formatting import clip, fence, format_tokens, plural
+
 LOGS_MARKER = "Execution logs:\n"
 TITLE_ERROR_CHARS = 80
 OUTPUT_MARKER = "Last output from code snippet:\n"
-MAX_SHOWN_CHARS = 20_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg")
 
 
@@ -31,6 +32,10 @@ class StepExtras:
     images: list[str] = field(default_factory=list)  # local paths of images to show inline
     files: list[str] = field(default_factory=list)  # local copies of files the step created or changed
     notice: str | None = None  # e.g. "the sandbox was recycled, variables and files were lost"
+
+    def note(self, text: str) -> None:
+        """Add a sentence to the step's notice (what was not kept, a recycled sandbox…)."""
+        self.notice = f"{self.notice}\n\n{text}" if self.notice else text
 
 
 @dataclass
@@ -50,25 +55,6 @@ class Totals:
             self.output_tokens += usage.output_tokens or 0
         duration = step.timing.duration if step.timing else None
         self.seconds += duration or 0.0
-
-
-def fence(text: str, lang: str = "") -> str:
-    """A fenced block that is always closed and never broken by backticks inside `text`."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    ticks = "`" * max(3, longest + 1)
-    return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}"
-
-
-def clip(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit // 2] + f"\n… [{len(text) - limit:,} characters cut] …\n" + text[-limit // 2 :]
-
-
-def format_tokens(input_tokens: int | None, output_tokens: int | None) -> str:
-    if not input_tokens and not output_tokens:
-        return ""
-    return f"{input_tokens or 0:,} in · {output_tokens or 0:,} out tokens"
 
 
 _CODE_OPEN = re.compile(r"<code>|```(?:python|py)?[ \t]*\n")
@@ -194,6 +180,11 @@ class RunRenderer:
         self.messages.append(self.current)
         return self.current
 
+    def first_step(self) -> None:
+        """The agent starts: its first step goes pending (unless one already is)."""
+        if self.current is None:
+            self.begin_step(1)
+
     def on_event(self, event: Any, extras: StepExtras | None = None) -> None:
         if isinstance(event, ChatMessageStreamDelta):
             self._on_delta(event)
@@ -283,6 +274,11 @@ class RunRenderer:
                 self.messages.remove(self.current)
             self.current = None
 
+    def note(self, text: str) -> None:
+        """A plain message at this point of the run: before the pending step, if there is one."""
+        at = len(self.messages) - (1 if self.current is not None else 0)
+        self.messages.insert(max(0, at), ChatMessage(content=text))
+
     # ---- endings ------------------------------------------------------------------------------------------------
     def _close_pending(self, suffix: str) -> None:
         if self.current is None:
@@ -299,6 +295,11 @@ class RunRenderer:
         self.is_stopped = True
         self._close_pending("stopped")
         self.messages.append(ChatMessage(content=f"**Stopped.** {detail}"))
+
+    def refused(self, text: str) -> None:
+        """The run could not start (a cap was reached): the sentence, as a plain message."""
+        self._close_pending("not started")
+        self.messages.append(ChatMessage(content=f"⚠️ {text}"))
 
     def failed(self, error: BaseException | str) -> None:
         self._close_pending("failed")
@@ -349,16 +350,13 @@ def python_answer(
         label = exception_label(error) or "Error"
         name, _, message = label.partition(": ")
         parts.append(f"⚠️ **{name}**" + (f": {message}" if message else "") + "\n" + fence(clip(error), "text"))
-    shown = _counted(len(extras.images), "image") + _counted(len(extras.files), "file") if extras else []
+    produced = ((extras.images, "image"), (extras.files, "file")) if extras else ()
+    shown = [plural(len(items), noun) for items, noun in produced if items]
     if not parts:
         parts.append(f"✓ Done: {' and '.join(shown)} below." if shown else "✓ Done, no output.")
     if duration is not None:
         parts.append(f"*Python · {duration:.2f} s*")
     return "\n\n".join(parts)
-
-
-def _counted(count: int, noun: str) -> list[str]:
-    return [f"{count} {noun}{'s' * (count != 1)}"] if count else []
 
 
 def strip_code_fences(text: str) -> str:

@@ -1,24 +1,32 @@
-"""The page: one gr.Blocks layout and its event wiring. Behaviour lives in handlers.py."""
+"""The page: one gr.Blocks layout and its event wiring, and `PlaygroundApp`, what `build_app` returns (the page
+and what it runs on, with `launch` and `close`). Behaviour lives in handlers.py."""
 
 from __future__ import annotations
 
 import functools
 import html
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
 
 from playground.backend import Backend, start_backend
-from playground.compat import make_ast_parse_thread_safe
+from playground.compat import make_ast_parse_thread_safe, use_secret_hash_seed
 from playground.examples import ASSETS, chatbot_examples
 from playground.files import COLUMNS, empty_table
+from playground.gate import SET_TICKET_JS, TICKET_SCRIPT, Gate
 from playground.handlers import NO_FILES_HINT, Handlers
 from playground.model_catalog import ModelCatalog, ModelFactory
+from playground.sessions import BrowserSessions
 from playground.settings import Settings
 
 TITLE = "Sessions Playground"
+GRADIO_TABS_KEPT = 1000
 PRIVATE = {"api_visibility": "private"}
 LOGO = (
     '<svg class="pg-logo" viewBox="0 0 64 64" aria-hidden="true"><rect width="64" height="64" rx="14" fill="#4f46e5"/>'
@@ -62,6 +70,17 @@ DOWNLOAD_JS = """(file) => {
 }"""
 """Starts the browser's download of the file an export just made: one click on an export button is enough."""
 
+LINK_JS = """(token) => {
+    if (!token) return;
+    const link = document.createElement('a');
+    link.href = new URL('playground/file/' + token, window.location.href).href;
+    link.download = '';
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+}"""
+"""Starts the browser's download of a file the server streams from the sandbox (see gate.py)."""
+
 
 SHOW_CHAT_JS = """(...inputs) => {
     document.querySelector('#chat-input')?.scrollIntoView({block: 'end', behavior: 'instant'});
@@ -70,68 +89,113 @@ SHOW_CHAT_JS = """(...inputs) => {
 """On a phone the side panel is below the chat: sending a message brings the chat (and so the answer) into view."""
 
 
+@dataclass
+class PlaygroundApp:
+    """The page (`demo`, a gr.Blocks) and what it runs on: the handlers with every visitor's session, and the
+    sandbox backend. `close` ends it all: the server, every session (its sandbox deleted), an emulator it started."""
+
+    demo: gr.Blocks
+    handlers: Handlers
+    owns_backend: bool = True
+
+    @property
+    def settings(self) -> Settings:
+        return self.handlers.settings
+
+    @property
+    def backend(self) -> Backend:
+        return self.handlers.backend
+
+    @property
+    def registry(self) -> BrowserSessions:
+        return self.handlers.registry
+
+    def launch(self, **overrides: Any) -> None:
+        """Serve the page (`launch_kwargs` of the settings, then `overrides`, e.g. prevent_thread_lock=True), behind
+        the gate (uploads need a live page; downloads stream from the sandbox) with the script that sends the
+        page's upload ticket."""
+        gate = {"middleware": [Middleware(Gate, registry=self.registry)]}
+        self.demo.launch(**{**launch_kwargs(self.settings), "head": TICKET_SCRIPT, "app_kwargs": gate, **overrides})
+
+    def close(self) -> None:
+        """Stop serving, close every session (deleting its sandbox), and stop an emulator this app started."""
+        self.demo.close()
+        self.registry.close_all()
+        if self.owns_backend:
+            self.backend.stop()
+
+
 def build_app(
     settings: Settings,
     *,
     backend: Backend | None = None,
     extra_models: Mapping[str, ModelFactory] | None = None,
-) -> gr.Blocks:
-    """Build the page. `backend` defaults to the configured pool or a new embedded emulator; `extra_models`
-    (label -> zero-argument factory) are listed first in the picker and chosen by default (tests use this)."""
+) -> PlaygroundApp:
+    """Build the page. `backend` defaults to the configured pool or a new embedded emulator (the app stops it on
+    `close`; one passed in is left running); `extra_models` (label -> zero-argument factory) are listed first in the
+    picker and chosen by default (tests use this)."""
     make_ast_parse_thread_safe()
+    use_secret_hash_seed()  # before anything is cached
+    owns_backend = backend is None
     backend = backend or start_backend(settings)
     catalog = ModelCatalog.from_settings(settings, extra_models)
-    h = Handlers(settings, backend, catalog)
+    # the sessions' scratch directories live in Gradio's cache directory, so Gradio serves them without a copy
+    h = Handlers(settings, backend, catalog, Path(get_upload_folder()))
 
     # delete_cache: Gradio keeps copies of uploads and served files; drop them after an hour, and all at shutdown
     with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as demo:
         c = _layout(backend, catalog, settings, h)
+        key = c["key"]
         wire = _Wiring(c)
+        # Following a run holds no thread (an async generator): followers have a concurrency id of their own and no
+        # limit, so any number of long runs leave the other events' slots free. Starting a run is quick; how many
+        # messages run at once (per visitor and in all) is the run slots' business (visitors.py), which say so.
+        follow: dict[str, Any] = {"concurrency_id": "follow", "concurrency_limit": None, "show_progress": "hidden"}
+        start: dict[str, Any] = {"concurrency_id": "start", "concurrency_limit": None, "show_progress": "hidden"}
         # "multiple": a message sent while a stopped run's code still runs must reach the server (which queues it
         # behind that run, saying so); the server itself ignores Enter pressed while the tab's own run goes on.
-        run_kwargs: dict[str, Any] = {"show_progress": "hidden", "trigger_mode": "multiple", **PRIVATE}
-        follow_outputs = ("chat", "box", "panel", "reset", "files", *FILE_SELECTION)
-        wire(c["box"].submit, h.submit, [c["box"], c["model"]], follow_outputs, js=SHOW_CHAT_JS, **run_kwargs)
-        wire(c["chat"].example_select, h.example, [c["model"]], ("box",), queue=False, **PRIVATE).then(
-            _named(h.submit, c), [c["box"], c["model"]], [c[n] for n in follow_outputs], **run_kwargs
-        )
+        sent = wire(c["box"].submit, h.submit, [c["box"], c["model"], key], js=SHOW_CHAT_JS, trigger_mode="multiple",
+                    **start, **PRIVATE)  # fmt: skip
+        wire(sent.then, h.follow, [key], **follow, **PRIVATE)
+        example = wire(c["chat"].example_select, h.example, [c["model"]], queue=False, **PRIVATE)
+        sent = wire(example.then, h.submit, [c["box"], c["model"], key], **start, **PRIVATE)
+        wire(sent.then, h.follow, [key], **follow, **PRIVATE)
         # No `cancels=`: a cancelled generator's completion can land after our output and redraw the old chat.
         # Stop asks the run to stop; the page's follower draws how it ends.
-        wire(c["box"].stop, h.stop, None, ("box",), queue=False, **PRIVATE)
-        wire(c["reset"].click, h.reset_sandbox, None, ("reset", "panel", "files", *FILE_SELECTION), **PRIVATE)
-        wire(c["new_session"].click, h.new_session, [c["model"]], ("chat", "box", "files", "panel", "reset",
-             *FILE_SELECTION), **PRIVATE)  # fmt: skip
-        wire(c["model"].change, h.model_changed, [c["model"]], ("panel",), **PRIVATE)
-        wire(c["upload"].upload, h.upload, [c["upload"]], ("files", *FILE_SELECTION), **PRIVATE)
-        wire(c["refresh"].click, h.refresh_files, None, ("files", *FILE_SELECTION), **PRIVATE)
-        wire(c["files"].select, h.select_file, None, ("files", *FILE_SELECTION), **PRIVATE)
-        wire(c["delete"].click, h.ask_delete, None, ("confirm_yes", "confirm_text", *FILE_SELECTION), **PRIVATE)
-        wire(c["confirm_yes"].click, h.confirm_delete, None, ("files", *FILE_SELECTION), **PRIVATE)
-        wire(c["confirm_no"].click, h.cancel_delete, None, ("confirm",), **PRIVATE)
-        for button, handler in ((c["export_notebook"], h.export_notebook), (c["export_zip"], h.export_zip)):
-            wire(button.click, handler, None, ("export", "status"), **PRIVATE).then(
-                None, [c["export"]], None, js=DOWNLOAD_JS, **PRIVATE
-            )
-        wire(demo.load, h.load, [c["key"]], ("chat", "box", "panel", "model", "key", "reset", "files",
-             *FILE_SELECTION), **PRIVATE)  # fmt: skip
+        wire(c["box"].stop, h.stop, [key], queue=False, **PRIVATE)
+        wire(c["reset"].click, h.reset_sandbox, [key], **PRIVATE)
+        wire(c["new_session"].click, h.new_session, [key, c["model"]], **PRIVATE)
+        wire(c["model"].change, h.model_changed, [key, c["model"]], **PRIVATE)
+        files: dict[str, Any] = {"concurrency_id": "files", "concurrency_limit": settings.concurrency}
+        wire(c["upload"].upload, h.upload, [c["upload"], key], **files, **PRIVATE)
+        wire(c["refresh"].click, h.refresh_files, [key], **files, **PRIVATE)
+        wire(c["files"].select, h.select_file, [key], **files, **PRIVATE)
+        c["download"].click(None, [c["download_link"]], None, js=LINK_JS, **PRIVATE)
+        wire(c["delete"].click, h.ask_delete, [key], **PRIVATE)
+        wire(c["confirm_yes"].click, h.confirm_delete, [key], **files, **PRIVATE)
+        wire(c["confirm_no"].click, h.cancel_delete, [key], **PRIVATE)
+        notebook = wire(c["export_notebook"].click, h.export_notebook, [key], **files, **PRIVATE)
+        notebook.then(None, [c["export"]], None, js=DOWNLOAD_JS, **PRIVATE)
+        zipped = wire(c["export_zip"].click, h.export_zip, [key], **files, **PRIVATE)
+        zipped.then(None, [c["export_link"]], None, js=LINK_JS, **PRIVATE)
+        loaded = wire(demo.load, h.load, [key], **PRIVATE)
+        loaded = loaded.then(None, [c["ticket"]], None, js=SET_TICKET_JS, **PRIVATE)
+        wire(loaded.then, h.follow, [key], **follow, **PRIVATE)
         demo.unload(h.unload)
     demo.queue(default_concurrency_limit=settings.concurrency)
     h.registry.start_reaper()
-    demo.playground = h  # tests and app.py reach the registry and backend through this
-    return demo
-
-
-FILE_SELECTION = ("status", "download", "delete", "confirm", "preview_note", "preview_table", "preview_image",
-                  "preview_text")  # fmt: skip
-"""What a change of the file selection may update (see handlers._selection_updates)."""
+    return PlaygroundApp(demo, h, owns_backend)
 
 
 def _layout(backend: Backend, catalog: ModelCatalog, settings: Settings, h: Handlers) -> dict[str, Any]:
     """The components, by the names the handlers' updates use: the chat beside (on a phone, above) the side panel."""
     gr.HTML(header_html(backend))
-    if settings.space_oauth:
+    if settings.space_oauth or settings.require_login:
         gr.LoginButton()
     c: dict[str, Any] = {"key": gr.BrowserState(None, storage_key="sessions-playground-key")}
+    # values the page's scripts read: the upload ticket, and download tokens (see gate.py)
+    for name in ("ticket", "download_link", "export_link"):
+        c[name] = gr.Textbox(visible="hidden", elem_id=f"{name.replace('_', '-')}-value", show_label=False)
     with gr.Row(equal_height=False, elem_id="main-row"):
         with gr.Column(scale=7, min_width=320, elem_id="chat-column"):
             c.update(_chat(backend))
@@ -170,7 +234,8 @@ def _chat(backend: Backend) -> dict[str, Any]:
         ),
         max_plain_text_length=100_000,
         autofocus=True,
-        interactive=not backend.refusal,
+        # enabled by the page's load, which gives a new browser its key: a message sent before would carry none
+        interactive=False,
     )
     reset = gr.Button(
         "⟲ Reset sandbox: end the running code now (variables and files are lost)",
@@ -224,7 +289,7 @@ def _file_browser(backend: Backend) -> dict[str, Any]:
         )
         c["refresh"] = gr.Button("⟳ Refresh", elem_id="refresh-btn", size="sm")
     with gr.Row():
-        c["download"] = gr.DownloadButton("Download", elem_id="download-btn", size="sm", interactive=False)
+        c["download"] = gr.Button("Download", elem_id="download-btn", size="sm", interactive=False)
         c["delete"] = gr.Button("Delete", elem_id="delete-btn", size="sm", variant="stop", interactive=False)
     with gr.Column(visible=False, elem_id="delete-confirm") as confirm:
         c["confirm_text"] = gr.Markdown(elem_id="delete-question")
@@ -252,20 +317,39 @@ def _file_preview() -> dict[str, Any]:
 
 
 class _Wiring:
-    """Connects an event to a handler that returns named updates, with the outputs listed by name."""
+    """Connects an event to a handler that returns named updates; its outputs are the components the handler
+    declares (`handlers.outputs`)."""
 
     def __init__(self, components: dict[str, Any]) -> None:
         self.c = components
 
-    def __call__(self, event: Any, handler: Any, inputs: Any, names: tuple[str, ...], **kwargs: Any) -> Any:
+    def __call__(self, event: Any, handler: Any, inputs: Any, **kwargs: Any) -> Any:
+        names = handler.outputs
+        unknown = [name for name in names if name not in self.c]
+        if unknown:
+            raise KeyError(f"{handler.__name__} declares outputs the page does not have: {unknown}")
         return event(_named(handler, self.c), inputs, [self.c[name] for name in names], **kwargs)
 
 
 def _named(handler: Any, components: dict[str, Any]) -> Any:
-    """`handler` with its {name: value} updates turned into Gradio's {component: value} (generators too)."""
+    """`handler` with its {name: value} updates turned into Gradio's {component: value} (generators too). An update
+    naming an output the handler did not declare is a bug: it fails loudly rather than being dropped by Gradio."""
+    declared = set(handler.outputs)
 
     def convert(update: dict[str, Any]) -> dict[Any, Any]:
+        undeclared = update.keys() - declared
+        if undeclared:
+            raise KeyError(f"{handler.__name__} updated outputs it does not declare: {sorted(undeclared)}")
         return {components[name]: value for name, value in update.items()}
+
+    if inspect.isasyncgenfunction(handler):
+
+        @functools.wraps(handler)
+        async def following(*args: Any, **kwargs: Any) -> AsyncIterator[dict[Any, Any]]:
+            async for update in handler(*args, **kwargs):
+                yield convert(update)
+
+        return following
 
     if inspect.isgeneratorfunction(handler):
 
@@ -284,12 +368,15 @@ def _named(handler: Any, components: dict[str, Any]) -> Any:
 
 
 def launch_kwargs(settings: Settings) -> dict[str, Any]:
-    """Arguments for `demo.launch` shared by app.py and the tests."""
+    """The settings' arguments for `demo.launch` (`PlaygroundApp.launch` adds the gate and its script)."""
     return {
         "server_name": settings.server_name,
         "server_port": settings.server_port,
         "max_file_size": settings.max_upload_bytes,
         "max_threads": max(40, settings.concurrency * 3),
+        # Gradio keeps ~150 KB per tab (a copy of the page's configuration); bound how many tabs it keeps that for
+        # (closed tabs' entries go at once, see compat.forget_gradio_session; this page keeps nothing there it needs)
+        "state_session_capacity": GRADIO_TABS_KEPT,
         "allowed_paths": [str(ASSETS)],
         "footer_links": [],
         "run_history": False,

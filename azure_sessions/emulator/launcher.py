@@ -56,7 +56,6 @@ class Limits:
     cpu_seconds: int | None = 3600  # CPU time per process (RLIMIT_CPU)
     max_processes: int | None = SessionBudget.tasks  # processes and threads per session
     file_size_mb: int | None = 1024  # per file (RLIMIT_FSIZE)
-    tmp_mb: int = 512  # size of the sandbox's private /tmp (memory-backed)
     session_memory_mb: int | None = SessionBudget.memory_mb  # summed over the session's processes
     session_disk_mb: int | None = SessionBudget.disk_mb  # /mnt/data and the scratch directory (/tmp) together
     nice: int = SessionBudget.nice  # added to every session process's nice value, and its scheduling group's
@@ -93,7 +92,7 @@ class Launcher:
         self.max_sessions = max_sessions
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self.sessions_dir = root / "sessions"
-        self.logs_dir = root / "logs"
+        self.logs_dir = root / "logs"  # the template's (a worker's log is a pipe: workers.py, LogTail)
         self.scratch_root = root / "scratch"
         for path in (self.sessions_dir, self.logs_dir, self.scratch_root):
             path.mkdir(parents=True, exist_ok=True)
@@ -206,25 +205,22 @@ class Launcher:
         guid = str(uuid.uuid4())
         data_dir = self.sessions_dir / guid
         data_dir.mkdir(mode=0o700)
-        log_path = self.logs_dir / f"{guid}.log"
         uid = UID_BASE + next(self._uids) % UID_SPAN if self._drop_uid else None
         limits = self.limits.as_rlimits(self._process_limit(uid))
         channel = self.guards.supervisor_channel()
         plan = self.tier.new_session(self, guid, data_dir, uid, limits, supervised=channel is not None)
         if uid is not None:
-            scratch = plan.scratch_dir
-            for path in (data_dir, *([scratch, *scratch.iterdir()] if scratch else [])):
+            for path in (data_dir, plan.scratch_dir, *plan.scratch_dir.iterdir()):
                 os.chown(path, uid, uid)
         try:
-            proc = fork_worker(template, plan.config, plan.env, log_path,
-                               outlives_template=self.tier.workers_outlive_template,
+            proc = fork_worker(template, plan.config, plan.env, outlives_template=self.tier.workers_outlive_template,
                                extra_fds=[channel[1].fileno()] if channel else [])  # fmt: skip
         finally:
             if channel is not None:
                 channel[1].close()
         if channel is not None:
             self.guards.supervise(guid, channel[0], session_id=proc.pid)  # it has set its session id to its pid
-        return Spawned(proc, guid, data_dir, plan.scratch_dir, log_path, uid, self.tier, self.guards)
+        return Spawned(proc, guid, data_dir, plan.scratch_dir, uid, self.tier, self.guards)
 
     def _process_limit(self, uid: int | None) -> int | None:
         """A worker's ``RLIMIT_NPROC``, which counts every task of its uid: the session's budget where the worker has

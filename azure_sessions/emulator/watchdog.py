@@ -1,11 +1,12 @@
 """Host side: each session's memory and disk, summed over the session and held to its budget (no cgroups needed).
 
-An rlimit bounds one process: three processes of one session held 2 GiB each, and the bubblewrap tier's private
-``/tmp`` and ``/dev/shm`` (tmpfs) pinned memory no limit saw. One thread watches every session:
+An rlimit bounds one process: three processes of one session held 2 GiB each, and a memory-backed ``/tmp`` or
+``/dev/shm`` (tmpfs) pins memory no limit sees (today every tier puts them on disk, in the session's scratch
+directory, so they count as its disk). One thread watches every session:
 
 - **Memory**, every :data:`MEMORY_INTERVAL` seconds: the resident size of the session's processes from
-  ``/proc/<pid>/statm`` (cheap), plus the bytes held in its memory-backed directories (``statvfs`` of its tmpfs
-  mounts, reached from the host through ``/proc/<worker>/root/...``). Resident sizes count a page once per process
+  ``/proc/<pid>/statm`` (cheap), plus the bytes held in its memory-backed directories, if it has any (``statvfs``
+  of its tmpfs mounts, reached from the host through ``/proc/<worker>/root/...``). Resident sizes count a page once per process
   sharing it (a forked worker shares most of the template's), so when their sum passes the budget the proportional
   set size (``/proc/<pid>/smaps_rollup``, a page split between its sharers) decides. Over the budget the session's
   largest process is ended, as the kernel's OOM killer would (the worker itself when it is the largest, which loses

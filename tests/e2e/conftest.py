@@ -49,12 +49,12 @@ def screen(request, browser) -> Iterator[Page]:
 @dataclass
 class Playground:
     url: str
-    demo: Any
+    app: Any  # the PlaygroundApp
     model: ScriptedModel
 
     @property
     def handlers(self) -> Any:
-        return self.demo.playground
+        return self.app.handlers
 
 
 @pytest.fixture(scope="session")
@@ -68,8 +68,8 @@ def playground(emulator, emulator_token, tmp_path_factory) -> Iterator[Playgroun
     try:
         with running_playground(emulator, emulator_token, settings, {SCRIPTED_LABEL: lambda: model}, cache) as (
             url,
-            demo,
+            app,
         ):
-            yield Playground(url, demo, model)
+            yield Playground(url, app, model)
     finally:
         shutil.rmtree(cache, ignore_errors=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.e2e.conftest import SCRIPTED_LABEL
 from tests.e2e.pages import final_answer, open_app, select_model, send, thought, wait_idle
 
 pytestmark = pytest.mark.e2e
@@ -43,3 +44,25 @@ def test_agent_mode_names_the_failed_steps_exception_and_keeps_the_answer_in_vie
     expect(failed).to_be_visible()
     failed.locator(".title").click()
     expect(failed).to_contain_text("about to fail")
+
+
+def test_python_mode_shows_the_message_as_code_and_agent_mode_as_markdown(screen: Page, playground) -> None:
+    page = open_app(screen, playground.url)
+    select_model(page, "No model: run my message as Python")
+    code = "for i in range(2):\n    print(__name__, i)"
+    send(page, code)
+    expect(last_answer(page)).to_contain_text("__main__ 1")
+    wait_idle(page)
+    sent = page.locator("#chatbot [data-testid='user']").last
+    block = sent.locator("pre code")
+    expect(block).to_have_count(1)
+    assert block.inner_text().strip() == code  # indentation and underscores intact
+    expect(sent.locator("strong")).to_have_count(0)  # `__name__` is not read as bold
+    expect(sent).to_be_in_viewport()
+
+    select_model(page, SCRIPTED_LABEL)
+    send(page, "say __hello__ and keep this:\n```python\nx_y = 1\n```")
+    expect(final_answer(page, "ECHO: say")).to_be_visible()
+    asked = page.locator("#chatbot [data-testid='user']").last
+    expect(asked.locator("strong")).to_have_text("hello")  # agent mode: the text is markdown
+    expect(asked.locator("pre code")).to_have_text("x_y = 1")  # and a pasted fenced block stays code

@@ -34,6 +34,27 @@ def test_a_reload_returns_to_the_same_conversation_sandbox_and_files(screen: Pag
     expect(final_answer(page, "marker is kiwi")).to_be_visible()  # the same variables
 
 
+def test_a_new_browsers_first_message_is_not_lost_while_its_key_is_on_the_way(screen: Page, playground) -> None:
+    """The page's load gives a new browser its key; a message sent before would carry none, and the server acts only
+    for a key. The chat box stays disabled until the load has answered, so the first message always carries it."""
+    held: list | None = []
+
+    def hold_until_released(route) -> None:  # the page's load waits here until the box has been seen disabled
+        (held.append if held is not None else lambda r: r.continue_())(route)
+
+    screen.route("**/gradio_api/queue/join*", hold_until_released)
+    screen.goto(playground.url)
+    box = screen.locator("#chat-input textarea")
+    expect(box).to_be_visible(timeout=30_000)
+    expect(box).to_be_disabled()
+    waiting, held = held, None
+    for route in waiting:
+        route.continue_()
+    expect(box).to_be_enabled()
+    send(screen, "remember fig")
+    expect(final_answer(screen, "stored fig")).to_be_visible()
+
+
 def test_a_reload_during_a_run_follows_it_to_its_end(screen: Page, playground) -> None:
     page = open_app(screen, playground.url)
     send(page, "plot reloaded")

@@ -82,6 +82,9 @@ def test_a_closed_tab_keeps_its_session_for_a_return_until_the_idle_timeout(
     context.close()
     assert session.session_id in emulator.session_identifiers()
     # idle past the timeout: the agent, the sandbox session and the temp dir are deleted
-    registry.reap_idle(now=time.monotonic() + playground.handlers.settings.idle_timeout + 1)
-    wait_until(lambda: session.closed and not session.tmpdir.exists(), what="the closed tab's session is cleaned up")
+    registry.reap(now=time.monotonic() + playground.handlers.settings.idle_timeout + 1)
+    wait_until(
+        lambda: session.cleaned.is_set() and not session.store.scratch.exists(),
+        what="the closed tab's session is cleaned up",
+    )
     assert session.session_id not in emulator.session_identifiers()

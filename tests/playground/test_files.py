@@ -9,7 +9,8 @@ import pytest
 
 from azure_sessions import FileInfo
 from azure_sessions.errors import FileTooLargeError, InvalidFileNameError, NotFoundError
-from playground.files import changed_names, describe_error, human_size, snapshot, table
+from playground.files import changed_names, describe_error, snapshot, table
+from playground.formatting import human_size
 
 
 def test_table_rows_are_sorted_and_readable():
@@ -47,7 +48,7 @@ def test_a_refused_action_says_why_in_a_toast_that_shows_the_whole_reason():
     reason = "bubblewrap is unavailable: see <https://deb.li/bubblewrap> & its README; so no code is run."
     handlers = Handlers(settings, Backend.refused(reason), ModelCatalog.from_settings(settings, {}))
     with pytest.raises(gr.Error) as refused:
-        handlers.refresh_files(SimpleNamespace(session_hash="tab"))
+        handlers.refresh_files(None, SimpleNamespace(session_hash="tab"))
     # the toast renders HTML: the reason's "<...>" must show as text, not vanish as a tag
     assert refused.value.message == (
         "This server runs no code. bubblewrap is unavailable: see &lt;https://deb.li/bubblewrap&gt; &amp; its README; "

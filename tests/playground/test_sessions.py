@@ -57,42 +57,42 @@ def test_a_browser_key_finds_its_session_and_the_server_keeps_only_its_digest(re
 
 
 def test_an_event_before_the_page_load_gets_the_session_the_load_then_keeps(registry):
-    early = registry.session("tab")
+    early = registry.session("tab", None)
     attached = registry.attach("tab", None)
     assert attached.session is early and attached.key
 
 
 def test_new_session_and_close_delete_the_sandbox_and_temp_dir(registry, emulator):
     key = registry.attach("tab", None).key
-    session = registry.session("tab")
+    session = registry.session("tab", key)
     session.executor.run_code_raise_errors("x = 1")
     assert session.session_id in sandbox_ids(emulator)
-    fresh = registry.reset("tab")
+    fresh = registry.reset("tab", key)
     assert fresh is not session and fresh.session_id != session.session_id
     assert registry.attach("tab-2", key).session is fresh  # the same key now finds the fresh session
-    wait_until(lambda: session.closed and not session.tmpdir.exists())
+    wait_until(lambda: session.cleaned.is_set() and not session.store.scratch.exists())
     assert session.session_id not in sandbox_ids(emulator)
 
 
 def test_a_page_that_goes_away_leaves_the_session_until_it_is_idle(registry):
     key = registry.attach("tab", None).key
-    session = registry.session("tab")
+    session = registry.session("tab", key)
     registry.detach("tab")
     assert registry.attach("tab-after-reload", key).session is session
-    assert registry.reap_idle(now=time.monotonic() + 30) == 0
-    assert registry.reap_idle(now=time.monotonic() + 61) == 1
+    assert registry.reap(now=time.monotonic() + 30) == 0
+    assert registry.reap(now=time.monotonic() + 61) == 1
     wait_until(lambda: session.closed)
     back = registry.attach("tab-next-day", key)
     assert back.session is not session and back.key is None
     assert [m.content for m in back.session.view()] == [IDLE_NOTICE]  # the page says why it is empty
-    registry.reap_idle(now=time.monotonic() + 61)  # idle again, with the page still open
+    registry.reap(now=time.monotonic() + 61)  # idle again, with the page still open
     wait_until(lambda: back.session.closed)
-    fresh = registry.session("tab-next-day")  # the open page's next event
+    fresh = registry.session("tab-next-day", key)  # the open page's next event
     assert fresh is not back.session and [m.content for m in fresh.view()] == [IDLE_NOTICE]
 
 
 def test_a_run_streams_steps_with_the_plot_and_the_answer(registry):
-    session = registry.session("run")
+    session = registry.session("run", None)
     run = run_message(session, "draw", [], "extra:Scripted")
     first = run.snapshot(time.monotonic())  # at once, before any slow call
     assert first[0].content == "draw"
@@ -105,7 +105,7 @@ def test_a_run_streams_steps_with_the_plot_and_the_answer(registry):
 
 
 def test_no_model_mode_uploads_then_runs_python_and_refuses_big_files(registry, tmp_path: Path):
-    session = registry.session("python")
+    session = registry.session("python", None)
     small, big = tmp_path / "small.txt", tmp_path / "big.bin"
     small.write_text("hello")
     big.write_bytes(b"0" * 2000)
@@ -116,7 +116,7 @@ def test_no_model_mode_uploads_then_runs_python_and_refuses_big_files(registry, 
     assert any("small.txt** · 5 B" in t and "big.bin** · 2.0 KB" in t for t in texts)  # names and sizes
     assert any("Uploaded `small.txt`" in t and "big.bin" in t and "too large" in t for t in texts)
     assert "hello" in texts[-1] and not messages[-1].metadata  # the answer is a plain message
-    assert [f.name for f in session.files] == ["small.txt"]
+    assert [f.name for f in session.store.files] == ["small.txt"]
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def sleeping(emulator, emulator_token):
 
 
 def test_stop_interrupts_the_running_code_and_the_agent_ends(registry, sleeping):
-    session = registry.session("stop")
+    session = registry.session("stop", None)
     session.catalog = ModelCatalog.from_settings(
         Settings(), {"Slow": lambda: ScriptedModel([code_reply("kept = 1\nimport time\ntime.sleep(60)")] * 5)}
     )
@@ -155,7 +155,7 @@ def test_stop_interrupts_the_running_code_and_the_agent_ends(registry, sleeping)
 
 def test_stop_without_interrupt_says_so_and_reset_sandbox_ends_the_code(registry, emulator, monkeypatch, sleeping):
     monkeypatch.setattr(emulator, "interruptible", False)
-    session = registry.session("azure-like")
+    session = registry.session("azure-like", None)
     session.catalog = ModelCatalog.from_settings(
         Settings(), {"Slow": lambda: ScriptedModel([code_reply("import time\ntime.sleep(60)")] * 5)}
     )
@@ -178,8 +178,41 @@ def test_stop_without_interrupt_says_so_and_reset_sandbox_ends_the_code(registry
 
 
 def test_a_closed_session_freezes_its_run(registry):
-    session = registry.session("closed")
+    session = registry.session("closed", None)
     run = run_message(session, "draw", [], "extra:Scripted")
     session.close(wait=10)
     assert run.settled.is_set() and run.reason == "closed"
     wait_until(lambda: not run.thread.is_alive(), timeout=10)
+
+
+def test_sign_in_can_be_required_before_any_code_runs(emulator, emulator_token):
+    from playground.visitors import CapReached, Visitor
+
+    settings = Settings(require_login=True)
+    reg = BrowserSessions(
+        Backend.for_emulator(emulator, emulator_token), ModelCatalog.from_settings(settings), settings
+    )
+    try:
+        key = reg.attach("tab", None, Visitor("1.1.1.1")).key
+        anonymous = reg.session("tab", key, Visitor("1.1.1.1"))
+        with pytest.raises(CapReached, match="Sign in with Hugging Face"):
+            anonymous.executor  # noqa: B018
+        signed_in = reg.session("tab", key, Visitor("1.1.1.1", user="ana"))
+        assert signed_in.executor.run_code_raise_errors("1 + 1").output == 2
+    finally:
+        reg.close_all()
+
+
+def test_an_event_that_reuses_a_tab_without_its_key_is_refused(registry):
+    from playground.sessions import NotYours
+
+    key = registry.attach("victim-tab", None).key
+    victim = registry.session("victim-tab", key)
+    with pytest.raises(NotYours):
+        registry.session("victim-tab", None)  # the session hash alone
+    with pytest.raises(NotYours):
+        registry.session("victim-tab", registry.attach("other-tab", None).key)  # someone else's key
+    with pytest.raises(NotYours):
+        registry.attach("victim-tab", None)  # a page load cannot take the tab over either
+    assert registry.peek("victim-tab", None) is None
+    assert registry.session("victim-tab", key) is victim

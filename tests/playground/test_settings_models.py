@@ -42,6 +42,39 @@ def test_values_are_parsed_and_checked():
         load_settings({"PLAYGROUND_SANDBOX": "docker"})
 
 
+def test_fair_shares_are_configured_and_apply_where_strangers_can_reach_the_page():
+    s = load_settings(
+        {
+            "PLAYGROUND_MAX_SANDBOXES": "20",
+            "PLAYGROUND_SANDBOXES_PER_VISITOR": "2",
+            "PLAYGROUND_RUNS_PER_VISITOR": "1",
+            "PLAYGROUND_NEW_SESSIONS_PER_MINUTE": "5",
+            "PLAYGROUND_NEW_SESSIONS_PER_MINUTE_TOTAL": "50",
+            "PLAYGROUND_TAB_GRACE_SECONDS": "30",
+            "PLAYGROUND_UPLOAD_QUOTA_MB": "64",
+            "PLAYGROUND_MAX_MESSAGE_CHARS": "5000",
+            "PLAYGROUND_REQUIRE_LOGIN": "yes",
+        }
+    )
+    assert (s.max_sandboxes, s.sandboxes_per_visitor, s.runs_per_visitor) == (20, 2, 1)
+    assert (s.new_sessions_per_minute, s.new_sessions_per_minute_total, s.tab_grace) == (5, 50, 30.0)
+    assert s.upload_quota_bytes == 64 * 2**20 and s.max_message_chars == 5000 and s.require_login
+    assert s.pool_headroom >= 8  # the embedded emulator allows more sessions than the app hands out
+    local, space = load_settings({}), load_settings({"SPACE_ID": "someone/playground"})
+    assert not local.caps_per_visitor and not local.trust_forwarded_for  # one machine, one visitor
+    assert space.caps_per_visitor and space.trust_forwarded_for
+    assert load_settings({"GRADIO_SERVER_NAME": "0.0.0.0"}).caps_per_visitor
+    assert not load_settings({"GRADIO_SERVER_NAME": "0.0.0.0"}).trust_forwarded_for  # nobody's proxy to trust
+    assert load_settings({"PLAYGROUND_FAIR_SHARES": "on"}).caps_per_visitor
+    assert not load_settings({"SPACE_ID": "a/b", "PLAYGROUND_FAIR_SHARES": "off"}).caps_per_visitor
+    with pytest.raises(SettingsError, match="PLAYGROUND_REQUIRE_LOGIN"):
+        load_settings({"PLAYGROUND_REQUIRE_LOGIN": "maybe"})
+    with pytest.raises(SettingsError, match="PLAYGROUND_FAIR_SHARES"):
+        load_settings({"PLAYGROUND_FAIR_SHARES": "sometimes"})
+    with pytest.raises(SettingsError, match="PLAYGROUND_TAB_GRACE_SECONDS"):
+        load_settings({"PLAYGROUND_TAB_GRACE_SECONDS": "1"})
+
+
 def test_secrets_never_appear_in_repr():
     s = load_settings({"OPENAI_API_KEY": "sk-secret-1", "HF_TOKEN": "hf_secret_2", "AZURE_OPENAI_API_KEY": "az-3"})
     text = repr(s)

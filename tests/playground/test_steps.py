@@ -7,12 +7,12 @@ from smolagents.models import ChatMessageStreamDelta
 from smolagents.monitoring import AgentLogger, LogLevel, Timing, TokenUsage
 from smolagents.utils import AgentExecutionError
 
+from playground.formatting import fence
 from playground.steps import (
     RunRenderer,
     StepExtras,
     Totals,
     exception_label,
-    fence,
     split_model_output,
     split_observations,
     step_body,
@@ -207,3 +207,14 @@ def test_an_image_result_is_not_shown_as_its_repr():
     step.action_output = Image.new("RGB", (10, 10))
     r.on_event(step, StepExtras(images=["/tmp/output-1.png"]))
     assert "Result" not in r.messages[0].content and "PIL" not in r.messages[0].content
+
+
+def test_a_python_message_is_shown_as_code_and_an_agent_message_as_markdown():
+    from playground.chat import user_messages
+
+    code = "for i in range(2):\n    print(__name__, i)"
+    (shown,) = user_messages(code, [], as_code=True)
+    assert shown.content == "```python\nfor i in range(2):\n    print(__name__, i)\n```"
+    fenced = "Run this:\n```python\nx_y = 1\n```"
+    assert user_messages(fenced, [], as_code=True)[0].content == fenced  # its code is already in a block
+    assert user_messages("**bold** __name__", [])[0].content == "**bold** __name__"  # agent mode: markdown

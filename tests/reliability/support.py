@@ -190,7 +190,7 @@ def env_vars(**values: str) -> Iterator[None]:
 @contextmanager
 def running_playground(emu: Any, token: str, models: dict, cache: Path, **settings: Any) -> Iterator[Any]:
     """The app against ``emu`` with settings from the environment (``load_settings``) overridden by ``settings``;
-    yields (url, demo). See :func:`tests.support.harness.running_playground`."""
+    yields (url, app). See :func:`tests.support.harness.running_playground`."""
     from dataclasses import replace
 
     from playground.settings import load_settings

@@ -178,7 +178,7 @@ def test_no_secret_in_logs_output_errors_or_the_page(start_emulator_checked, deb
 
     # the page: settings from the environment (so the OpenAI, Azure OpenAI and HF options exist), a scripted run
     model = ScriptedModel([code_reply("print('from the page')"), code_reply("final_answer('page done')")])
-    with running_playground(emu, BEARER, {"Scripted": lambda: model}, tmp_path / "gradio") as (url, demo):
+    with running_playground(emu, BEARER, {"Scripted": lambda: model}, tmp_path / "gradio") as (url, app):
         served = requests.get(url, timeout=30).text + requests.get(url + "config", timeout=30).text
         for path in ("gradio_api/info", "gradio_api/openapi.json"):
             reply = requests.get(url + path, timeout=30)
@@ -189,11 +189,11 @@ def test_no_secret_in_logs_output_errors_or_the_page(start_emulator_checked, deb
         page.locator("#chat-input textarea").press("Enter")
         page.get_by_text("page done").first.wait_for(timeout=30_000)
         dom = page.content()
-        (session,) = demo.playground.registry.sessions()
+        (session,) = app.registry.sessions()
         # the sandbox identifier is a secret: the page shows its first 8 characters, never the whole of it
         assert session.short_id in dom and session.session_id not in dom + served
         page.context.close()
-        errors += [repr(demo.playground.settings), repr(demo.playground.backend), repr(demo.playground.catalog)]
+        errors += [repr(app.settings), repr(app.backend), repr(app.handlers.catalog)]
 
     out = capfd.readouterr()
     texts = {

@@ -91,7 +91,7 @@ def test_the_page_says_variables_and_files_were_lost(loss_emulator) -> None:
         Backend.for_emulator(emu, TOKEN), ModelCatalog.from_settings(settings, {"Expiring": lambda: model}), settings
     )
     try:
-        session = holder["session"] = registry.session("tab-loss")
+        session = holder["session"] = registry.session("tab-loss", None)
         run = run_message(session, "store data, then reuse it", [], "extra:Expiring")
         assert run.settled.wait(120)
         messages = run.snapshot(time.monotonic())

@@ -35,14 +35,14 @@ def app(tmp_path_factory) -> Iterator[SimpleNamespace]:
         cache = tmp_path_factory.mktemp("gradio-cache")
         model = ScriptedModel(responder=responder, chunk_delay=0.05)
         seen: dict[str, Path] = {}  # every user session's temp dir, checked at the end
-        with running_playground(emu, TOKEN, {MODEL: lambda: model}, cache, max_upload_bytes=LIMIT) as (url, demo):
-            registry = demo.playground.registry
+        with running_playground(emu, TOKEN, {MODEL: lambda: model}, cache, max_upload_bytes=LIMIT) as (url, app):
+            registry = app.registry
 
             def remember() -> None:
                 for session in registry.sessions():
-                    seen[session.session_id] = session.tmpdir
+                    seen[session.session_id] = session.store.scratch
 
-            yield SimpleNamespace(url=url, demo=demo, emu=emu, registry=registry, remember=remember, cache=cache)
+            yield SimpleNamespace(url=url, app=app, emu=emu, registry=registry, remember=remember, cache=cache)
             remember()
         # the app closed every session: temp dirs gone, sandbox sessions deleted; then the emulator leaves nothing
         assert [str(p) for p in seen.values() if p.exists()] == []
@@ -80,10 +80,17 @@ def test_uploads_over_the_limit_are_refused_and_others_are_unaffected(browser: B
     expect(page.get_by_text("exceed the maximum allowed size")).to_be_visible()
     expect(file_rows(page)).to_have_count(0)
     expect(page.locator("body")).not_to_contain_text("Traceback")
-    # a client that skips the browser's check: the server refuses the body itself, and keeps nothing of it
+    # a client that skips the browser's check: the server refuses the body itself, and keeps nothing of it; without
+    # the page's upload ticket nothing is accepted at all
     before = sorted(p.name for p in app.cache.rglob("*"))
-    reply = requests.post(app.url + "gradio_api/upload", files={"files": ("huge.bin", too_big)}, timeout=60)
-    assert reply.status_code in (400, 413), reply.status_code
+    ticket = page.evaluate("() => window.__playgroundTicket")
+    assert ticket
+    for headers, refused in (({"x-playground-ticket": ticket}, (400, 413)), ({}, (403,))):
+        reply = requests.post(app.url + "gradio_api/upload", files={"files": ("huge.bin", too_big)}, headers=headers,
+                              timeout=60)  # fmt: skip
+        assert reply.status_code in refused, reply.status_code
+    anonymous = requests.post(app.url + "gradio_api/upload", files={"files": ("small.bin", b"x")}, timeout=60)
+    assert anonymous.status_code == 403 and "open page" in anonymous.text
     assert sorted(p.name for p in app.cache.rglob("*")) == before
     session = user_session(app, page)
     assert session.executor.list_files() == []
@@ -126,9 +133,11 @@ def test_a_tab_closed_mid_run_spares_others_and_its_sandbox_goes_at_the_idle_tim
     assert session.session_id in sandbox_ids(app.emu) and not run.settled.is_set()
     closing.close()  # mid-run: the run goes on for the page's return (a reload), bounded by its steps and timeouts
     other_user_completes_a_task(browser, app, "served while a tab closes")
-    app.registry.reap_idle(now=time.monotonic() + 10**6)
+    app.registry.reap(now=time.monotonic() + 10**6)
     assert not session.closed and session in app.registry.sessions()  # never while its run goes on
     wait_until(run.settled.is_set, timeout=120, what="the run ended")
-    app.registry.reap_idle(now=time.monotonic() + 10**6)
-    wait_until(lambda: session.closed and not session.tmpdir.exists(), timeout=30, what="session closed")
+    app.registry.reap(now=time.monotonic() + 10**6)
+    wait_until(
+        lambda: session.cleaned.is_set() and not session.store.scratch.exists(), timeout=30, what="session closed"
+    )
     wait_until(lambda: session.session_id not in sandbox_ids(app.emu), timeout=30, what="sandbox deleted")

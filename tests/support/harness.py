@@ -55,20 +55,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
 @contextmanager
 def running_playground(emu: Any, token: str, settings: Any, models: dict, cache: Path) -> Iterator[tuple[str, Any]]:
     """Build and launch the app (``settings``, with its ``server_port``) against the emulator ``emu``, offering
-    ``models`` (label -> factory); yields ``(url, demo)``. Gradio's file cache goes to ``cache``. On exit every
-    visitor's session is closed (its sandbox deleted) and the server stops."""
+    ``models`` (label -> factory); yields ``(url, app)``, the app a ``PlaygroundApp``. Gradio's file cache goes to
+    ``cache``. On exit every visitor's session is closed (its sandbox deleted) and the server stops."""
     from playground.backend import Backend
-    from playground.ui import build_app, launch_kwargs
+    from playground.ui import build_app
 
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
-    demo = build_app(settings, backend=Backend.for_emulator(emu, token), extra_models=models)
-    demo.launch(**launch_kwargs(settings), prevent_thread_lock=True, quiet=True)
+    app = build_app(settings, backend=Backend.for_emulator(emu, token), extra_models=models)
+    app.launch(prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{settings.server_port}/", demo
+        yield f"http://127.0.0.1:{settings.server_port}/", app
     finally:
-        demo.close()
-        demo.playground.registry.close_all()
+        app.close()
         if previous is None:
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
