@@ -9,8 +9,8 @@ without cgroups (a Space has none we may write), the host keeps itself:
   uid-wide ``RLIMIT_NPROC`` ceiling for all workers (the uid's tasks at start plus the sessions' budgets and a
   margin; the template keeps its own higher limit). The process supervisor (``supervisor.py``) answers EAGAIN at
   the cap instead, exactly, through seccomp user notification, at the price of EINTR from some ``fork`` calls
-  (see there): opt-in. An idle worker uses 5 (its main
-  thread, the control thread, two output readers, the thread that raises a dropped interrupt again); numpy's BLAS adds one thread per core (2 on a Space's basic
+  (see there): opt-in. An idle worker uses about 4 (its main
+  thread, the control thread, two output readers); numpy's BLAS adds one thread per core (2 on a Space's basic
   hardware); a ``multiprocessing`` pool of 8 with BLAS threads fits with room to spare, a fork bomb stops at 64.
   With 100 sessions (the pool's limit) that is at most 6,400 tasks, below the uid-wide limits the template needs to
   keep forking workers. Workers reap orphans promptly, and what the watchdog ended past the budget (a zombie holds

@@ -21,8 +21,9 @@ directory, so they count as its disk). One thread watches every session:
   than the worker are ended (or the worker itself, when its own threads are past it, which loses the session) and
   ``on_exceeded`` says so. This changes no system call's behaviour, unlike a cap answered through seccomp user
   notification (``supervisor.py``), whose callers can see EINTR from ``fork``; a fork bomb runs for at most a tick
-  past the budget, bounded meanwhile by the workers' uid-wide ``RLIMIT_NPROC`` ceiling (set well above the sum of
-  the sessions' budgets, below the template's own limit).
+  past the budget (ticks come every :data:`CHASE_INTERVAL` seconds while a session is past it), bounded meanwhile
+  by the workers' uid-wide ``RLIMIT_NPROC`` ceiling (set well above the sum of the sessions' budgets, below the
+  template's own limit).
 - **CPU**: on ``watch`` the session's scheduling group (its autogroup, where the kernel has them on) gets the
   budget's nice value, retried until the kernel's rate limit lets it through.
 
@@ -58,6 +59,8 @@ from .inside import strays
 log = logging.getLogger("azure_sessions.emulator")
 
 MEMORY_INTERVAL = 0.25
+CHASE_INTERVAL = 0.02
+"""The tick's interval while a session was past its task budget at the last tick: a fork bomb regrows fast."""
 DISK_INTERVAL = 1.5
 IDLE_DISK_INTERVAL = 10.0
 PROPORTIONAL_INTERVAL = 1.0
@@ -134,6 +137,7 @@ class Watchdog:
         self._autogroups = _autogroups_enabled()
         self._census = Census()  # used by the thread only
         self.ticks = 0
+        self._chasing = False  # a session was past its task budget at the last tick
         self.cpu_seconds = 0.0  # the watchdog thread's CPU time, in all (benchmarks)
         self.scans = 0
 
@@ -204,7 +208,8 @@ class Watchdog:
             except Exception:
                 log.exception("the session watchdog's tick failed")
             self.cpu_seconds += time.thread_time() - cpu
-            self._stop.wait(max(0.0, self.memory_interval - (time.monotonic() - started)))
+            interval = CHASE_INTERVAL if self._chasing else self.memory_interval
+            self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def tick(self, now: float) -> None:
         """One round: every session's memory; the disk of those due."""
@@ -217,6 +222,7 @@ class Watchdog:
             self.scans += 1
             for watched in by_session:
                 watched.pids = tuple(members.get(watched.session, ()))  # type: ignore[arg-type]
+        chasing = False
         for watched in sessions:
             if callable(watched.session):
                 watched.pids = tuple(_safe(watched.session, ()))
@@ -225,6 +231,8 @@ class Watchdog:
             ended = self._check_tasks(watched)
             if watched.worker_pid not in ended:  # (what was just ended is not counted: it frees its memory as it goes)
                 self._check_memory(watched, now, [pid for pid in watched.pids if pid not in ended])
+            chasing = chasing or bool(ended)
+        self._chasing = chasing
         for watched in sessions:  # due, or at once when it starts running code (its next check was an idle one's)
             was_active, watched.active = watched.active, _active(watched)
             if now >= watched.next_disk or (watched.active and not was_active):

@@ -348,21 +348,24 @@ class WorkerProcess:
         self, exec_id: str, timeout: float, grace: float, on_output: OutputCallback | None
     ) -> CellResult:
         deadline = time.monotonic() + timeout
-        timed_out = False
+        grace_ends: float | None = None  # set once the timeout has passed and the cell is being interrupted
         while True:
             try:
                 message = self._recv(deadline)
             except TimeoutError:
-                if timed_out:
+                now = time.monotonic()
+                if grace_ends is not None and now >= grace_ends:
                     self.kill()
                     raise WorkerLost(
                         f"the execution exceeded its timeout of {timeout:g} s and did not stop within {grace:g} s "
                         "of being interrupted, so the sandbox was terminated"
                     ) from None
-                timed_out = True
+                grace_ends = now + grace if grace_ends is None else grace_ends
+                # Repeated until the cell ends: the worker raises again an interrupt Python drops (one raised inside
+                # an at-fork callback), but one that lands while it does so is lost too.
                 with contextlib.suppress(WorkerLost):
                     self._send(protocol.Interrupt(id=exec_id))
-                deadline = time.monotonic() + grace
+                deadline = min(grace_ends, now + _INTERRUPT_REPEAT)
                 continue
             match message:
                 case protocol.Result(id=result_id) if result_id == exec_id:
@@ -373,7 +376,7 @@ class WorkerProcess:
                         result=message.result,
                         duration_ms=message.duration_ms,
                         interrupted=message.interrupted,
-                        timed_out=timed_out and message.interrupted,
+                        timed_out=grace_ends is not None and message.interrupted,
                         ended_processes=message.ended_processes,
                     )
                 case protocol.Output(id=output_id) if output_id == exec_id and on_output is not None:

@@ -84,10 +84,11 @@ def test_timeout_interrupts_and_session_survives(api, shared_id):
     assert after["executionResult"] == "still here" and after["guid"] == guid
 
 
-def test_an_interrupt_that_python_drops_is_raised_again(api):
-    """A KeyboardInterrupt raised inside an at-fork callback is printed and dropped by Python ("Exception ignored
-    in: ..."; logging's callback, in a cell that forks in a loop, gets most interrupts): the worker raises it again
-    once the callback has returned, so the cell stops at its timeout and its session lives on."""
+def test_an_interrupt_inside_a_fork_is_not_dropped(api):
+    """Python runs a signal's handler at the first bytecode after it, in a cell that forks in a loop nearly always an
+    at-fork callback's (logging's; here the cell's own), where a KeyboardInterrupt is printed and dropped
+    ("Exception ignored in: ..."): the worker defers it until ``os.fork`` returns, so the cell stops at its timeout,
+    nothing is printed, and its session lives on."""
     identifier = new_id()
     guid = api.run(identifier, "kept = 1")["guid"]
     code = (

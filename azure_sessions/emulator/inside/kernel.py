@@ -94,33 +94,42 @@ class Kernel:
         if "" not in sys.path:
             sys.path.insert(0, "")
         signal.signal(signal.SIGINT, _ignore_sigint)
-        self._pid = os.getpid()
-        self._dropped: queue.SimpleQueue[None] = queue.SimpleQueue()  # no descriptor: user code must find none
-        sys.unraisablehook = self._unraisable
+        self._main_thread = threading.get_ident()
+        self._forking = False  # the main thread is inside os.fork (its at-fork callbacks included)
+        self._deferred = False  # an interrupt arrived meanwhile: raised once os.fork has returned
+        self._sigint = self._on_sigint  # (one bound method, so that `is` recognizes it)
+        os.fork = self._guarded_fork(os.fork)
         threading.Thread(target=self._control, name="control", daemon=True).start()
-        threading.Thread(target=self._interrupt_again, name="interrupt-again", daemon=True).start()
 
-    def _unraisable(self, unraisable: Any) -> None:
-        """A KeyboardInterrupt Python had to drop: raised inside an at-fork callback (where a cell that forks in a
-        loop gets most of its interrupts: logging's releases its lock there) or a finalizer. Raising it again here
-        would be dropped too: another thread does it once this has returned, and nothing is printed."""
-        if not (
-            isinstance(unraisable.exc_value, KeyboardInterrupt) and self.in_user_code and os.getpid() == self._pid
-        ):
-            sys.__unraisablehook__(unraisable)
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        """A cell's SIGINT handler: ``KeyboardInterrupt``, but not inside ``os.fork``. Python runs a signal's handler
+        at the first bytecode after the signal, and after a fork that is an at-fork callback's (logging's, or the
+        cell's own), where Python prints the exception and drops it: a cell that forks in a loop would almost never
+        see its interrupt. There it is deferred to the moment ``os.fork`` returns."""
+        if self._forking:  # (handlers run in the main thread)
+            self._deferred = True
             return
-        while True:
-            try:
-                self._dropped.put(None)
-                return
-            except KeyboardInterrupt:  # the one raised again, still in here: dropped as well, so ask again
-                continue
+        raise KeyboardInterrupt
 
-    def _interrupt_again(self) -> None:
-        while True:
-            self._dropped.get()
-            if self.in_user_code:
-                os.kill(self._pid, signal.SIGINT)
+    def _guarded_fork(self, fork: Callable[[], int]) -> Callable[[], int]:
+        def guarded_fork() -> int:
+            main = threading.get_ident() == self._main_thread
+            if main:
+                self._forking = True
+            try:
+                pid = fork()
+            finally:
+                if main:
+                    self._forking = False
+            if pid == 0:
+                self._deferred = False
+            elif main and self._deferred:
+                self._deferred = False
+                raise KeyboardInterrupt
+            return pid
+
+        guarded_fork.__doc__ = fork.__doc__
+        return guarded_fork
 
     def log(self, text: str) -> None:
         """An internal warning: to the log, or once the worker is ready (its log closed) to the host as ``Log``."""
@@ -194,7 +203,7 @@ class Kernel:
         started = time.perf_counter()
         try:
             if signal.getsignal(signal.SIGINT) is _ignore_sigint:  # unless user code installed its own handler
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGINT, self._sigint)
             self.in_user_code = True
             with empty_namespace(self.shell) if job.empty_namespace else contextlib.nullcontext():
                 outcome = self.shell.run_cell(job.code, store_history=store_history)
@@ -207,7 +216,7 @@ class Kernel:
             print("KeyboardInterrupt", file=self.stderr)
         finally:
             self.in_user_code = False
-            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            if signal.getsignal(signal.SIGINT) is self._sigint:
                 signal.signal(signal.SIGINT, _ignore_sigint)
         duration_ms = int((time.perf_counter() - started) * 1000)
         ended = 0
