@@ -42,6 +42,6 @@ as_space() {
 
 echo "space-stage: installing as uid $SPACE_UID with the image's set-up script"
 as_space bash scripts/setup.sh test || exit 1
-[ $# -gt 0 ] || set -- tests/space tests/emulator tests/integration tests/reliability/test_sandbox_escapes.py tests/e2e
+[ $# -gt 0 ] || set -- tests/space tests/emulator tests/integration tests/reliability/test_sandbox_escapes.py tests/reliability/test_fair_shares_sandbox.py tests/e2e
 echo "space-stage: running the tests as uid $SPACE_UID without user namespaces"
 as_space .venv/bin/python -m pytest -p no:cacheprovider "$@"

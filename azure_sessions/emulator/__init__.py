@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from .._extras import missing_extra
+from .budgets import SessionBudget
 from .faults import ENV_RULES, ENV_SEED, FaultInjector, FaultRule, parse_rules
 from .files import MAX_UPLOAD_BYTES, iso_time
 from .inside.strays import read_stat
 from .launcher import Launcher, Limits
 from .sessions import EmulatedPool
 from .tiers import SandboxUnavailable, Tier, resolve_tier
+from .watchdog import Usage
 from .workers import WorkerPool
 
 __all__ = [
@@ -42,8 +44,10 @@ __all__ = [
     "FaultRule",
     "Limits",
     "SandboxUnavailable",
+    "SessionBudget",
     "SessionView",
     "Tier",
+    "Usage",
     "start_emulator",
 ]
 
@@ -87,7 +91,8 @@ class EmulatorHandle:
     Besides its address (``endpoint``, ``base_url``), it tells what runs the sessions: ``tier`` (a
     :class:`~azure_sessions.emulator.tiers.Tier`: ``name``, ``label``, ``description``, ``isolated``, ``warning``),
     and lets a test or a benchmark look at them without reaching into the emulator's parts: ``session()``,
-    ``sessions()``, ``template_pid``, ``counters()``, ``execution_log()``. ``backend`` is the
+    ``sessions()``, ``usage()`` (against ``budget``), ``template_pid``, ``counters()``, ``execution_log()``.
+    ``backend`` is the
     :class:`~azure_sessions.emulator.sessions.EmulatedPool` itself, the emulator's state without HTTP.
     """
 
@@ -163,6 +168,22 @@ class EmulatorHandle:
     def sessions(self) -> list[SessionView]:
         """Every session that has a worker, oldest first."""
         return [view for s in self.backend.list_sessions() if (view := _view(s)) is not None]
+
+    @property
+    def budget(self) -> SessionBudget:
+        """What each session may hold of the machine (``Limits``' per-session fields)."""
+        return self._workers.launcher.guards.budget
+
+    def usage(self, identifier: str) -> Usage:
+        """What the session ``identifier`` held at the watchdog's last measurement (every 0.25 s: its tasks and
+        memory; its disk every 1.5 s while it runs code, every 10 s when idle); LookupError when there is no such
+        session, or its worker is not ready."""
+        found = next((s for s in self.backend.list_sessions() if s.identifier == identifier), None)
+        worker = found.worker if found is not None else None
+        usage = worker.usage() if worker is not None else None
+        if usage is None:
+            raise LookupError(f"no session {identifier!r} with a ready worker in this emulator")
+        return usage
 
     def session_identifiers(self) -> list[str]:
         """Every session's identifier, with a worker or not yet, oldest first."""
@@ -291,7 +312,7 @@ def start_emulator(
     root = _make_root(data_root, instance)
     try:
         injector = _fault_injector(faults, fault_seed)
-        launcher = Launcher(tier, root, limits, instance)
+        launcher = Launcher(tier, root, limits, instance, max_sessions=max_sessions)
         workers = WorkerPool(launcher, prestart)
         pool = EmulatedPool(workers, cooldown=cooldown, max_sessions=max_sessions, interrupt_grace=interrupt_grace,
                             pool_full_status=pool_full_status)  # fmt: skip
@@ -357,6 +378,7 @@ def _instance_info(tier: Tier, launcher: Launcher) -> dict[str, Any]:
         "isolationWarning": tier.warning,
         "startedAt": iso_time(time.time()),
         "limits": asdict(launcher.limits),
+        "sessionBudget": {**launcher.guards.info(), "taskCap": launcher.task_cap},
         "preloadedModules": launcher.preload,
         **tier.info(),
     }

@@ -42,9 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inject faults, e.g. '429:rate=0.1:retry_after=1', 'drop:path=executions:phase=after', "
                         f"'delay:seconds=2', 'expire:count=1', 'full:status=429' (repeatable; also env {ENV_RULES})")  # fmt: skip
     parser.add_argument("--fault-seed", type=int, default=None, help="random seed for fault rates")
-    parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb, help="address-space limit per worker")
-    parser.add_argument("--cpu-seconds", type=int, default=Limits.cpu_seconds, help="CPU-time limit per worker")
-    parser.add_argument("--max-processes", type=int, default=Limits.max_processes, help="process limit per worker")
+    limits = parser.add_argument_group("what a session gets (0: no limit; README, 'What a session gets')")
+    limits.add_argument("--max-processes", type=int, default=Limits.max_processes,
+                        help=f"processes and threads per session (default {Limits.max_processes})")  # fmt: skip
+    limits.add_argument("--session-memory-mb", type=int, default=Limits.session_memory_mb,
+                        help="memory per session, summed over its processes; past it its largest process is ended "
+                        f"(default {Limits.session_memory_mb})")  # fmt: skip
+    limits.add_argument("--session-disk-mb", type=int, default=Limits.session_disk_mb,
+                        help="disk per session, /mnt/data and /tmp together; past it the running cell is interrupted "
+                        f"and uploads are refused (default {Limits.session_disk_mb})")  # fmt: skip
+    limits.add_argument("--nice", type=int, default=Limits.nice,
+                        help=f"added to the nice value of every session process (default {Limits.nice})")  # fmt: skip
+    limits.add_argument("--exact-process-cap", action="store_true",
+                        help="refuse a session's fork or thread past --max-processes at once (EAGAIN), through seccomp "
+                        "user notification, rather than end its processes a moment later; some forks can then fail "
+                        "with EINTR under load (dash's 'Cannot fork')")  # fmt: skip
+    limits.add_argument("--memory-mb", type=int, default=Limits.memory_mb,
+                        help=f"address space per process (default {Limits.memory_mb})")  # fmt: skip
+    limits.add_argument("--cpu-seconds", type=int, default=Limits.cpu_seconds,
+                        help=f"CPU time per process (default {Limits.cpu_seconds})")  # fmt: skip
+    limits.add_argument("--file-size-mb", type=int, default=Limits.file_size_mb,
+                        help=f"size of one file (default {Limits.file_size_mb})")  # fmt: skip
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     return parser
 
@@ -53,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = Limits(memory_mb=args.memory_mb or None, cpu_seconds=args.cpu_seconds or None,
-                    max_processes=args.max_processes or None)  # fmt: skip
+                    max_processes=args.max_processes or None, file_size_mb=args.file_size_mb or None,
+                    session_memory_mb=args.session_memory_mb or None, session_disk_mb=args.session_disk_mb or None,
+                    nice=args.nice, exact_process_cap=args.exact_process_cap)  # fmt: skip
     try:
         emu = start_emulator(host=args.host, port=args.port, token=args.token, cooldown=args.cooldown,
                              max_sessions=args.max_sessions, data_root=args.data_root, prestart=args.prestart,
@@ -71,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         banner = "!" * 100
         print(f"{banner}\n  sandbox:  {emu.tier.summary}\n{banner}", flush=True)
+    budget = emu.budget
+    shown = lambda value, unit="": "no limit" if value is None else f"{value}{unit}"  # noqa: E731
+    print(f"  session:  {shown(budget.tasks)} processes and threads, {shown(budget.memory_mb, ' MiB')} of memory, "
+          f"{shown(budget.disk_mb, ' MiB')} of disk, nice +{budget.nice}", flush=True)  # fmt: skip
     if emu.faults.active:
         print(f"  faults:   {emu.faults.rules()}")
     print("Press Ctrl-C to stop.", flush=True)

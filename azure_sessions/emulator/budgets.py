@@ -13,13 +13,13 @@ without cgroups (a Space has none we may write), the host keeps itself:
   thread, the control thread, two output readers); numpy's BLAS adds one thread per core (2 on a Space's basic
   hardware); a ``multiprocessing`` pool of 8 with BLAS threads fits with room to spare, a fork bomb stops at 64.
   With 100 sessions (the pool's limit) that is at most 6,400 tasks, below the uid-wide limits the template needs to
-  keep forking workers. Workers reap orphans promptly (a zombie holds a task until reaped).
+  keep forking workers. Workers reap orphans promptly, and what the watchdog ended past the budget (a zombie holds
+  a task until reaped). As root each worker's own uid makes ``RLIMIT_NPROC`` this budget, exactly.
 - **memory**: 2048 MiB per session, summed over its processes (proportional set size, so pages a forked worker
-  still shares with the template, or a child with its parent, count once), plus what it keeps in a memory-backed
-  ``/tmp`` or ``/dev/shm``. Enough for pandas on a few hundred MB of CSV and any matplotlib figure; eight sessions at
-  their full budget fit a 16 GB Space. Enforced by the watchdog (``watchdog.py``), which ends the session's largest
-  process past it, as the kernel's OOM killer would. ``RLIMIT_AS`` (4 GiB per process) stays as the immediate
-  backstop, and the kernel prefers workers (``oom_score_adj`` 500) over the server when the machine itself runs out.
+  still shares with the template, or a child with its parent, count once). Enough for pandas on a few hundred MB of
+  CSV and any matplotlib figure; eight sessions at their full budget fit a 16 GB Space. Enforced by the watchdog
+  (``watchdog.py``), which ends the session's largest process past it, as the kernel's OOM killer would.
+  ``RLIMIT_AS`` (4 GiB per process) stays as the immediate backstop, and the kernel prefers workers (``oom_score_adj`` 500) over the server when the machine itself runs out.
 - **disk**: 2048 MiB per session, the blocks its files actually hold (``st_blocks``: a sparse 1 GiB file holding
   nothing is not 1 GiB) across ``/mnt/data`` and its scratch directory (``/tmp``, ``HOME``). Past it the watchdog
   interrupts the writer and the host refuses uploads until files are deleted. ``RLIMIT_FSIZE`` (1 GiB per file)
@@ -40,17 +40,17 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class SessionBudget:
-    """One session's share of the machine (see the module's docstring for the reasoning)."""
+    """One session's share of the machine (see the module's docstring for the reasoning); None: no budget."""
 
-    tasks: int = 64
-    memory_mb: int = 2048
-    disk_mb: int = 2048
+    tasks: int | None = 64
+    memory_mb: int | None = 2048
+    disk_mb: int | None = 2048
     nice: int = 10  # of the session's processes and of its scheduling group
 
     @property
-    def memory_bytes(self) -> int:
-        return self.memory_mb * MIB
+    def memory_bytes(self) -> int | None:
+        return None if self.memory_mb is None else self.memory_mb * MIB
 
     @property
-    def disk_bytes(self) -> int:
-        return self.disk_mb * MIB
+    def disk_bytes(self) -> int | None:
+        return None if self.disk_mb is None else self.disk_mb * MIB

@@ -131,6 +131,15 @@ def payload_too_large(limit: int) -> EmulatorError:
     )
 
 
+def disk_budget_exceeded(used: int, budget: int, upload: bool = False) -> EmulatorError:
+    """The session's files take its whole disk budget (``used`` of ``budget`` bytes), or the upload would pass it."""
+    mib = 1024 * 1024
+    held = f"the session's files hold {used // mib} MiB of its {budget // mib} MiB disk budget (/mnt/data and /tmp)"
+    what = (f"The upload does not fit: {held}, {max(budget - used, 0) // mib} MiB left" if upload
+            else f"The session is out of disk space: {held}")  # fmt: skip
+    return EmulatorError(409, "SessionDiskBudgetExceeded", f"{what}. Delete files in /mnt/data, then upload again.")
+
+
 def unsupported_api_version(version: str | None, supported: tuple[str, ...]) -> EmulatorError:
     if not version:
         return EmulatorError(

@@ -262,22 +262,32 @@ class Upload:
 
 class IncomingFile:
     """An upload on its way into one session's ``/mnt/data``: the multipart part's name is checked when its headers
-    arrive, its bytes are staged outside the session, and :meth:`publish` moves it in at once."""
+    arrive, its bytes are staged outside the session, and :meth:`publish` moves it in at once. ``limit``: the upload
+    limit; ``disk``: the bytes the session's files hold and its disk budget (None: no budget), whose room left
+    limits the upload where it is less."""
 
-    def __init__(self, root: Path, uid: int | None, directory: str | None, staging_dir: Path, limit: int) -> None:
+    def __init__(self, root: Path, uid: int | None, directory: str | None, staging_dir: Path, limit: int,
+                 disk: tuple[int, int] | None = None) -> None:  # fmt: skip
         self.root = root
         self.uid = uid
         self.directory = directory
         self.staging_dir = staging_dir
         self.limit = limit
+        self.disk = disk if disk is not None and disk[1] - disk[0] < limit else None
         self.parts: list[str] = []
         self.upload: Upload | None = None
 
     def open(self, filename: str) -> Upload:
         """The staging file for the part named ``filename`` (400 now when the name is refused)."""
         self.parts = split_path(filename, self.directory)
-        self.upload = Upload(self.staging_dir, self.limit)
+        self.upload = Upload(self.staging_dir, self.limit if self.disk is None else self.disk[1] - self.disk[0])
         return self.upload
+
+    def too_large(self) -> errors.EmulatorError:
+        """Why the upload was refused for its size: past the upload limit, or past the room its disk budget left."""
+        if self.disk is None:
+            return errors.payload_too_large(self.limit)
+        return errors.disk_budget_exceeded(*self.disk, upload=True)
 
     def publish(self) -> FileEntry:
         if self.upload is None:

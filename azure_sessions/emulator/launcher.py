@@ -1,8 +1,9 @@
 """How a session's worker process starts: the one place where the host makes a new session's worker.
 
 A :class:`Launcher` belongs to one emulator instance: its directories, the Python environment its workers run, a
-private uid per worker (a root emulator), the template every worker is forked from (``template.py``), and the
-tier (``tiers.py``) that decides the template's command and each worker's configuration.
+private uid per worker (a root emulator), the template every worker is forked from (``template.py``), the tier
+(``tiers.py``) that decides the template's command and each worker's configuration, and the guards that hold every
+session to its budget (``guards.py``).
 
 Every worker runs the interpreter this process runs (a venv's own ``bin/python``), so the sandbox has exactly this
 environment's packages, whatever the machine's default Python holds.
@@ -10,7 +11,6 @@ environment's packages, whatever the machine's default Python holds.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -25,6 +25,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .budgets import SessionBudget
+from .guards import SessionGuards
 from .inside.protocol import Rlimits
 from .template import TemplateProcess, fork_worker
 from .workers import Spawned, WorkerProcess
@@ -39,23 +41,37 @@ INSIDE_DIR = Path(__file__).with_name("inside")
 PRELOAD_CANDIDATES = ("numpy", "pandas", "matplotlib.pyplot")
 UID_BASE, UID_SPAN = 610_000, 100_000
 """The private uids a root emulator gives its workers."""
+CEILING_MARGIN = 256
+"""Tasks of the workers' shared uid allowed beyond its count at start and the sessions' budgets: the server's and
+the template's own threads come and go (README: "What a session gets")."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-worker resource limits (``None`` = no limit). Applied with setrlimit before any user code runs."""
+    """What a session may use (``None`` = no limit): per process (rlimits, set before any user code runs) and per
+    session (``budgets.SessionBudget``, held by the watchdog). README, "What a session gets", says who enforces each
+    and what happens past it."""
 
-    memory_mb: int | None = 4096
-    cpu_seconds: int | None = 3600
-    max_processes: int | None = 256
-    file_size_mb: int | None = 1024
+    memory_mb: int | None = 4096  # address space per process (RLIMIT_AS)
+    cpu_seconds: int | None = 3600  # CPU time per process (RLIMIT_CPU)
+    max_processes: int | None = SessionBudget.tasks  # processes and threads per session
+    file_size_mb: int | None = 1024  # per file (RLIMIT_FSIZE)
+    session_memory_mb: int | None = SessionBudget.memory_mb  # summed over the session's processes
+    session_disk_mb: int | None = SessionBudget.disk_mb  # /mnt/data and the scratch directory (/tmp) together
+    nice: int = SessionBudget.nice  # added to every session process's nice value, and its scheduling group's
+    exact_process_cap: bool = False  # max_processes answered at fork time (EAGAIN) by the process supervisor
 
-    def as_rlimits(self, extra_processes: int = 0) -> Rlimits:
+    def budget(self) -> SessionBudget:
+        return SessionBudget(tasks=self.max_processes, memory_mb=self.session_memory_mb,
+                             disk_mb=self.session_disk_mb, nice=self.nice)  # fmt: skip
+
+    def as_rlimits(self, max_processes: int | None) -> Rlimits:
+        """The worker's rlimits, with ``max_processes`` as its ``RLIMIT_NPROC`` (which counts a whole uid)."""
         mib = 1024 * 1024
         return Rlimits(
             memory_bytes=self.memory_mb * mib if self.memory_mb else None,
             cpu_seconds=self.cpu_seconds,
-            max_processes=self.max_processes + extra_processes if self.max_processes else None,
+            max_processes=max_processes,
             file_size_bytes=self.file_size_mb * mib if self.file_size_mb else None,
             core_bytes=0,
         )
@@ -68,10 +84,12 @@ def is_root() -> bool:
 class Launcher:
     """Builds and starts worker processes for one emulator instance, under ``root`` (removed by the owner)."""
 
-    def __init__(self, tier: Tier, root: Path, limits: Limits | None = None, instance_id: str = "") -> None:
+    def __init__(self, tier: Tier, root: Path, limits: Limits | None = None, instance_id: str = "",
+                 max_sessions: int = 100) -> None:  # fmt: skip
         self.tier = tier
         self.root = root
         self.limits = limits or Limits()
+        self.max_sessions = max_sessions
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self.sessions_dir = root / "sessions"
         self.logs_dir = root / "logs"  # the template's (a worker's log is a pipe: workers.py, LogTail)
@@ -87,6 +105,8 @@ class Launcher:
         self.python_under_tmp = [str(p) for p in self.python_paths if under(p, Path("/tmp"))]
         self._drop_uid = tier.private_uids and is_root()
         self._uids = itertools.count(secrets.randbelow(UID_SPAN))  # distinct per instance, most likely
+        self._shared_uid_ceiling: int | None = None  # counted at the first spawn
+        self.guards = SessionGuards(self.limits.budget(), exact_process_cap=self.limits.exact_process_cap)
         self._spawner_lock = threading.Lock()
         self._spawner: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="emulator-spawner")
         # Every worker is forked from one prepared template (template.py), then made this session's (namespaces,
@@ -126,6 +146,20 @@ class Launcher:
             spawner.shutdown(wait=True)
         if self._template is not None:
             self._template.close()
+        self.guards.close()
+
+    @property
+    def task_cap(self) -> str:
+        """What holds a session to its task budget: ``exact`` (the process supervisor), ``uid`` (each worker's private
+        uid and its ``RLIMIT_NPROC``), else ``watchdog``."""
+        if self.guards.supervisor is not None:
+            return "exact"
+        return "uid" if self._drop_uid else "watchdog"
+
+    def protected_pids(self) -> list[int]:
+        """What no session may signal: the server's process and process group, and the template."""
+        template = self.template_pid
+        return sorted({os.getpid(), os.getpgid(0), *([template] if template else [])})
 
     @property
     def template_pid(self) -> int | None:
@@ -167,23 +201,41 @@ class Launcher:
     def _spawn(self) -> Spawned:
         """A new session's worker, forked from the template: its directories, its uid and limits, then its tier's
         configuration and environment."""
+        template = self._ensure_template()
         guid = str(uuid.uuid4())
         data_dir = self.sessions_dir / guid
         data_dir.mkdir(mode=0o700)
         uid = UID_BASE + next(self._uids) % UID_SPAN if self._drop_uid else None
-        # RLIMIT_NPROC counts every process of the (host) uid: a private uid per worker when we run as root; our
-        # current count plus the allowance otherwise; root that keeps its uid is exempt from it.
-        own = 0 if uid is not None or is_root() or not self.limits.max_processes else _count_own_processes()
-        limits = self.limits.as_rlimits(extra_processes=own)
-        if uid is None and is_root():
-            limits = dataclasses.replace(limits, max_processes=None)
-        plan = self.tier.new_session(self, guid, data_dir, uid, limits)
+        limits = self.limits.as_rlimits(self._process_limit(uid))
+        channel = self.guards.supervisor_channel()
+        plan = self.tier.new_session(self, guid, data_dir, uid, limits, supervised=channel is not None)
         if uid is not None:
             for path in (data_dir, plan.scratch_dir, *plan.scratch_dir.iterdir()):
                 os.chown(path, uid, uid)
-        proc = fork_worker(self._ensure_template(), plan.config, plan.env,
-                           outlives_template=self.tier.workers_outlive_template)  # fmt: skip
-        return Spawned(proc, guid, data_dir, plan.scratch_dir, uid, self.tier)
+        try:
+            proc = fork_worker(template, plan.config, plan.env, outlives_template=self.tier.workers_outlive_template,
+                               extra_fds=[channel[1].fileno()] if channel else [])  # fmt: skip
+        finally:
+            if channel is not None:
+                channel[1].close()
+        if channel is not None:
+            self.guards.supervise(guid, channel[0], session_id=proc.pid)  # it has set its session id to its pid
+        return Spawned(proc, guid, data_dir, plan.scratch_dir, uid, self.tier, self.guards)
+
+    def _process_limit(self, uid: int | None) -> int | None:
+        """A worker's ``RLIMIT_NPROC``, which counts every task of its uid: the session's budget where the worker has
+        a private uid; where workers share this process's uid, a ceiling on them all (the uid's tasks at the first
+        spawn, every session's budget, a margin), below which the watchdog holds each session to its own budget
+        (the template keeps its own limit, so it forks new workers whatever sessions do); none for root, whom the
+        kernel exempts."""
+        tasks = self.limits.max_processes
+        if uid is not None or tasks is None:
+            return tasks
+        if is_root():
+            return None
+        if self._shared_uid_ceiling is None:
+            self._shared_uid_ceiling = _count_own_processes() + self.max_sessions * tasks + CEILING_MARGIN
+        return self._shared_uid_ceiling
 
 
 def _installed(module: str) -> bool:

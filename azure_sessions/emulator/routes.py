@@ -146,7 +146,7 @@ async def _receive_upload(request: Request, call: SessionCall) -> files.FileEntr
                 except errors.EmulatorError as exc:
                     failure = exc  # keep reading so the client gets the answer instead of a broken pipe
                 if receiver.upload is not None and receiver.upload.too_large:
-                    failure = errors.payload_too_large(state.upload_limit)
+                    failure = incoming.too_large()
         if failure is not None:
             raise failure
         receiver.finish()

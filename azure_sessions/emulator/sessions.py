@@ -58,6 +58,8 @@ class WorkerLike(Protocol):
 
     def interrupt(self, grace: float = ...) -> bool: ...
 
+    def disk_room(self) -> tuple[int, int] | None: ...
+
     def cleanup(self) -> None: ...
 
 
@@ -255,9 +257,14 @@ class EmulatedPool:
         self, identifier: str, directory: str | None, staging_dir: Path, limit: int
     ) -> files.IncomingFile:
         """An upload into the session's ``directory``, to be streamed and then published (see
-        :class:`files.IncomingFile`); the session is allocated now, before any byte is read."""
-        _, root, uid = self.session_dir(identifier)
-        return files.IncomingFile(root, uid, directory, staging_dir, limit)
+        :class:`files.IncomingFile`); the session is allocated now, before any byte is read. A session whose files
+        take its whole disk budget is refused (409), and an upload may take only the room left."""
+        session = self._session(identifier)
+        worker, _ = self._ensure_worker(session)
+        disk = worker.disk_room()
+        if disk is not None and disk[0] >= disk[1]:
+            raise errors.disk_budget_exceeded(*disk)
+        return files.IncomingFile(worker.data_dir, worker.uid, directory, staging_dir, limit, disk=disk)
 
     def get_session(self, identifier: str) -> Session:
         validate_identifier(identifier)

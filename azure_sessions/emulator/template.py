@@ -75,8 +75,9 @@ class TemplateProcess:
     def alive(self) -> bool:
         return not self._dead and self.proc.poll() is None
 
-    def fork(self, config: WorkerConfig, env: dict[str, str], fds: tuple[int, int, int]) -> tuple[int, int]:
-        """Fork a worker for one session with ``fds`` as its stdin, stdout and log (fd 2); returns (pid, pidfd)."""
+    def fork(self, config: WorkerConfig, env: dict[str, str], fds: tuple[int, ...]) -> tuple[int, int]:
+        """Fork a worker for one session with ``fds`` as its stdin, stdout and log (fd 2) (and after them, at the
+        same numbers in the worker, what its configuration says it gets); returns (pid, pidfd)."""
         request_id = next(self._ids)
         message = protocol.encode(Fork(id=request_id, config=config, env=env))
         with self._send_lock:
@@ -248,15 +249,17 @@ def fork_worker(
     config: WorkerConfig,
     env: dict[str, str],
     outlives_template: bool = True,
+    extra_fds: list[int] = (),
 ) -> ForkedProcess:
     """A new session's worker from ``template``, with fresh protocol pipes and a pipe for its log (what it writes
-    while it sets itself up; it closes it before user code runs: no file of the host is ever open in a worker)."""
+    while it sets itself up; it closes it before user code runs: no file of the host is ever open in a worker);
+    ``extra_fds`` follow them (the process supervisor's socket, at ``protocol.SUPERVISOR_FD`` in the worker)."""
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     log_r, log_w = os.pipe()
     os.set_blocking(log_r, False)
     try:
-        pid, pidfd = template.fork(config, env, (stdin_r, stdout_w, log_w))
+        pid, pidfd = template.fork(config, env, (stdin_r, stdout_w, log_w, *extra_fds))
     except BaseException:
         for fd in (stdin_w, stdout_r, log_r):
             os.close(fd)

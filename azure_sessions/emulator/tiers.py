@@ -8,12 +8,18 @@
    disabled); an empty environment plus PATH/HOME/LANG/MPLBACKEND; dies with its parent; its own session. When the
    emulator runs as root, each worker drops to its own unprivileged uid so the process-count limit is per worker.
 2. :class:`LandlockTier` (hosts where no user namespace can be created: containers, Hugging Face Spaces): the worker
-   confines itself with Landlock and seccomp (``inside/confine.py``) before any user code runs: it reads only the
-   system directories and the Python environment, writes only its session directory and scratch directory, sees
-   nothing of ``/proc``, opens no socket, and signals or traces nothing outside its session. ``/mnt/data`` and
-   ``/tmp`` are mapped for Python's file APIs (``inside/pathmap.py``). Root workers drop to their own uid here too.
+   confines itself with Landlock (``inside/confine.py``) before any user code runs: it reads only the system
+   directories and the Python environment, writes only its session directory and scratch directory, sees nothing of
+   ``/proc``, and signals or traces nothing outside its session. ``/mnt/data`` and ``/tmp`` are mapped for Python's
+   file APIs (``inside/pathmap.py``). Root workers drop to their own uid here too.
 3. :class:`UnisolatedTier`: the same worker without any of that, labelled loudly; ``/mnt/data`` paths still work
    for Python file APIs and the working directory is the session directory.
+
+Every tier's workers install one seccomp policy (``inside/policy.py``) before any user code runs, each tier's
+variant named by the tier's ``name``: no new namespaces or mounts, no ptrace, io_uring, BPF, perf or key rings, no
+``setsid``, nothing aimed at another process by pid (``prlimit64``, ``setpriority``, the ``sched_*`` calls, ...), no
+SysV IPC where the tier has no IPC namespace, no sockets in the Landlock tier, no signals to the server and the
+template where neither a PID namespace nor Landlock keeps them inside the session.
 
 Every tier gives each session a scratch directory on disk, made by the host (``SessionPlan.scratch_dir``), that holds
 its ``/tmp`` (and, under bubblewrap, its ``/dev/shm``): nothing of a session is memory-backed but its processes'
@@ -45,9 +51,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import fontcache
-from .inside import strays
+from .inside import policy, strays
+from .inside.confine import SIGNAL_SCOPE_ABI, landlock_abi
 from .inside.namespaces import SCRATCH_MOUNT, SESSIONS_MOUNT
-from .inside.protocol import Confinement, Namespaces, PathMapping, Ready, Rlimits, WorkerConfig
+from .inside.protocol import Confinement, Namespaces, PathMapping, Policy, Ready, Rlimits, WorkerConfig
 from .launcher import INSIDE_DIR, UID_BASE, UID_SPAN, is_root, python_paths, under
 
 if TYPE_CHECKING:
@@ -65,6 +72,8 @@ and nothing else of the host."""
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 MAX_STREAM_BYTES = 1 << 20
 MAX_RESULT_CHARS = 1_000_000
+SECCOMP = ("policy",) if sys.platform.startswith("linux") else ()
+"""The policy helper, where the kernel has seccomp (every tier loads it there)."""
 
 
 class SandboxUnavailable(RuntimeError):
@@ -144,10 +153,25 @@ class Tier:
         return command, launcher.env(str(home / "home"), str(home / "tmp"))
 
     def new_session(
-        self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits
+        self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits, *, supervised: bool
     ) -> SessionPlan:
-        """A new session's worker: its configuration and environment (and its scratch directory, made here)."""
+        """A new session's worker: its configuration and environment (and its scratch directory, made here);
+        ``supervised``: the process supervisor answers its process-creating calls (the exact task cap)."""
         raise NotImplementedError
+
+    def signal_scope(self) -> bool:
+        """Whether something besides the seccomp policy keeps a session's signals inside it (Landlock's scope)."""
+        return False
+
+    def worker_policy(self, launcher: Launcher, *, supervised: bool) -> Policy | None:
+        """The seccomp policy of this tier's workers (None where the kernel has no seccomp); the protected pids only
+        where the filter must guard them."""
+        if "policy" not in self.helpers:
+            return None
+        scope = self.signal_scope()
+        guarded = policy.rules_for(self.name, signal_scope=scope).guard_signals
+        return Policy(tier=self.name, signal_scope=scope, protected_pids=launcher.protected_pids() if guarded else [],
+                      supervised=supervised)  # fmt: skip
 
     @staticmethod
     def _make_scratch(launcher: Launcher, guid: str, *subdirs: str, mode: int = 0o700) -> Path:
@@ -161,6 +185,8 @@ class Tier:
 
     def check_ready(self, ready: Ready) -> str | None:
         """None when a worker's ``Ready`` shows the set-up this tier requires, else what is missing."""
+        if "policy" in self.helpers and not ready.policy:
+            return "the worker did not install its seccomp policy"
         return None
 
     # -- ending them ---------------------------------------------------------------------------------------------
@@ -194,7 +220,7 @@ class BubblewrapTier(Tier):
     label = "bubblewrap"
     description = "bubblewrap sandbox"
     isolated = True
-    helpers = ("strays", "namespaces")
+    helpers = ("strays", "namespaces", *SECCOMP)
     private_uids = True
     host_ends_session_processes = False  # the worker sees its whole PID namespace
     workers_outlive_template = False  # they live in the template's sandbox
@@ -254,13 +280,14 @@ class BubblewrapTier(Tier):
         return [*cmd, launcher.python, "-I", "-B", f"{SANDBOX_WORKER_DIR}/inside/main.py"], {"PATH": "/usr/bin:/bin"}
 
     def new_session(
-        self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits
+        self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits, *, supervised: bool
     ) -> SessionPlan:
         # Searchable by the template, which binds the subdirectories as root without CAP_DAC_OVERRIDE.
         scratch = self._make_scratch(launcher, guid, "tmp", "shm", mode=0o711)
         namespaces = Namespaces(guid=guid, tmp_dir=f"{SCRATCH_MOUNT}/{guid}/tmp", shm_dir=f"{SCRATCH_MOUNT}/{guid}/shm",
                                 drop_capabilities=not is_root(), tmp_binds=launcher.python_under_tmp)  # fmt: skip
-        config = _worker_config(uid, limits, data_dir="/mnt/data", whole_pid_namespace=True, namespaces=namespaces,
+        config = _worker_config(launcher, uid, limits, self.worker_policy(launcher, supervised=supervised),
+                                data_dir="/mnt/data", whole_pid_namespace=True, namespaces=namespaces,
                                 confinement=None, path_mapping=None)  # fmt: skip
         return SessionPlan(config, launcher.env("/tmp", "/tmp"), scratch_dir=scratch)
 
@@ -340,16 +367,17 @@ class _MappedTier(Tier):
     """A tier without a mount namespace: the session's ``/mnt/data`` and ``/tmp`` are real directories of the host,
     mapped for Python's file APIs, and its home and ``/tmp`` live in a scratch directory the host makes."""
 
-    helpers = ("pathmap", "strays")
+    helpers = ("pathmap", "strays", *SECCOMP)
 
     def new_session(
-        self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits
+        self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits, *, supervised: bool
     ) -> SessionPlan:
         scratch = self._make_scratch(launcher, guid, "home", "tmp")
         home, tmp = scratch / "home", scratch / "tmp"
         mapping = PathMapping(virtual={"/mnt/data": str(data_dir), "/tmp": str(tmp)},
                               own=[str(data_dir), str(scratch), *launcher.python_under_tmp])  # fmt: skip
-        config = _worker_config(uid, limits, data_dir=str(data_dir), whole_pid_namespace=False, namespaces=None,
+        config = _worker_config(launcher, uid, limits, self.worker_policy(launcher, supervised=supervised),
+                                data_dir=str(data_dir), whole_pid_namespace=False, namespaces=None,
                                 confinement=self._confinement(launcher, [str(data_dir), str(scratch)]),
                                 path_mapping=mapping)  # fmt: skip
         return SessionPlan(config, launcher.env(str(home), str(tmp)), scratch_dir=scratch)
@@ -364,7 +392,7 @@ class LandlockTier(_MappedTier):
     label = "Landlock"
     description = "Landlock + seccomp sandbox"
     isolated = True
-    helpers = ("pathmap", "confine")
+    helpers = ("pathmap", "confine", "policy")
     private_uids = True
     host_ends_session_processes = True  # seccomp keeps every process in the worker's session; no /proc inside
     workers_outlive_template = True
@@ -377,8 +405,9 @@ class LandlockTier(_MappedTier):
 
     @classmethod
     def _probe(cls) -> str | None:
-        """Confine a throw-away process exactly as a worker is confined (as the worker's uid when we are root) and
-        check that it still finds the sandbox's packages but can no longer read ``/proc`` or open a socket."""
+        """Confine a throw-away process exactly as a worker is confined (as the worker's uid when we are root: the
+        same seccomp policy, then Landlock) and check that it still finds the sandbox's packages but can no longer
+        read ``/proc``, open a socket or reach its parent's scheduling."""
         if not sys.platform.startswith("linux"):
             return f"Landlock needs Linux (this is {sys.platform})"
         with tempfile.TemporaryDirectory(prefix="azure-sessions-landlock-probe-") as scratch:
@@ -386,7 +415,12 @@ class LandlockTier(_MappedTier):
             if uid is not None:
                 os.chmod(scratch, 0o711)
             confinement = _confinement([scratch], python_paths())
-            spec = {"uid": uid, "confine": vars(confinement), "helper": str(INSIDE_DIR / "confine.py")}
+            scope = _landlock_signal_scope()
+            guarded = policy.rules_for(cls.name, signal_scope=scope).guard_signals
+            rules = Policy(tier=cls.name, signal_scope=scope, supervised=False,
+                           protected_pids=sorted({os.getpid(), os.getpgid(0)}) if guarded else [])  # fmt: skip
+            spec = {"uid": uid, "policy": vars(rules), "confine": vars(confinement),
+                    "helpers": {name: str(INSIDE_DIR / f"{name}.py") for name in ("confine", "policy")}}  # fmt: skip
             try:
                 proc = subprocess.run([os.path.abspath(sys.executable), "-I", "-B", "-c", _LANDLOCK_PROBE,
                                        json.dumps(spec)], capture_output=True, text=True, timeout=30,
@@ -413,8 +447,12 @@ class LandlockTier(_MappedTier):
     def _confinement(self, launcher: Launcher, own: list[str]) -> Confinement:
         return _confinement(own, launcher.python_paths)
 
+    def signal_scope(self) -> bool:
+        return _landlock_signal_scope()
+
     def check_ready(self, ready: Ready) -> str | None:
-        return None if ready.confined else "the worker did not confine itself with Landlock and seccomp"
+        return super().check_ready(ready) or (None if ready.confined else "the worker did not confine itself with "
+                                              "Landlock")  # fmt: skip
 
     def end_cell_leftovers(self, worker_pid: int, since_ticks: int) -> set[int]:
         return strays.end_processes(strays.in_session(worker_pid, frozenset({worker_pid})),
@@ -432,17 +470,22 @@ class LandlockTier(_MappedTier):
 def _confinement(read_write: list[str], python: list[Path]) -> Confinement:
     """``confine.confine``'s arguments for a Landlock worker whose own directories are ``read_write``, in the Python
     environment at ``python``."""
-    # The server's process and group, out of reach of signals even where Landlock has no signal scope.
-    protected = sorted({os.getpid(), os.getpgid(0)})
     return Confinement(read_only=[*SYSTEM_READ_ONLY, *(str(p) for p in python)], read_write=list(read_write),
-                       devices=list(DEVICES), protected_pids=protected)  # fmt: skip
+                       devices=list(DEVICES))  # fmt: skip
+
+
+def _landlock_signal_scope() -> bool:
+    return landlock_abi() >= SIGNAL_SCOPE_ABI
 
 
 _LANDLOCK_PROBE = """
 import importlib.util, json, os, socket, sys
 spec = json.loads(sys.argv[1])
-loader = importlib.util.spec_from_file_location("confine", spec["helper"])  # loaded first, as the template does
-confine = importlib.util.module_from_spec(loader); loader.loader.exec_module(confine)
+def load(name):  # loaded first, as the template does
+    loader = importlib.util.spec_from_file_location(name, spec["helpers"][name])
+    module = importlib.util.module_from_spec(loader); loader.loader.exec_module(module)
+    return module
+confine, policy = load("confine"), load("policy")
 problem = confine.landlock_problem()  # which layer refuses Landlock, if one does
 if problem:
     print(problem); sys.exit(1)
@@ -451,14 +494,18 @@ if spec["uid"] is not None:
     if not os.access(sys.prefix, os.R_OK | os.X_OK):
         print(f"the unprivileged uid each worker of a root emulator gets cannot reach the Python environment "
               f"{sys.prefix} (a directory above it is closed to other users, as `mktemp -d` makes them)"); sys.exit(1)
+rules = spec["policy"]
 try:
+    policy.install(policy.rules_for(rules["tier"], signal_scope=rules["signal_scope"]),
+                   protected_pids=rules["protected_pids"])
     confine.confine(**spec["confine"])
 except Exception as exc:
-    print(f"Landlock and seccomp could not be applied: {getattr(exc, 'strerror', None) or exc}"); sys.exit(1)
+    print(f"the seccomp policy and Landlock could not be applied: {getattr(exc, 'strerror', None) or exc}"); sys.exit(1)
 missing = [m for m in ("IPython", "numpy") if importlib.util.find_spec(m) is None]
 if missing:
     print(f"the confined worker cannot read its Python environment ({sys.prefix}): {', '.join(missing)} not found"); sys.exit(1)
-for name, attempt in (("/proc", lambda: open("/proc/1/stat").read()), ("a socket", socket.socket)):
+for name, attempt in (("/proc", lambda: open("/proc/1/stat").read()), ("a socket", socket.socket),
+                      ("its parent's scheduling", lambda: os.getpriority(os.PRIO_PROCESS, os.getppid()))):
     try:
         attempt(); print(f"the confined worker could still reach {name}"); sys.exit(1)
     except PermissionError:
@@ -502,12 +549,13 @@ class UnisolatedTier(_MappedTier):
         _kill_group_and_wait(proc, also=pids)
 
 
-def _worker_config(uid: int | None, limits: Rlimits, *, data_dir: str, whole_pid_namespace: bool,
-                   namespaces: Namespaces | None, confinement: Confinement | None,
+def _worker_config(launcher: Launcher, uid: int | None, limits: Rlimits, policy: Policy | None, *, data_dir: str,
+                   whole_pid_namespace: bool, namespaces: Namespaces | None, confinement: Confinement | None,
                    path_mapping: PathMapping | None) -> WorkerConfig:  # fmt: skip
-    return WorkerConfig(uid=uid, gid=uid, limits=limits, data_dir=data_dir, max_stream_bytes=MAX_STREAM_BYTES,
-                        max_result_chars=MAX_RESULT_CHARS, whole_pid_namespace=whole_pid_namespace,
-                        namespaces=namespaces, confinement=confinement, path_mapping=path_mapping)  # fmt: skip
+    return WorkerConfig(uid=uid, gid=uid, limits=limits, nice=launcher.limits.nice, data_dir=data_dir,
+                        max_stream_bytes=MAX_STREAM_BYTES, max_result_chars=MAX_RESULT_CHARS,
+                        whole_pid_namespace=whole_pid_namespace, namespaces=namespaces, policy=policy,
+                        confinement=confinement, path_mapping=path_mapping)  # fmt: skip
 
 
 def _kill_group_and_wait(proc: ForkedProcess, also: set[int] = frozenset()) -> None:

@@ -1,17 +1,18 @@
 """Host side: each session's memory and disk, summed over the session and held to its budget (no cgroups needed).
 
-An rlimit bounds one process: three processes of one session held 2 GiB each, and the bubblewrap tier's private
-``/tmp`` and ``/dev/shm`` (tmpfs) pinned memory no limit saw. One thread watches every session:
+An rlimit bounds one process: three processes of one session held 2 GiB each, and a memory-backed ``/tmp`` or
+``/dev/shm`` (tmpfs) pins memory no limit sees (today every tier puts them on disk, in the session's scratch
+directory, so they count as its disk). One thread watches every session:
 
 - **Memory**, every :data:`MEMORY_INTERVAL` seconds: the resident size of the session's processes from
-  ``/proc/<pid>/statm`` (cheap), plus the bytes held in its memory-backed directories (``statvfs`` of its tmpfs
-  mounts, reached from the host through ``/proc/<worker>/root/...``). Resident sizes count a page once per process
+  ``/proc/<pid>/statm`` (cheap), plus the bytes held in its memory-backed directories, if it has any (``statvfs``
+  of its tmpfs mounts, reached from the host through ``/proc/<worker>/root/...``). Resident sizes count a page once per process
   sharing it (a forked worker shares most of the template's), so when their sum passes the budget the proportional
   set size (``/proc/<pid>/smaps_rollup``, a page split between its sharers) decides. Over the budget the session's
   largest process is ended, as the kernel's OOM killer would (the worker itself when it is the largest, which loses
   the session as an OOM would), and ``on_exceeded`` gets one line the host can append to the running cell's stderr.
-- **Disk**, every :data:`DISK_INTERVAL` seconds for sessions that run code or have processes besides the worker,
-  every :data:`IDLE_DISK_INTERVAL` seconds for the others: the blocks the session's files hold (``st_blocks``, each
+- **Disk**, every :data:`DISK_INTERVAL` seconds for sessions that run code or have processes besides the worker
+  (and at the first tick they do), every :data:`IDLE_DISK_INTERVAL` seconds for the others: the blocks the session's files hold (``st_blocks``, each
   inode once: a sparse file counts what it holds, a hard link does not count twice) in its directories. Over the
   budget the session's processes other than the worker are ended and ``on_exceeded`` tells the host to interrupt the
   running cell; :meth:`Watchdog.usage` says ``disk_over`` until files are deleted, and the host refuses uploads
@@ -20,8 +21,9 @@ An rlimit bounds one process: three processes of one session held 2 GiB each, an
   than the worker are ended (or the worker itself, when its own threads are past it, which loses the session) and
   ``on_exceeded`` says so. This changes no system call's behaviour, unlike a cap answered through seccomp user
   notification (``supervisor.py``), whose callers can see EINTR from ``fork``; a fork bomb runs for at most a tick
-  past the budget, bounded meanwhile by the workers' uid-wide ``RLIMIT_NPROC`` ceiling (set well above the sum of
-  the sessions' budgets, below the template's own limit).
+  past the budget (ticks come every :data:`CHASE_INTERVAL` seconds while a session is past it), bounded meanwhile
+  by the workers' uid-wide ``RLIMIT_NPROC`` ceiling (set well above the sum of the sessions' budgets, below the
+  template's own limit).
 - **CPU**: on ``watch`` the session's scheduling group (its autogroup, where the kernel has them on) gets the
   budget's nice value, retried until the kernel's rate limit lets it through.
 
@@ -30,11 +32,11 @@ by a census of ``/proc`` every tick (``census.py``: a listing, and the stat file
 millisecond), so a process started while the session looks idle (by a background thread) is seen at once too. Or
 the host passes a callable that lists them.
 
-On the host: ``watchdog.watch(key, worker_pid=pid, session=pid, dirs=[data_dir, scratch_dir],
-memory_dirs=[f"/proc/{pid}/root/tmp", f"/proc/{pid}/root/dev/shm"] (bubblewrap only), budget=SessionBudget(),
-on_exceeded=..., busy=lambda: worker.running)`` once the worker is ready; ``unwatch(key)`` when it goes;
-``usage(key)`` for the info route and before accepting an upload. ``on_exceeded`` runs on the watchdog's thread:
-it should only note the event and schedule the interrupt.
+On the host, ``guards.py`` watches each worker once it is ready (``watch(guid, worker_pid=pid, dirs=[data_dir,
+scratch_dir], budget=..., on_exceeded=worker's handler, busy=lambda: a cell runs)``) and unwatches it when it is
+killed; ``usage(key)`` serves the emulator's ``usage()``, ``measure_now(key)`` an upload's check. ``memory_dirs``
+counts memory-backed mounts a session writes to, for a tier that gives it one. ``on_exceeded`` runs on the
+watchdog's thread: it should only note the event and schedule the interrupt.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from .inside import strays
 log = logging.getLogger("azure_sessions.emulator")
 
 MEMORY_INTERVAL = 0.25
+CHASE_INTERVAL = 0.02
+"""The tick's interval while a session was past its task budget at the last tick: a fork bomb regrows fast."""
 DISK_INTERVAL = 1.5
 IDLE_DISK_INTERVAL = 10.0
 PROPORTIONAL_INTERVAL = 1.0
@@ -74,7 +78,7 @@ class Exceeded:
     key: object
     kind: str  # "memory", "disk" or "tasks"
     message: str
-    ended: tuple[int, ...] = ()  # the pids of the processes ended
+    ended: tuple[int, ...] = ()  # the pids of the processes ended (tasks: and of those that wait to be reaped)
     worker_ended: bool = False  # the session's worker was among them: the session is lost
 
 
@@ -108,10 +112,12 @@ class _Watched:
     disk: int = -1
     disk_over: bool = False
     disk_reported: int = 0  # usage when the last disk event was sent
+    zombies_reported: frozenset[int] = frozenset()  # ended processes of the session already reported to be reaped
     memory_over: bool = False
     tasks: int = 0
     measured_at: float = 0.0
     next_disk: float = 0.0
+    active: bool = False  # running code, or processes besides the worker, at the last tick
     nice_pending: bool = True
     ending: dict[int, int] = field(default_factory=dict)  # pid -> pidfd of a process ended for memory, until gone
     ending_since: float = 0.0
@@ -131,6 +137,7 @@ class Watchdog:
         self._autogroups = _autogroups_enabled()
         self._census = Census()  # used by the thread only
         self.ticks = 0
+        self._chasing = False  # a session was past its task budget at the last tick
         self.cpu_seconds = 0.0  # the watchdog thread's CPU time, in all (benchmarks)
         self.scans = 0
 
@@ -201,37 +208,45 @@ class Watchdog:
             except Exception:
                 log.exception("the session watchdog's tick failed")
             self.cpu_seconds += time.thread_time() - cpu
-            self._stop.wait(max(0.0, self.memory_interval - (time.monotonic() - started)))
+            interval = CHASE_INTERVAL if self._chasing else self.memory_interval
+            self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def tick(self, now: float) -> None:
         """One round: every session's memory; the disk of those due."""
         with self._lock:
             sessions = list(self._sessions.values())
         self.ticks += 1
-        disk_due = [w for w in sessions if now >= w.next_disk]
         by_session = [w for w in sessions if not callable(w.session)]
         if by_session:
             members = self._census.members({w.session for w in by_session})  # type: ignore[misc]
             self.scans += 1
             for watched in by_session:
                 watched.pids = tuple(members.get(watched.session, ()))  # type: ignore[arg-type]
+        chasing = False
         for watched in sessions:
             if callable(watched.session):
                 watched.pids = tuple(_safe(watched.session, ()))
             if watched.nice_pending:
                 watched.nice_pending = self._autogroups and not _set_autogroup_nice(watched)
-            self._check_tasks(watched)
-            self._check_memory(watched, now)
-        for watched in disk_due:
-            self._check_disk(watched, now, act=True)
+            ended = self._check_tasks(watched)
+            if watched.worker_pid not in ended:  # (what was just ended is not counted: it frees its memory as it goes)
+                self._check_memory(watched, now, [pid for pid in watched.pids if pid not in ended])
+            chasing = chasing or bool(ended)
+        self._chasing = chasing
+        for watched in sessions:  # due, or at once when it starts running code (its next check was an idle one's)
+            was_active, watched.active = watched.active, _active(watched)
+            if now >= watched.next_disk or (watched.active and not was_active):
+                self._check_disk(watched, now, act=True)
 
     # -- tasks --------------------------------------------------------------------------------------------------
-    def _check_tasks(self, watched: _Watched) -> None:
+    def _check_tasks(self, watched: _Watched) -> set[int]:
+        """Past the budget, end the session's processes (the worker's alone when its own threads pass it); returns
+        the pids ended now."""
         counts = {pid: _tasks(pid) for pid in watched.pids}
         watched.tasks = sum(counts.values())
         cap = watched.budget.tasks
-        if watched.tasks <= cap:
-            return
+        if cap is None or watched.tasks <= cap:
+            return set()
         worker_over = counts.get(watched.worker_pid, 0) > cap
         targets = [watched.worker_pid] if worker_over else [p for p in watched.pids if p != watched.worker_pid]
         ended = []
@@ -241,25 +256,34 @@ class Watchdog:
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                     ended.append(pid)
                 os.close(pidfd)
-        if not ended:
-            return  # all ended already (zombies its worker has yet to reap)
+        # Ended but not reaped, a process still holds a task (of the uid's RLIMIT_NPROC too): reported once, so the
+        # host has its parent (the worker, their subreaper) collect it.
+        zombies = (
+            frozenset() if worker_over else frozenset(p for p in set(targets) - set(ended) if _unreaped(p, watched))
+        )
+        new_zombies, watched.zombies_reported = zombies - watched.zombies_reported, zombies
+        if not ended and not new_zombies:
+            return set()
         what = "its worker process was ended, so the session's variables were lost" if worker_over else (
-            f"its {len(ended)} processes other than the worker were ended")  # fmt: skip
+            f"its {len(ended) + len(zombies)} processes other than the worker were ended")  # fmt: skip
         message = f"the session ran more than {cap} processes and threads ({watched.tasks}); {what}"
-        self._report(watched, Exceeded(watched.key, "tasks", message, tuple(ended), worker_over))
+        self._report(watched, Exceeded(watched.key, "tasks", message, tuple(ended) + tuple(sorted(zombies)),
+                                       worker_over))  # fmt: skip
+        return set(ended)
 
     # -- memory -------------------------------------------------------------------------------------------------
-    def _check_memory(self, watched: _Watched, now: float) -> None:
+    def _check_memory(self, watched: _Watched, now: float, pids: list[int]) -> None:
         for pid, pidfd in list(watched.ending.items()):  # a process ended for memory frees it when it is gone
             if _has_ended(pidfd) or now - watched.ending_since > ENDING_GRACE:
                 os.close(watched.ending.pop(pid))
-        resident = {pid: _resident(pid) for pid in watched.pids}
+        resident = {pid: _resident(pid) for pid in pids}
         in_dirs = sum(_used_bytes(path) for path in watched.memory_dirs)
         resident_sum = sum(resident.values())
         total = resident_sum + in_dirs
         budget = watched.budget.memory_bytes
         sizes = resident
-        if total > budget:  # resident sizes count shared pages once per sharer: the proportional sizes decide
+        # resident sizes count shared pages once per sharer: the proportional sizes decide
+        if budget is not None and total > budget:
             when, proportional_sum, resident_then = watched.proportional
             estimate = proportional_sum + max(0, resident_sum - resident_then) + in_dirs
             if now - when < PROPORTIONAL_INTERVAL and estimate <= budget:
@@ -269,7 +293,7 @@ class Watchdog:
                 watched.proportional = (now, sum(sizes.values()), resident_sum)
                 total = sum(sizes.values()) + in_dirs
         watched.memory, watched.memory_dirs_bytes, watched.measured_at = total, in_dirs, now
-        watched.memory_over = total > budget
+        watched.memory_over = budget is not None and total > budget
         if watched.memory_over and not watched.ending:
             self._end_largest(watched, sizes, now)
 
@@ -293,11 +317,10 @@ class Watchdog:
 
     # -- disk ---------------------------------------------------------------------------------------------------
     def _check_disk(self, watched: _Watched, now: float, act: bool) -> None:
-        active = len(watched.pids) > 1 or _safe(watched.busy)
-        watched.next_disk = now + (self.disk_interval if active else IDLE_DISK_INTERVAL)
+        watched.next_disk = now + (self.disk_interval if _active(watched) else IDLE_DISK_INTERVAL)
         watched.disk = allocated_bytes(watched.dirs)
         budget = watched.budget.disk_bytes
-        if watched.disk <= budget:
+        if budget is None or watched.disk <= budget:
             watched.disk_over, watched.disk_reported = False, 0
             return
         first = not watched.disk_over
@@ -411,6 +434,17 @@ def _open_member(pid: int, watched: _Watched) -> int | None:
         os.close(pidfd)
         return None
     return pidfd
+
+
+def _active(watched: _Watched) -> bool:
+    """Whether the session runs code now, or has processes besides its worker."""
+    return len(watched.pids) > 1 or _safe(watched.busy)
+
+
+def _unreaped(pid: int, watched: _Watched) -> bool:
+    """Whether ``pid`` is a process of the session that has ended and waits to be reaped (a zombie)."""
+    st = strays.read_stat(pid)
+    return st is not None and st.ended and (callable(watched.session) or st.session == watched.session)
 
 
 def _has_ended(pidfd: int) -> bool:

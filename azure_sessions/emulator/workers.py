@@ -20,14 +20,22 @@ from typing import IO, TYPE_CHECKING, Any
 from .inside import protocol, strays
 
 if TYPE_CHECKING:
+    from .guards import SessionGuards
     from .launcher import Launcher
     from .template import ForkedProcess
     from .tiers import Tier
+    from .watchdog import Exceeded, Usage
 
 log = logging.getLogger("azure_sessions.emulator")
 
 READY_TIMEOUT = 60.0
 _INTERRUPT_REPEAT = 0.1
+REAP_WAIT = 5.0
+"""How long the processes the watchdog ended may take to die before the worker is asked to collect them anyway."""
+MAX_NOTICES = 5
+"""What the watchdog did, said at most this many times to one cell (the first times, and the last)."""
+BUDGET_NOTICE = "SessionBudgetExceeded"
+"""How a cell's stderr names what the watchdog did to the session (the line reads like an exception's own)."""
 _LOGGED_LINES = 20
 LOG_TAIL_BYTES = 64 * 1024
 """Of a worker's log (what it wrote while setting itself up, then its ``Log`` messages), what the host keeps."""
@@ -62,6 +70,7 @@ class Spawned:
     scratch_dir: Path  # its /tmp (and home, or /dev/shm), removed with it
     uid: int | None
     tier: Tier
+    guards: SessionGuards | None = None  # what holds the session to its budget, once it is ready
 
 
 class LogTail:
@@ -149,6 +158,9 @@ class WorkerProcess:
         self._idle.set()
         self._stopped_because: str | None = None  # why this side killed the worker, for the WorkerLost message
         self._interrupted = False  # interrupt() was asked for the running cell
+        self._guards = spawned.guards
+        self._notices: list[str] = []  # what the watchdog did since the last cell's result, for the next one
+        self._notice_lock = threading.Lock()
 
     @property
     def alive(self) -> bool:
@@ -246,6 +258,56 @@ class WorkerProcess:
         if problem is not None:
             self.cleanup()
             raise WorkerLost(problem)
+        if self._guards is not None:
+            self._guards.watch(self.guid, worker_pid=self.pid, dirs=(self.data_dir, self.scratch_dir),
+                               on_exceeded=self._over_budget, busy=lambda: self._running is not None)  # fmt: skip
+
+    # -- the session's budget ------------------------------------------------------------------------------------
+    def _over_budget(self, event: Exceeded) -> None:
+        """What the watchdog did (on its thread): the next cell result's stderr says it in one line; past the task
+        budget the worker collects what was ended (a ``wait`` for one of them then finds nothing), past the disk
+        budget the running cell is interrupted; a worker it ended says why it was lost."""
+        with self._notice_lock:
+            self._notices.append(f"{BUDGET_NOTICE}: {event.message}.")
+            del self._notices[MAX_NOTICES - 1 : -1]  # the first ones, and the latest
+        if event.worker_ended:
+            self._stopped_because = f"{event.message[0].upper()}{event.message[1:]}"
+            return
+        if event.kind == "tasks":  # past the task budget an ended process must not hold its task (a zombie) either
+            inside = {pid: inner for pid in event.ended if (inner := _pid_in_its_namespace(pid)) is not None}
+            threading.Thread(target=self._reap_ended, args=(inside,), name="emulator-budget-reap",
+                             daemon=True).start()  # fmt: skip
+        if event.kind == "disk" and self._running is not None:
+            threading.Thread(target=self.interrupt, name="emulator-budget-interrupt", daemon=True).start()
+
+    def _reap_ended(self, pids: dict[int, int]) -> None:
+        """Have the worker collect what the watchdog ended (host pid -> its pid in the worker's view) once it has
+        died: the worker is its parent, or their subreaper, and an unreaped process still holds a task of the
+        uid's ``RLIMIT_NPROC``."""
+        deadline = time.monotonic() + REAP_WAIT
+        while any((st := strays.read_stat(pid)) is not None and not st.ended for pid in pids):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if pids:
+            with contextlib.suppress(WorkerLost):
+                self._send(protocol.Reap(pids=sorted(pids.values())))
+
+    def _take_notices(self) -> str:
+        with self._notice_lock:
+            notices, self._notices = self._notices, []
+        return "".join(f"\n{notice}\n" for notice in notices)
+
+    def usage(self, *, fresh_disk: bool = False) -> Usage | None:
+        """What the session held at the watchdog's last measurement (its disk measured now with ``fresh_disk``);
+        None before the worker is ready or after it is killed."""
+        return self._guards.usage(self.guid, fresh_disk=fresh_disk) if self._guards is not None else None
+
+    def disk_room(self) -> tuple[int, int] | None:
+        """The bytes the session's files hold now and its disk budget, or None when it has no budget."""
+        budget = self._guards.budget.disk_bytes if self._guards is not None else None
+        usage = self.usage(fresh_disk=True) if budget is not None else None
+        return (usage.disk_bytes, budget) if usage is not None and budget is not None else None
 
     def execute(
         self,
@@ -272,6 +334,7 @@ class WorkerProcess:
         finally:
             self._running = None
             self._idle.set()
+        cell.stderr += self._take_notices()
         if cell.interrupted and (cell.timed_out or self._interrupted):
             # where the worker cannot see its processes, the host ends what the cell left running
             ended = self._tier.end_cell_leftovers(self.pid, started_ticks)
@@ -285,21 +348,24 @@ class WorkerProcess:
         self, exec_id: str, timeout: float, grace: float, on_output: OutputCallback | None
     ) -> CellResult:
         deadline = time.monotonic() + timeout
-        timed_out = False
+        grace_ends: float | None = None  # set once the timeout has passed and the cell is being interrupted
         while True:
             try:
                 message = self._recv(deadline)
             except TimeoutError:
-                if timed_out:
+                now = time.monotonic()
+                if grace_ends is not None and now >= grace_ends:
                     self.kill()
                     raise WorkerLost(
                         f"the execution exceeded its timeout of {timeout:g} s and did not stop within {grace:g} s "
                         "of being interrupted, so the sandbox was terminated"
                     ) from None
-                timed_out = True
+                grace_ends = now + grace if grace_ends is None else grace_ends
+                # Repeated until the cell ends: the worker raises again an interrupt Python drops (one raised inside
+                # an at-fork callback), but one that lands while it does so is lost too.
                 with contextlib.suppress(WorkerLost):
                     self._send(protocol.Interrupt(id=exec_id))
-                deadline = time.monotonic() + grace
+                deadline = min(grace_ends, now + _INTERRUPT_REPEAT)
                 continue
             match message:
                 case protocol.Result(id=result_id) if result_id == exec_id:
@@ -310,7 +376,7 @@ class WorkerProcess:
                         result=message.result,
                         duration_ms=message.duration_ms,
                         interrupted=message.interrupted,
-                        timed_out=timed_out and message.interrupted,
+                        timed_out=grace_ends is not None and message.interrupted,
                         ended_processes=message.ended_processes,
                     )
                 case protocol.Output(id=output_id) if output_id == exec_id and on_output is not None:
@@ -361,6 +427,8 @@ class WorkerProcess:
             if self._killed:
                 return
             self._killed = True
+        if self._guards is not None:
+            self._guards.release(self.guid)
         self._tier.end_worker(self.proc)
         self._close_pipes()
 
@@ -467,6 +535,16 @@ class WorkerPool:
         if self._thread.is_alive():
             self._thread.join(timeout=READY_TIMEOUT + 5)
         self.launcher.close()
+
+
+def _pid_in_its_namespace(pid: int) -> int | None:
+    """``pid`` as its own PID namespace numbers it (the worker's, in the bubblewrap tier; a session cannot make
+    another), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next((int(line.split()[-1]) for line in fh if line.startswith("NSpid:")), pid)
+    except (OSError, ValueError):
+        return None
 
 
 def _deliver(on_output: OutputCallback, stream: str, text: str) -> None:

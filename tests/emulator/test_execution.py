@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from azure_sessions.dialects import SESSION_ROUTE_VERSION
 from tests.emulator.conftest import new_id
 from tests.support.harness import wait_until
 
@@ -81,6 +82,30 @@ def test_timeout_interrupts_and_session_survives(api, shared_id):
     assert "KeyboardInterrupt" in result["stderr"] and "timeout of 1 seconds" in result["stderr"]
     after = api.run(shared_id, "survivor")
     assert after["executionResult"] == "still here" and after["guid"] == guid
+
+
+def test_an_interrupt_inside_a_fork_is_not_dropped(api):
+    """Python runs a signal's handler at the first bytecode after it, in a cell that forks in a loop nearly always an
+    at-fork callback's (logging's; here the cell's own), where a KeyboardInterrupt is printed and dropped
+    ("Exception ignored in: ..."): the worker defers it until ``os.fork`` returns, so the cell stops at its timeout,
+    nothing is printed, and its session lives on."""
+    identifier = new_id()
+    guid = api.run(identifier, "kept = 1")["guid"]
+    code = (
+        "import os, time\n"
+        "os.register_at_fork(after_in_parent=lambda: time.sleep(0.02))  # where most interrupts land\n"
+        "while True:\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+    )
+    result = api.run(identifier, code, timeout=1)
+    assert result["status"] == "Failed" and "timeout of 1 seconds" in result["stderr"], result["stderr"][-500:]
+    assert "Exception ignored" not in result["stderr"]
+    after = api.run(identifier, "kept")
+    assert after["executionResult"] == 1 and after["guid"] == guid
+    api.request("DELETE", "session", identifier, SESSION_ROUTE_VERSION)
 
 
 def test_unstoppable_code_is_killed_and_session_restarts(api, emulator, monkeypatch):

@@ -6,13 +6,12 @@ namespaces (the Space stage) alike: every call is answered by the filter before 
 
 from __future__ import annotations
 
-import errno
 import os
 from functools import cache
 
 import pytest
 
-from azure_sessions.emulator.inside import confine, policy
+from azure_sessions.emulator.inside import policy
 from azure_sessions.emulator.supervisor import ProcessSupervisor
 from tests.support.session_procs import WORKLOAD, WORKLOAD_PARTS, probe_code, run_session, sacrificial_process
 
@@ -142,23 +141,6 @@ def test_python_and_its_libraries_work_under_the_policy(tier: str) -> None:
     """numpy, pandas, matplotlib, subprocess, threads, asyncio, os.nice, cpu counts, setrlimit on itself,
     multiprocessing and IPython."""
     assert run_session(WORKLOAD, tier=tier) == WORKLOAD_PARTS
-
-
-def test_the_landlock_tier_keeps_every_refusal_of_its_former_filter() -> None:
-    """``confine._apply_seccomp``'s rules are a subset of the policy's for the Landlock tier, errno for errno."""
-    rules = policy.refusals(policy.rules_for("landlock"), protected_pids=[4242])
-    plain = {(r.syscall, r.errno) for r in rules if not r.when}
-    for name in confine._REFUSED:
-        assert (name, errno.EPERM) in plain, name
-    for name in confine._UNAVAILABLE:
-        assert (name, errno.ENOSYS) in plain, name
-    assert ("socket", errno.EACCES) in plain
-    flags = {r.when[0][2] for r in rules if r.syscall == "clone" and r.errno == errno.EPERM}
-    assert set(confine._CLONE_NAMESPACE_FLAGS) <= flags
-    signalled = {r.syscall for r in rules if r.group == "signals" and r.when and r.when[0][3] == 4242}
-    assert set(confine._SIGNALLING) <= signalled
-    assert ("pidfd_send_signal", errno.EPERM) in plain
-    assert not any(r.group == "signals" for r in policy.refusals(policy.rules_for("landlock", signal_scope=True)))
 
 
 def test_every_call_the_policy_names_exists_on_this_architecture() -> None:

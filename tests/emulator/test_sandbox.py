@@ -242,9 +242,9 @@ sorted(found)
 
 
 def test_user_code_finds_neither_the_workers_configuration_nor_the_servers_pids(tier):
-    """The configuration (with the server's pid and process group, in the Landlock tier) is consumed while the
-    worker sets itself up, then dropped: nothing user code can reach holds it."""
-    protected = " ".join(str(pid) for pid in sorted({os.getpid(), os.getpgid(0)}))
+    """The configuration (with the server's pid and process group and the template's, where the seccomp policy
+    guards signals) is consumed while the worker sets itself up, then dropped: nothing user code can reach holds it."""
+    protected = " ".join(str(pid) for pid in sorted({os.getpid(), os.getpgid(0), tier.emu.template_pid}))
     result = tier.api.run(new_id(), FIND_SETUP.format(protected=protected), timeout=120)
     assert result["status"] == "Succeeded", result["stderr"]
     assert ast.literal_eval(result["executionResult"]) == [], result["executionResult"]

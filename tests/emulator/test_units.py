@@ -287,10 +287,10 @@ def _worker_config():
 
     return protocol.WorkerConfig(
         uid=None, gid=None, limits=protocol.Rlimits(memory_bytes=1 << 30, cpu_seconds=60, max_processes=None,
-        file_size_bytes=None, core_bytes=0), data_dir="/mnt/data", max_stream_bytes=1 << 20, max_result_chars=1000,
-        whole_pid_namespace=False, namespaces=None, path_mapping=None,
-        confinement=protocol.Confinement(read_only=["/usr"], read_write=["/srv/s"], devices=["/dev/null"],
-                                         protected_pids=[1, 2]),
+        file_size_bytes=None, core_bytes=0), nice=10, data_dir="/mnt/data", max_stream_bytes=1 << 20,
+        max_result_chars=1000, whole_pid_namespace=False, namespaces=None, path_mapping=None,
+        policy=protocol.Policy(tier="landlock", signal_scope=False, protected_pids=[1, 2], supervised=False),
+        confinement=protocol.Confinement(read_only=["/usr"], read_write=["/srv/s"], devices=["/dev/null"]),
     )  # fmt: skip
 
 
@@ -313,7 +313,7 @@ def test_the_worker_configuration_round_trips_and_fails_loudly_on_a_wrong_key():
         ),
         ({**fields, "max_stream_bytes": True}, "max_stream_bytes: expected int, got bool"),
         ({**fields, "limits": {**fields["limits"], "cpu_seconds": "60"}}, "limits.cpu_seconds"),
-        ({**fields, "confinement": {**fields["confinement"], "protected_pids": "1,2"}}, "expected a list"),
+        ({**fields, "policy": {**fields["policy"], "protected_pids": "1,2"}}, "expected a list"),
     ):
         with pytest.raises(protocol.ProtocolError, match=says):
             protocol.from_dict(protocol.WorkerConfig, broken)
@@ -322,7 +322,7 @@ def test_the_worker_configuration_round_trips_and_fails_loudly_on_a_wrong_key():
 def test_messages_are_framed_once_and_decoded_strictly_by_direction():
     from azure_sessions.emulator.inside import protocol
 
-    messages = [protocol.Ready(pid=7, python="3.11", prefix="/venv", ipython="8", confined=None),
+    messages = [protocol.Ready(pid=7, python="3.11", prefix="/venv", ipython="8", policy=None, confined=None),
                 protocol.Output(id="a", stream="stdout", text="héllo\n"),
                 protocol.Result(id="a", ok=True, stdout="héllo\n", stderr="", result={"type": "image"}, duration_ms=3,
                                 interrupted=False, ended_processes=0)]  # fmt: skip

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -13,10 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from azure_sessions import RetryPolicy
+from azure_sessions import RetryPolicy, SessionsClient
 from azure_sessions.emulator.inside.strays import read_stat
 from tests.support import harness
-from tests.support.harness import free_port, wait_until  # noqa: F401  (re-exported for the reliability tests)
+from tests.support.harness import free_port, wait_until  # (wait_until: re-exported for the reliability tests)
 
 INSTANCE_ENV = b"AZURE_SESSIONS_EMULATOR_INSTANCE="
 FAST_RETRY = RetryPolicy(attempts=8, backoff_base=0.01, backoff_cap=0.05, jitter=0.1, max_retry_after=0.2)
@@ -34,6 +35,41 @@ def run_together(target: Callable[[Any], None], args: Iterable[Any]) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+class Prober(threading.Thread):
+    """Another user's session: prints a counter every 50 ms and records failures and the slowest reply."""
+
+    def __init__(self, endpoint: str, token: str) -> None:
+        super().__init__(name="other-session", daemon=True)
+        self.client = SessionsClient(endpoint, new_identifier(), token, read_timeout=60)
+        self.done = 0
+        self.failures: list[str] = []
+        self.slowest = 0.0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.halt.is_set():
+            n += 1
+            started = time.monotonic()
+            try:
+                result = self.client.execute(f"print({n})", timeout=30)
+                if result.stdout != f"{n}\n":
+                    self.failures.append(f"call {n}: {result.status} {result.stdout!r} {result.stderr[-200:]!r}")
+            except Exception as exc:
+                self.failures.append(f"call {n}: {type(exc).__name__}: {exc}")
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            self.done += 1
+            self.halt.wait(0.05)
+
+    def served_during(self, action: Callable[[], Any]) -> Any:
+        """Run ``action``; assert the other session kept being answered meanwhile, correctly."""
+        before = self.done
+        value = action()
+        wait_until(lambda: self.done >= before + 2, timeout=20, what="the other session is served")
+        assert self.failures == [] and self.slowest < 10, (self.failures, self.slowest)
+        return value
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 from azure_sessions import SessionsClient
 from azure_sessions.emulator import Limits
 from azure_sessions.emulator.inside.strays import process_table
-from tests.reliability.support import env_vars, new_identifier, wait_until
+from tests.reliability.support import Prober, env_vars, new_identifier, wait_until
 from tests.support.probes import ATTEMPT, checkout_out_of_reach, unreachable
 from tests.support.tiers import tier_problem
 
@@ -34,41 +34,6 @@ SECRET_NAME = "SP_RELIABILITY_SERVER_SECRET"
 SECRET_VALUE = f"server-secret-{uuid.uuid4().hex}"
 MAX_PROCESSES = 48
 GRACE = 1.0
-
-
-class Prober(threading.Thread):
-    """Another user's session: prints a counter every 50 ms and records failures and the slowest reply."""
-
-    def __init__(self, endpoint: str) -> None:
-        super().__init__(name="other-session", daemon=True)
-        self.client = SessionsClient(endpoint, new_identifier(), TOKEN, read_timeout=60)
-        self.done = 0
-        self.failures: list[str] = []
-        self.slowest = 0.0
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        n = 0
-        while not self.halt.is_set():
-            n += 1
-            started = time.monotonic()
-            try:
-                result = self.client.execute(f"print({n})", timeout=30)
-                if result.stdout != f"{n}\n":
-                    self.failures.append(f"call {n}: {result.status} {result.stdout!r} {result.stderr[-200:]!r}")
-            except Exception as exc:
-                self.failures.append(f"call {n}: {type(exc).__name__}: {exc}")
-            self.slowest = max(self.slowest, time.monotonic() - started)
-            self.done += 1
-            self.halt.wait(0.05)
-
-    def served_during(self, action: Callable[[], Any]) -> Any:
-        """Run ``action``; assert the other session kept being answered meanwhile, correctly."""
-        before = self.done
-        value = action()
-        wait_until(lambda: self.done >= before + 2, timeout=20, what="the other session is served")
-        assert self.failures == [] and self.slowest < 10, (self.failures, self.slowest)
-        return value
 
 
 @pytest.fixture(scope="module", params=["bubblewrap", "landlock"])
@@ -83,7 +48,7 @@ def sandbox(request) -> Iterator[SimpleNamespace]:
         env_vars(**{SECRET_NAME: SECRET_VALUE}),  # in the server's environment before it starts
         checked_emulator(token=TOKEN, prestart=1, sandbox=request.param, limits=limits, interrupt_grace=GRACE) as emu,
     ):
-        prober = Prober(emu.endpoint)
+        prober = Prober(emu.endpoint, TOKEN)
         prober.start()
         try:
             yield SimpleNamespace(emu=emu, prober=prober, tier=request.param)
@@ -229,6 +194,10 @@ out
 
 
 def test_a_fork_bomb_is_capped_and_ended(sandbox) -> None:
+    """Capped at the session's budget (a private uid's RLIMIT_NPROC, else the watchdog under the workers' uid-wide
+    ceiling) while another session still starts subprocesses, and ended at its timeout; the session keeps its
+    variables. Under a shared uid a worker busy forking may miss its interrupt's grace and be killed instead: the
+    attacker loses its own session, which is contained too (the others were served throughout)."""
     bomb = """
 import os, time
 while True:
@@ -239,38 +208,52 @@ while True:
 """
     client = SessionsClient(sandbox.emu.endpoint, new_identifier(), TOKEN)
     before = client.execute("1")
+    other = SessionsClient(sandbox.emu.endpoint, new_identifier(), TOKEN)
+    other.execute("import subprocess")
     own = session_processes(sandbox, client)
     worker = sandbox.emu.session(client.identifier)
     peak: list[int] = []
     uid_peak: list[int] = []
+    forked_meanwhile: list[Any] = []
     watching = threading.Event()
 
     def watch() -> None:
         while not watching.is_set():
             peak.append(len(own()))
             uid_peak.append(tasks_of_uid(os.getuid()))
+            if max(peak) >= 10 and not forked_meanwhile:  # the bomb is going: can another session still fork?
+                forked_meanwhile.append(other.execute("subprocess.run(['true']).returncode").result)
+                forked_meanwhile.append(not watching.is_set())  # (answered while the bomb was still going)
             watching.wait(0.1)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    # The interrupt's grace is this test's own: under load a worker at nice +10 sharing its CPU with the bomb's
+    # processes may take more than the fixture's second to answer it; what is proved is the cap and the end.
+    sandbox.emu.interrupt_grace = 10.0
     try:
         result = sandbox.prober.served_during(lambda: client.execute(bomb, timeout=3))
     finally:
+        sandbox.emu.interrupt_grace = GRACE
         watching.set()
         watcher.join()
-    assert result.status == "Failed" and "timeout of 3 seconds" in result.stderr
-    assert "processes it started were ended" in result.stderr
+    lost = result.stderr.startswith("SessionLost: the execution exceeded its timeout of 3 s")
+    assert result.status == "Failed" and ("timeout of 3 seconds" in result.stderr or lost), result.stderr[-600:]
+    assert forked_meanwhile == [0, True]
     if worker.uid is not None:  # a private uid: a per-worker cap
         assert MAX_PROCESSES - 5 <= max(peak) <= MAX_PROCESSES + 2, max(peak)  # the bomb went off; RLIMIT_NPROC held
-    else:  # one uid for the server and every worker: RLIMIT_NPROC caps the uid's tasks, the server's threads too
+        assert "processes it started were ended" in result.stderr
+    else:  # one uid for the server and every worker: the watchdog ends what passes the session's budget, under
+        # the workers' RLIMIT_NPROC ceiling (the uid's tasks, the server's threads too)
         limit = process_limit(worker.worker_pid) if sandbox.emu.session(client.identifier).alive else None
         assert max(peak) >= 10, max(peak)  # the bomb went off
         assert limit is None or max(uid_peak) <= limit + 16, (max(uid_peak), limit)  # (the server's own threads)
-    # ended at the timeout: only the worker itself is left (the last ones may still be being reaped)
-    wait_until(lambda: len(own()) == 1, timeout=10, what="only the worker is left")
+        assert lost or f"SessionBudgetExceeded: the session ran more than {MAX_PROCESSES} processes" in result.stderr
+    # ended at the timeout: only the worker itself is left (the last ones may still be being reaped), or nothing
+    wait_until(lambda: len(own()) == (0 if lost else 1), timeout=10, what="only the worker is left")
     after = client.execute("print('alive')\nimport subprocess\nsubprocess.run(['true']).returncode")
     assert after.stdout == "alive\n" and after.result == 0  # the process quota is free again
-    assert after.session_guid == before.session_guid  # the same session: its variables were kept
+    assert lost or after.session_guid == before.session_guid  # the same session: its variables were kept
 
 
 def test_a_memory_hog_gets_memory_error_and_the_session_survives(sandbox) -> None:

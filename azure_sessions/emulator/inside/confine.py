@@ -1,24 +1,22 @@
-"""Inside the sandbox (loaded by the Landlock tier's template): the unprivileged isolation tier, Landlock plus seccomp.
+"""Inside the sandbox (loaded by the Landlock tier's template): the unprivileged isolation tier's Landlock domain.
 
 For hosts where no user namespace can be created (containers, Hugging Face Spaces), so bubblewrap cannot start. A
-worker applies this to itself before any user code runs; every process it starts inherits it; nothing undoes it.
+worker applies this to itself before any user code runs, right after the seccomp policy every tier installs
+(``policy.py``: no sockets, no namespaces, nothing aimed at another process); every process it starts inherits
+both; nothing undoes them.
 
-- ``no_new_privs``: no set-uid program or file capability can raise privileges again.
+- ``no_new_privs``: no set-uid program or file capability can raise privileges again (the policy set it already).
 - Landlock filesystem rules (ABI 3 or newer: earlier ABIs cannot stop ``truncate``): reading and executing only
   below the system directories and the Python installation; writing only in the session directory and the scratch
   directory; nothing else, ``/proc`` included, so no other process's entries (environment, memory, open files)
   can be read. Device nodes cannot be made anywhere.
 - Landlock's process rules (every ABI): no ptrace of a process outside the sandbox.
-- Landlock network rules (ABI 4): no TCP bind or connect (seccomp refuses sockets anyway).
+- Landlock network rules (ABI 4): no TCP bind or connect (the policy refuses sockets anyway).
 - Landlock scopes (ABI 6): signals and abstract UNIX sockets reach only processes of the same session. Below ABI 6,
-  seccomp refuses signals to every process (``kill(-1)``) and to the server's process and group only.
-- seccomp: ``socket()`` is refused for every address family (no network, loopback included, and no UNIX socket on
-  disk; ``socketpair`` still works); ``setsid`` is refused, so every process of the session keeps the worker's
-  session id and the host can find and end them all; ptrace-like calls, namespaces, mounts, kernel keyrings,
-  io_uring, BPF, perf events, userfaultfd and module or system administration calls are refused.
+  the policy refuses signals to every process (``kill(-1)``) and to the server's process and group and the template.
 
-It uses two small bindings from PyPI: ``landlock`` (its syscall wrappers and flags, with a larger ruleset
-attribute for the network and scope fields it does not know) and ``pyseccomp`` (over the system's libseccomp).
+It uses a small binding from PyPI: ``landlock`` (its syscall wrappers and flags, with a larger ruleset attribute for
+the network and scope fields it does not know).
 """
 
 from __future__ import annotations
@@ -36,24 +34,6 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
 _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
-# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
-_CLONE_NAMESPACE_FLAGS = (0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000)
-
-# Refused with EPERM: debugging other processes, changing the session id, namespaces and mounts, kernel keyrings,
-# BPF and perf, and administration calls a container would refuse too.
-_REFUSED = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "setsid",
-    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "mount_setattr", "move_mount", "open_tree",
-    "fsopen", "fsconfig", "fsmount", "fspick", "name_to_handle_at", "open_by_handle_at",
-    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd", "fanotify_init",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot", "swapon",
-    "swapoff", "acct", "quotactl", "syslog", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-    "iopl", "ioperm", "lookup_dcookie", "vhangup", "personality",
-)  # fmt: skip
-# Refused with ENOSYS, so libraries fall back: io_uring can open sockets behind seccomp's back; clone3 passes its
-# flags in memory seccomp cannot read (glibc then uses clone, whose flags are checked).
-_UNAVAILABLE = ("io_uring_setup", "io_uring_enter", "io_uring_register", "clone3")
-_SIGNALLING = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 
 
 def landlock_abi() -> int:
@@ -149,18 +129,11 @@ def _older_than(release: str, version: tuple[int, int]) -> bool:
     return (major, minor) < version
 
 
-def confine(
-    *,
-    read_only: Iterable[str],
-    read_write: Iterable[str],
-    devices: Iterable[str],
-    protected_pids: Iterable[int] = (),
-) -> dict[str, Any]:
+def confine(*, read_only: Iterable[str], read_write: Iterable[str], devices: Iterable[str]) -> dict[str, Any]:
     """Confine the calling process (and everything it starts) for good; returns what was applied.
 
     ``read_only``: directories to read and execute from. ``read_write``: the session's directories.
-    ``devices``: character devices to read and write (``/dev/null``…). ``protected_pids``: the server's process
-    and group, kept out of reach of signals when the kernel has no Landlock signal scope.
+    ``devices``: character devices to read and write (``/dev/null``…).
     """
     problem = landlock_problem()
     if problem is not None:
@@ -171,7 +144,6 @@ def confine(
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     # Orphans of the session stay the worker's children, so it can reap what the host ends.
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    _apply_seccomp(signal_scope=abi >= SIGNAL_SCOPE_ABI, protected_pids=list(protected_pids))
     _apply_landlock(abi, list(read_only), list(read_write), list(devices))
     return {"landlockAbi": abi, "signalScope": abi >= SIGNAL_SCOPE_ABI, "networkRules": abi >= 4}
 
@@ -210,31 +182,3 @@ def _apply_landlock(abi: int, read_only: list[str], read_write: list[str], devic
         get_restrict_self()(ruleset, 0)
     finally:
         os.close(ruleset)
-
-
-def _apply_seccomp(signal_scope: bool, protected_pids: list[int]) -> None:
-    import pyseccomp as sc
-
-    rules = sc.SyscallFilter(sc.ALLOW)
-
-    def refuse(action: int, name: str, *args: Any) -> None:
-        if sc.resolve_syscall(sc.Arch.NATIVE, name) >= 0:  # skip a call this architecture does not have
-            rules.add_rule(action, name, *args)
-
-    refuse(sc.ERRNO(errno.EACCES), "socket")
-    for name in _REFUSED:
-        refuse(sc.ERRNO(errno.EPERM), name)
-    for name in _UNAVAILABLE:
-        refuse(sc.ERRNO(errno.ENOSYS), name)
-    for flag in _CLONE_NAMESPACE_FLAGS:  # each rule matches one flag; rules of one call are alternatives
-        refuse(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    if not signal_scope:
-        refuse(sc.ERRNO(errno.EPERM), "kill", sc.Arg(0, sc.EQ, 0xFFFF_FFFF_FFFF_FFFF))  # kill(-1, …): everyone
-        refuse(sc.ERRNO(errno.EPERM), "kill", sc.Arg(0, sc.EQ, 0xFFFF_FFFF))
-        for pid in protected_pids:
-            for name in _SIGNALLING:
-                refuse(sc.ERRNO(errno.EPERM), name, sc.Arg(0, sc.EQ, pid))
-            refuse(sc.ERRNO(errno.EPERM), "kill", sc.Arg(0, sc.EQ, (-pid) & 0xFFFF_FFFF_FFFF_FFFF))
-            refuse(sc.ERRNO(errno.EPERM), "kill", sc.Arg(0, sc.EQ, (-pid) & 0xFFFF_FFFF))
-        refuse(sc.ERRNO(errno.EPERM), "pidfd_send_signal")
-    rules.load()

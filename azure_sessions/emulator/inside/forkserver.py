@@ -93,7 +93,7 @@ class ForkServer:
                         pass
                 self._reap()
             if self.sock in readable:
-                data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 3)
+                data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 4)  # stdin, stdout, log (, supervisor)
                 if not data:  # the host is gone
                     _end_descendants()
                     os._exit(0)
@@ -163,9 +163,9 @@ class ForkServer:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setsid()  # its own session id: the host finds every process of the session by it
-            for target, fd in zip((0, 1, 2), fds, strict=True):
+            for target, fd in enumerate(fds):  # 0, 1, 2, and protocol.SUPERVISOR_FD when the request has it
                 os.dup2(fd, target)
-            os.closerange(3, max(1 << 16, os.sysconf("SC_OPEN_MAX")))  # the control socket, the template's fds
+            os.closerange(len(fds), max(1 << 16, os.sysconf("SC_OPEN_MAX")))  # the control socket, the template's
             os.environ.clear()
             os.environ.update(request.env)
             import tempfile

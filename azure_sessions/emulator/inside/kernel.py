@@ -47,6 +47,7 @@ class Kernel:
         self.strays: ModuleType | None = None  # ends what a timed-out cell left running (None: the host does)
         self.whole_pid_namespace = False
         self.max_result_chars = 1_000_000
+        self.policy: dict | None = None  # what policy.py installed
         self.confined: dict | None = None  # what confine.py applied (the Landlock tier)
         self.jobs: queue.Queue[Exec] = queue.Queue()
         self.running: str | None = None
@@ -78,11 +79,12 @@ class Kernel:
 
     # -- in the session's worker ---------------------------------------------------------------------------------
     def attach(self, channel: Channel, log_fd: int, out: FdCapture, err: FdCapture, *, strays: ModuleType | None,
-               whole_pid_namespace: bool, max_result_chars: int, confined: dict | None) -> None:  # fmt: skip
+               whole_pid_namespace: bool, max_result_chars: int, policy: dict | None,
+               confined: dict | None) -> None:  # fmt: skip
         """Take the session's pipes, captured streams and settings, then start answering the host."""
         self.channel, self.log_fd, self.out, self.err = channel, log_fd, out, err
         self.strays, self.whole_pid_namespace, self.max_result_chars = strays, whole_pid_namespace, max_result_chars
-        self.confined = confined
+        self.policy, self.confined = policy, confined
         self.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), "utf-8", "backslashreplace",
                                        line_buffering=True)  # fmt: skip
         self.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), "utf-8", "backslashreplace",
@@ -92,7 +94,42 @@ class Kernel:
         if "" not in sys.path:
             sys.path.insert(0, "")
         signal.signal(signal.SIGINT, _ignore_sigint)
+        self._main_thread = threading.get_ident()
+        self._forking = False  # the main thread is inside os.fork (its at-fork callbacks included)
+        self._deferred = False  # an interrupt arrived meanwhile: raised once os.fork has returned
+        self._sigint = self._on_sigint  # (one bound method, so that `is` recognizes it)
+        os.fork = self._guarded_fork(os.fork)
         threading.Thread(target=self._control, name="control", daemon=True).start()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        """A cell's SIGINT handler: ``KeyboardInterrupt``, but not inside ``os.fork``. Python runs a signal's handler
+        at the first bytecode after the signal, and after a fork that is an at-fork callback's (logging's, or the
+        cell's own), where Python prints the exception and drops it: a cell that forks in a loop would almost never
+        see its interrupt. There it is deferred to the moment ``os.fork`` returns."""
+        if self._forking:  # (handlers run in the main thread)
+            self._deferred = True
+            return
+        raise KeyboardInterrupt
+
+    def _guarded_fork(self, fork: Callable[[], int]) -> Callable[[], int]:
+        def guarded_fork() -> int:
+            main = threading.get_ident() == self._main_thread
+            if main:
+                self._forking = True
+            try:
+                pid = fork()
+            finally:
+                if main:
+                    self._forking = False
+            if pid == 0:
+                self._deferred = False
+            elif main and self._deferred:
+                self._deferred = False
+                raise KeyboardInterrupt
+            return pid
+
+        guarded_fork.__doc__ = fork.__doc__
+        return guarded_fork
 
     def log(self, text: str) -> None:
         """An internal warning: to the log, or once the worker is ready (its log closed) to the host as ``Log``."""
@@ -137,7 +174,7 @@ class Kernel:
         os.close(self.log_fd)  # no descriptor of the host but the protocol's pipes is left for user code to find
         self.log_fd = None
         self.channel.write(Ready(pid=os.getpid(), python=sys.version.split()[0], prefix=sys.prefix,
-                                 ipython=IPython.__version__, confined=self.confined))  # fmt: skip
+                                 ipython=IPython.__version__, policy=self.policy, confined=self.confined))  # fmt: skip
         while True:
             try:
                 job = self.jobs.get()
@@ -166,7 +203,7 @@ class Kernel:
         started = time.perf_counter()
         try:
             if signal.getsignal(signal.SIGINT) is _ignore_sigint:  # unless user code installed its own handler
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGINT, self._sigint)
             self.in_user_code = True
             with empty_namespace(self.shell) if job.empty_namespace else contextlib.nullcontext():
                 outcome = self.shell.run_cell(job.code, store_history=store_history)
@@ -179,7 +216,7 @@ class Kernel:
             print("KeyboardInterrupt", file=self.stderr)
         finally:
             self.in_user_code = False
-            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            if signal.getsignal(signal.SIGINT) is self._sigint:
                 signal.signal(signal.SIGINT, _ignore_sigint)
         duration_ms = int((time.perf_counter() - started) * 1000)
         ended = 0

@@ -1,4 +1,4 @@
-"""A worker's private uid and resource limits, set before any user code runs."""
+"""A worker's private uid, resource limits and scheduling priority, set before any user code runs."""
 
 from __future__ import annotations
 
@@ -29,3 +29,10 @@ def apply_limits(uid: int | None, gid: int | None, limits: Rlimits) -> None:
         value = getattr(limits, field)
         if value is not None and hasattr(resource, name):
             resource.setrlimit(getattr(resource, name), (int(value), int(value)))
+
+
+def lower_priority(increment: int) -> None:
+    """Add ``increment`` to the worker's nice value (inherited by every process it starts), so the server and the
+    template keep the CPU they need while sessions compute."""
+    if increment > 0:
+        os.nice(increment)

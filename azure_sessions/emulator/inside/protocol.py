@@ -175,7 +175,24 @@ class Confinement:
     read_only: list[str]
     read_write: list[str]
     devices: list[str]
+
+
+SUPERVISOR_FD = 3
+"""Where a worker finds its end of the process supervisor's socket (beside its stdin, stdout and log in the fork
+request) when its policy is ``supervised``."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The seccomp policy every tier installs (``policy.install``): the tier's rules, whether Landlock's signal scope
+    already keeps signals inside the session, the pids kept out of reach of signals where the filter must guard them
+    (the server's process and group, the template), and whether the process supervisor answers the session's
+    process-creating calls (the exact task cap: its socket is at ``SUPERVISOR_FD``)."""
+
+    tier: str
+    signal_scope: bool
     protected_pids: list[int]
+    supervised: bool
 
 
 @dataclass(frozen=True)
@@ -195,11 +212,13 @@ class WorkerConfig:
     uid: int | None  # a private uid to change to (a root emulator), else None
     gid: int | None
     limits: Rlimits
+    nice: int  # added to the worker's nice value before any user code runs
     data_dir: str  # /mnt/data as the worker sees it: its working directory
     max_stream_bytes: int  # per cell and stream, what is captured (and streamed live)
     max_result_chars: int  # the last expression's text, at most
     whole_pid_namespace: bool  # every process in the worker's PID namespace is the session's (bubblewrap)
     namespaces: Namespaces | None
+    policy: Policy | None  # None only where the kernel has no seccomp (not Linux: the unisolated tier)
     confinement: Confinement | None
     path_mapping: PathMapping | None
 
@@ -289,6 +308,7 @@ class Ready(Message):
     python: str
     prefix: str
     ipython: str
+    policy: dict[str, Any] | None  # what policy.py installed, else None
     confined: dict[str, Any] | None  # what confine.py applied (the Landlock tier), else None
 
 
@@ -324,7 +344,8 @@ class Log(Message):
 
 @_message("fork")
 class Fork(Message):
-    """Fork a worker for a new session (its stdin, stdout and log fds travel beside this message)."""
+    """Fork a worker for a new session (its stdin, stdout and log fds travel beside this message, then the process
+    supervisor's socket when its policy is ``supervised``)."""
 
     id: int
     config: WorkerConfig
@@ -391,12 +412,13 @@ def warm_up() -> None:
     """Encode and decode one message of every kind, so the caches and code this takes are made now: a template calls
     it before it freezes its memory, and the workers it forks share them instead of making their own copies."""
     config = WorkerConfig(uid=None, gid=None, limits=Rlimits(memory_bytes=None, cpu_seconds=None, max_processes=None,
-                          file_size_bytes=None, core_bytes=None), data_dir="/", max_stream_bytes=1, max_result_chars=1,
-                          whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_dir="", shm_dir="",
-                          drop_capabilities=False, tmp_binds=[]), confinement=Confinement(read_only=[], read_write=[],
-                          devices=[], protected_pids=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip
+                          file_size_bytes=None, core_bytes=None), nice=0, data_dir="/", max_stream_bytes=1,
+                          max_result_chars=1, whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_dir="",
+                          shm_dir="", drop_capabilities=False, tmp_binds=[]), policy=Policy(tier="", signal_scope=False,
+                          protected_pids=[], supervised=False), confinement=Confinement(read_only=[], read_write=[],
+                          devices=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip
     samples = [Exec(id="", code="", live_output=False, render=RENDER_LEGACY, empty_namespace=False), Interrupt(id=""), Reap(pids=[0]), Exit(),
-               Ready(pid=0, python="", prefix="", ipython="", confined={}), Output(id="", stream="stdout", text=""),
+               Ready(pid=0, python="", prefix="", ipython="", policy={}, confined={}), Output(id="", stream="stdout", text=""),
                Result(id="", ok=True, stdout="", stderr="", result="", duration_ms=0, interrupted=False,
                       ended_processes=0), Log(text=""), Fork(id=0, config=config, env={}), TemplateReady(pid=0),
                Forked(id=0, pid=0), ForkFailed(id=0, error=""), Exited(pid=0, status=0)]  # fmt: skip

@@ -13,10 +13,10 @@ from types import ModuleType
 
 from .capture import FdCapture
 from .kernel import Kernel
-from .limits import apply_limits
-from .protocol import Channel, Confinement, Namespaces, PathMapping, WorkerConfig
+from .limits import apply_limits, lower_priority
+from .protocol import SUPERVISOR_FD, Channel, Confinement, Namespaces, PathMapping, Policy, WorkerConfig
 
-HELPERS = ("namespaces", "confine", "pathmap", "strays")
+HELPERS = ("namespaces", "policy", "confine", "pathmap", "strays")
 """The modules a tier may ask the template to load (before any sandbox closes: they live beside this file)."""
 
 
@@ -29,6 +29,9 @@ class Helpers:
             raise ValueError(f"unknown helper modules {unknown}; known: {HELPERS}")
         loaded = {name: importlib.import_module(f"{__package__}.{name}") for name in names}
         self.namespaces: ModuleType | None = loaded.get("namespaces")
+        self.policy: ModuleType | None = loaded.get("policy")
+        if self.policy is not None:
+            importlib.import_module("pyseccomp")  # once, here: every worker builds its filter with it
         self.confine: ModuleType | None = loaded.get("confine")
         self.strays: ModuleType | None = loaded.get("strays")
         # The path mapping is installed at once, before IPython keeps its own reference to ``io.open``.
@@ -47,12 +50,14 @@ def enter(kernel: Kernel, helpers: Helpers, config: WorkerConfig) -> None:
     prefer_to_be_killed_under_memory_pressure()
     enter_namespaces(helpers, config.namespaces)
     apply_limits(config.uid, config.gid, config.limits)
+    lower_priority(config.nice)
+    policy = install_policy(helpers, config.policy)
     confined = confine(helpers, config.confinement)
     out, err = capture_output(config.max_stream_bytes)
     map_paths(helpers, config.path_mapping)
     os.chdir(config.data_dir)
     kernel.attach(channel, log_fd, out, err, strays=helpers.strays, whole_pid_namespace=config.whole_pid_namespace,
-                  max_result_chars=config.max_result_chars, confined=confined)  # fmt: skip
+                  max_result_chars=config.max_result_chars, policy=policy, confined=confined)  # fmt: skip
 
 
 _setup_log = 2
@@ -89,13 +94,23 @@ def enter_namespaces(helpers: Helpers, namespaces: Namespaces | None) -> None:
                                             tmp_binds=namespaces.tmp_binds)  # fmt: skip
 
 
+def install_policy(helpers: Helpers, policy: Policy | None) -> dict | None:
+    """Every tier: the seccomp policy (``no_new_privs`` first), for good; returns what was installed. The protected
+    pids go into the filter and nowhere else."""
+    if policy is None:
+        return None
+    module = helpers.require("policy")
+    rules = module.rules_for(policy.tier, signal_scope=policy.signal_scope)
+    return module.install(rules, protected_pids=policy.protected_pids,
+                          notify_sock=SUPERVISOR_FD if policy.supervised else None)  # fmt: skip
+
+
 def confine(helpers: Helpers, confinement: Confinement | None) -> dict | None:
-    """The Landlock tier: Landlock and seccomp, for good; returns what was applied."""
+    """The Landlock tier: Landlock, for good; returns what was applied."""
     if confinement is None:
         return None
     return helpers.require("confine").confine(read_only=confinement.read_only, read_write=confinement.read_write,
-                                              devices=confinement.devices,
-                                              protected_pids=confinement.protected_pids)  # fmt: skip
+                                              devices=confinement.devices)  # fmt: skip
 
 
 def capture_output(limit: int) -> tuple[FdCapture, FdCapture]:
