@@ -406,7 +406,20 @@ class SessionsClient:
 
     def delete_session(self) -> None:
         """Delete the session (its variables and files). A session that does not exist counts as deleted."""
-        self._send(_Call(self._dialect.delete_session(), "delete session", ok=(200, 202, 204, 404))).close()
+        self._send(self._delete_call()).close()
+
+    def end(self) -> None:
+        """Delete the session and close the client. No other call starts or retries from the moment this is called,
+        so a call still running in another thread cannot bring the session back (an identifier's first use creates
+        its session)."""
+        self._closed = True
+        try:
+            self._send(self._delete_call(), closing=True).close()
+        finally:
+            self._http.close()
+
+    def _delete_call(self) -> _Call:
+        return _Call(self._dialect.delete_session(), "delete session", ok=(200, 202, 204, 404))
 
     # ------------------------------------------------------------------ transport
 
@@ -416,14 +429,15 @@ class SessionsClient:
             query = f"{query}&{urlencode(op.params)}"
         return f"{self._pool.url}/{op.path}?{query}"
 
-    def _send(self, call: _Call) -> requests.Response:
-        """Send ``call`` until a reply it accepts, or until the retry policy gives up: then raise its error."""
-        if self._closed:
-            raise SessionsError("this SessionsClient is closed; create a new one")
+    def _send(self, call: _Call, *, closing: bool = False) -> requests.Response:
+        """Send ``call`` until a reply it accepts, or until the retry policy gives up: then raise its error.
+        ``closing``: the call of `end`, the one call sent once the client is closed."""
         url = self._url(call.op)
         payload = json.dumps(call.op.body).encode() if call.op.body is not None else None
         attempt, renewed = 1, False
         while True:
+            if self._closed and not closing:  # checked before every attempt: a retry must not outlive close()
+                raise SessionsError("this SessionsClient is closed; create a new one")
             try:
                 response = self._attempt(call, url, payload)
             except requests.RequestException as exc:

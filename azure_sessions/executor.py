@@ -529,13 +529,12 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         self.client.delete_file(name)
 
     def cleanup(self) -> None:
-        """Delete the session (best effort: an idle session expires anyway) and close the HTTP pool."""
+        """Delete the session (best effort: an idle session expires anyway) and close the HTTP pool. A call still
+        running in another thread (a step of an abandoned run) cannot bring the session back afterwards."""
         try:
-            self.client.delete_session()
+            self.client.end()
         except SessionsError as exc:
             self.logger.log(f"Could not delete the session ({exc}); it will expire on its own.", level=LogLevel.INFO)
-        finally:
-            self.client.close()
 
     # ------------------------------------------------------------------ internals
 

@@ -89,7 +89,7 @@ def page_delays(emulator, lines: int) -> list[float]:
 
 def body(quick: bool) -> BenchReport:
     lines = 15 if quick else 60
-    report = BenchReport("live", "9. Live output")
+    report = BenchReport("live", "10. Live output")
     emulator = start_emulator(token=TOKEN, prestart=2)
     try:
         samples = {"client": client_delays(emulator, lines), "page": page_delays(emulator, lines)}

@@ -66,7 +66,7 @@ class SessionView:
     worker_pid: int  # as this process sees it
     alive: bool
     data_dir: Path  # its /mnt/data on the host
-    scratch_dir: Path | None  # its home and /tmp on the host, in the tiers without a private /tmp
+    scratch_dir: Path  # its /tmp on the host (and its home, or under bubblewrap its /dev/shm), in every tier
     uid: int | None  # its private uid (a root emulator's isolating tiers), else None: this process's
 
 

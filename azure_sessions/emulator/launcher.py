@@ -49,7 +49,6 @@ class Limits:
     cpu_seconds: int | None = 3600
     max_processes: int | None = 256
     file_size_mb: int | None = 1024
-    tmp_mb: int = 512  # size of the sandbox's private /tmp (memory-backed)
 
     def as_rlimits(self, extra_processes: int = 0) -> Rlimits:
         mib = 1024 * 1024
@@ -75,7 +74,7 @@ class Launcher:
         self.limits = limits or Limits()
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self.sessions_dir = root / "sessions"
-        self.logs_dir = root / "logs"
+        self.logs_dir = root / "logs"  # the template's (a worker's log is a pipe: workers.py, LogTail)
         self.scratch_root = root / "scratch"
         for path in (self.sessions_dir, self.logs_dir, self.scratch_root):
             path.mkdir(parents=True, exist_ok=True)
@@ -171,7 +170,6 @@ class Launcher:
         guid = str(uuid.uuid4())
         data_dir = self.sessions_dir / guid
         data_dir.mkdir(mode=0o700)
-        log_path = self.logs_dir / f"{guid}.log"
         uid = UID_BASE + next(self._uids) % UID_SPAN if self._drop_uid else None
         # RLIMIT_NPROC counts every process of the (host) uid: a private uid per worker when we run as root; our
         # current count plus the allowance otherwise; root that keeps its uid is exempt from it.
@@ -181,12 +179,11 @@ class Launcher:
             limits = dataclasses.replace(limits, max_processes=None)
         plan = self.tier.new_session(self, guid, data_dir, uid, limits)
         if uid is not None:
-            scratch = plan.scratch_dir
-            for path in (data_dir, *([scratch, *scratch.iterdir()] if scratch else [])):
+            for path in (data_dir, plan.scratch_dir, *plan.scratch_dir.iterdir()):
                 os.chown(path, uid, uid)
-        proc = fork_worker(self._ensure_template(), plan.config, plan.env, log_path,
+        proc = fork_worker(self._ensure_template(), plan.config, plan.env,
                            outlives_template=self.tier.workers_outlive_template)  # fmt: skip
-        return Spawned(proc, guid, data_dir, plan.scratch_dir, log_path, uid, self.tier)
+        return Spawned(proc, guid, data_dir, plan.scratch_dir, uid, self.tier)
 
 
 def _installed(module: str) -> bool:

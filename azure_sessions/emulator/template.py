@@ -7,7 +7,9 @@ workers share the template's prepared memory copy-on-write.
 
 The template is the forked workers' parent, so it reaps them and reports how each ended; the host holds a pidfd for
 each (race-free signals and exit detection) in a :class:`ForkedProcess`, which offers the part of
-``subprocess.Popen`` that :class:`~azure_sessions.emulator.workers.WorkerProcess` uses.
+``subprocess.Popen`` that :class:`~azure_sessions.emulator.workers.WorkerProcess` uses. The template is also the
+subreaper of everything its workers start, and when this process dies (its control socket closes) it kills all of
+it before it leaves: no session's process outlives the server, whenever the server dies.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class TemplateProcess:
         return not self._dead and self.proc.poll() is None
 
     def fork(self, config: WorkerConfig, env: dict[str, str], fds: tuple[int, int, int]) -> tuple[int, int]:
-        """Fork a worker for one session with ``fds`` as its stdin, stdout and log; returns (pid, pidfd)."""
+        """Fork a worker for one session with ``fds`` as its stdin, stdout and log (fd 2); returns (pid, pidfd)."""
         request_id = next(self._ids)
         message = protocol.encode(Fork(id=request_id, config=config, env=env))
         with self._send_lock:
@@ -107,7 +109,8 @@ class TemplateProcess:
             return self._exited.pop(pid, None)
 
     def close(self) -> None:
-        """Stop the template (the workers it forked live on: each ends with its own session)."""
+        """Stop the template, once the workers it forked have ended or when it has died (a template that sees its
+        socket close ends every process it forked, as when this process dies: ``inside/forkserver.py``)."""
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)  # the template leaves when its control socket closes
         with contextlib.suppress(ProcessLookupError):
@@ -186,12 +189,14 @@ class ForkedProcess:
         pidfd: int,
         stdin: IO[bytes],
         stdout: IO[bytes],
+        stderr: IO[bytes],
         outlives_template: bool = True,
     ) -> None:
         self.pid = pid
         self.outlives_template = outlives_template  # False where it lives in the template's own sandbox
         self.stdin: IO[bytes] | None = stdin
         self.stdout: IO[bytes] | None = stdout
+        self.stderr: IO[bytes] | None = stderr  # the worker's log while it sets itself up (non-blocking)
         self.returncode: int | None = None
         self._template = template
         self._pidfd = pidfd  # readable once the process has ended; kept open until this object goes
@@ -242,22 +247,24 @@ def fork_worker(
     template: TemplateProcess,
     config: WorkerConfig,
     env: dict[str, str],
-    log_path: Path,
     outlives_template: bool = True,
 ) -> ForkedProcess:
-    """A new session's worker from ``template``, with fresh protocol pipes and its own log file."""
+    """A new session's worker from ``template``, with fresh protocol pipes and a pipe for its log (what it writes
+    while it sets itself up; it closes it before user code runs: no file of the host is ever open in a worker)."""
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
+    log_r, log_w = os.pipe()
+    os.set_blocking(log_r, False)
     try:
-        with open(log_path, "wb") as log:
-            pid, pidfd = template.fork(config, env, (stdin_r, stdout_w, log.fileno()))
+        pid, pidfd = template.fork(config, env, (stdin_r, stdout_w, log_w))
     except BaseException:
-        for fd in (stdin_w, stdout_r):
+        for fd in (stdin_w, stdout_r, log_r):
             os.close(fd)
         raise
     finally:
-        os.close(stdin_r)
-        os.close(stdout_w)
+        for fd in (stdin_r, stdout_w, log_w):
+            os.close(fd)
     stdin = open(stdin_w, "wb", buffering=0)  # noqa: SIM115  (owned by the process handle, closed with it)
     stdout = open(stdout_r, "rb", buffering=0)  # noqa: SIM115
-    return ForkedProcess(template, pid, pidfd, stdin, stdout, outlives_template)
+    stderr = open(log_r, "rb", buffering=0)  # noqa: SIM115
+    return ForkedProcess(template, pid, pidfd, stdin, stdout, stderr, outlives_template)

@@ -1,12 +1,12 @@
 """The isolation tiers a session's worker can run in, one class each, strongest first.
 
-1. :class:`BubblewrapTier` (one sandbox per emulator, a set of namespaces per worker): read-only view of the host
-   root, with home directories, ``/run``, the emulator's data directory and the project checkout hidden behind empty
-   tmpfs mounts (the Python environment is bound back read-only); the worker's own session directory bound
-   read-write at the real path ``/mnt/data``; private ``/tmp``; new PID, network, IPC and UTS namespaces (no network
-   at all, like a pool with egress disabled); an empty environment plus PATH/HOME/LANG/MPLBACKEND; dies with its
-   parent; its own session. When the emulator runs as root, each worker drops to its own unprivileged uid so the
-   process-count limit is per worker.
+1. :class:`BubblewrapTier` (one sandbox per emulator, a set of namespaces per worker): an allow-list of the host
+   bound read-only (``SYSTEM_READ_ONLY``, the list the Landlock tier reads, and the Python environment), a minimal
+   ``/dev`` and a fresh ``/proc``; nothing else of the host exists in it. The worker's own session directory bound
+   read-write at the real path ``/mnt/data``; its ``/tmp`` and ``/dev/shm`` are directories on disk in its scratch
+   directory, bound there; new PID, network, IPC and UTS namespaces (no network at all, like a pool with egress
+   disabled); an empty environment plus PATH/HOME/LANG/MPLBACKEND; dies with its parent; its own session. When the
+   emulator runs as root, each worker drops to its own unprivileged uid so the process-count limit is per worker.
 2. :class:`LandlockTier` (hosts where no user namespace can be created: containers, Hugging Face Spaces): the worker
    confines itself with Landlock and seccomp (``inside/confine.py``) before any user code runs: it reads only the
    system directories and the Python environment, writes only its session directory and scratch directory, sees
@@ -14,6 +14,10 @@
    ``/tmp`` are mapped for Python's file APIs (``inside/pathmap.py``). Root workers drop to their own uid here too.
 3. :class:`UnisolatedTier`: the same worker without any of that, labelled loudly; ``/mnt/data`` paths still work
    for Python file APIs and the working directory is the session directory.
+
+Every tier gives each session a scratch directory on disk, made by the host (``SessionPlan.scratch_dir``), that holds
+its ``/tmp`` (and, under bubblewrap, its ``/dev/shm``): nothing of a session is memory-backed but its processes'
+memory, and the scratch directory counts in the session's disk budget. It is removed with the session.
 
 A tier owns everything that differs between them: its probe, its label and description, the helper modules its
 template loads, its template's command, the configuration of each worker, whether the host ends a session's
@@ -42,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import fontcache
 from .inside import strays
-from .inside.namespaces import SESSIONS_MOUNT
+from .inside.namespaces import SCRATCH_MOUNT, SESSIONS_MOUNT
 from .inside.protocol import Confinement, Namespaces, PathMapping, Ready, Rlimits, WorkerConfig
 from .launcher import INSIDE_DIR, UID_BASE, UID_SPAN, is_root, python_paths, under
 
@@ -54,7 +58,10 @@ if TYPE_CHECKING:
 SANDBOX_WORKER_DIR = "/run/azure-sessions-emulator"
 """Where bubblewrap's sandbox sees the in-sandbox files (``inside/``, bound read-only)."""
 SYSTEM_READ_ONLY = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys/devices/system/cpu")
-"""What a Landlock worker may read besides the Python environment: programs, libraries, configuration, CPU count."""
+"""What a worker may read of the host besides the Python environment, in every isolating tier: programs, libraries
+(the dynamic loader and its cache), configuration (``/etc``: alternatives, locale, time zone), the CPU count. Landlock
+allows reading below them; bubblewrap binds them (a merged-``/usr`` link such as ``/bin -> usr/bin`` as the same link)
+and nothing else of the host."""
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 MAX_STREAM_BYTES = 1 << 20
 MAX_RESULT_CHARS = 1_000_000
@@ -67,11 +74,11 @@ class SandboxUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class SessionPlan:
     """How a new session's worker is made in a tier: its configuration, its environment, and the scratch directory
-    the host made for it (its home and ``/tmp``, where there is no private ``/tmp``)."""
+    the host made for it (its ``/tmp``, its home where that is not ``/tmp``, its ``/dev/shm`` under bubblewrap)."""
 
     config: WorkerConfig
     env: dict[str, str]
-    scratch_dir: Path | None
+    scratch_dir: Path
 
 
 _probe_lock = threading.Lock()
@@ -142,6 +149,16 @@ class Tier:
         """A new session's worker: its configuration and environment (and its scratch directory, made here)."""
         raise NotImplementedError
 
+    @staticmethod
+    def _make_scratch(launcher: Launcher, guid: str, *subdirs: str, mode: int = 0o700) -> Path:
+        """The session's scratch directory (``mode``) and its ``subdirs`` (0700), on disk under the emulator's root."""
+        scratch = launcher.scratch_root / guid
+        scratch.mkdir(mode=mode)
+        os.chmod(scratch, mode)  # whatever the umask
+        for name in subdirs:
+            (scratch / name).mkdir(mode=0o700)
+        return scratch
+
     def check_ready(self, ready: Ready) -> str | None:
         """None when a worker's ``Ready`` shows the set-up this tier requires, else what is missing."""
         return None
@@ -184,7 +201,10 @@ class BubblewrapTier(Tier):
 
     @property
     def summary(self) -> str:
-        return "bubblewrap (no network, read-only root, private /mnt/data per session)"
+        return (
+            "bubblewrap (no network; the system directories and the Python environment only, read-only; "
+            "private /mnt/data and /tmp per session)"
+        )
 
     @classmethod
     def _probe(cls) -> str | None:
@@ -220,12 +240,15 @@ class BubblewrapTier(Tier):
         return None
 
     def template_command(self, launcher: Launcher, home: Path) -> tuple[list[str], dict[str, str]]:
-        """The template's bubblewrap sandbox: the workers' view of the host, every session's directory at
-        ``SESSIONS_MOUNT`` (each worker keeps only its own, at /mnt/data), an empty environment."""
-        cmd = [shutil.which("bwrap") or "bwrap", *_mounts(launcher), "--bind", str(launcher.sessions_dir),
-               SESSIONS_MOUNT, "--perms", "0555", "--size", "1048576", "--tmpfs", "/mnt", "--perms", "0755", "--dir",
-               "/mnt/data", *_namespace_flags(), "--hostname", "session", "--chdir", "/tmp", "--die-with-parent",
-               "--new-session", "--clearenv"]  # fmt: skip
+        """The template's bubblewrap sandbox: the workers' view of the host, the template's own ``/tmp`` (its HOME,
+        with matplotlib's font list), every session's directory at ``SESSIONS_MOUNT`` and every scratch directory at
+        ``SCRATCH_MOUNT`` (each worker keeps only its own, at /mnt/data, /tmp and /dev/shm), an empty environment."""
+        fontcache.seed(home / "tmp")
+        cmd = [shutil.which("bwrap") or "bwrap", *_mounts(launcher, home / "tmp"), "--bind",
+               str(launcher.sessions_dir), SESSIONS_MOUNT, "--bind", str(launcher.scratch_root), SCRATCH_MOUNT,
+               "--perms", "0555", "--size", "1048576", "--tmpfs", "/mnt", "--perms", "0755", "--dir", "/mnt/data",
+               "--remount-ro", "/", *_namespace_flags(), "--hostname", "session", "--chdir", "/tmp",
+               "--die-with-parent", "--new-session", "--clearenv"]  # fmt: skip
         for key, value in launcher.env("/tmp", "/tmp").items():
             cmd += ["--setenv", key, value]
         return [*cmd, launcher.python, "-I", "-B", f"{SANDBOX_WORKER_DIR}/inside/main.py"], {"PATH": "/usr/bin:/bin"}
@@ -233,11 +256,13 @@ class BubblewrapTier(Tier):
     def new_session(
         self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits
     ) -> SessionPlan:
-        namespaces = Namespaces(guid=guid, tmp_mb=launcher.limits.tmp_mb, drop_capabilities=not is_root(),
-                                tmp_binds=launcher.python_under_tmp)  # fmt: skip
+        # Searchable by the template, which binds the subdirectories as root without CAP_DAC_OVERRIDE.
+        scratch = self._make_scratch(launcher, guid, "tmp", "shm", mode=0o711)
+        namespaces = Namespaces(guid=guid, tmp_dir=f"{SCRATCH_MOUNT}/{guid}/tmp", shm_dir=f"{SCRATCH_MOUNT}/{guid}/shm",
+                                drop_capabilities=not is_root(), tmp_binds=launcher.python_under_tmp)  # fmt: skip
         config = _worker_config(uid, limits, data_dir="/mnt/data", whole_pid_namespace=True, namespaces=namespaces,
                                 confinement=None, path_mapping=None)  # fmt: skip
-        return SessionPlan(config, launcher.env("/tmp", "/tmp"), scratch_dir=None)
+        return SessionPlan(config, launcher.env("/tmp", "/tmp"), scratch_dir=scratch)
 
     def exit_reason(self, code: int) -> str:
         if code > 128:  # bwrap reports its child's fatal signal this way
@@ -256,32 +281,58 @@ def _namespace_flags() -> list[str]:
     return ["--unshare-all", *keep]
 
 
-def _mounts(launcher: Launcher) -> list[str]:
-    """The host as bubblewrap's sandbox shows it: read-only, with what must stay private masked, the Python
-    environment bound back, and the in-sandbox files at ``SANDBOX_WORKER_DIR``."""
-    paths = launcher.python_paths
-    masked = [Path(p) for p in ("/root", "/home", "/run")] + [launcher.root.resolve()]
-    project = Path(__file__).resolve().parents[2]
-    if not any(under(project, p) for p in paths):  # a source checkout, not an installed package
-        masked.append(project)
-    masked = sorted({p for p in masked if p.exists() and not under(p, Path("/tmp")) and p != Path("/")})
-    args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--perms", "1777", "--size", str(launcher.limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
-            "--perms", "1777", "--size", str(64 * 1024 * 1024), "--tmpfs", "/dev/shm"]  # fmt: skip
-    for path in masked:  # tiny and read-only for the sandbox user: they only hide what is beneath
-        args += ["--perms", "0555", "--size", str(1024 * 1024), "--tmpfs", str(path)]
+def _mounts(launcher: Launcher, template_tmp: Path) -> list[str]:
+    """The host as bubblewrap's sandbox shows it: a minimal ``/dev``, a fresh ``/proc``, the allow-list
+    ``SYSTEM_READ_ONLY`` and the Python environment read-only, the template's own ``/tmp`` (``template_tmp``), the
+    in-sandbox files at ``SANDBOX_WORKER_DIR``. Nothing else of the host exists in it: not the homes, ``/opt``,
+    ``/srv``, ``/var``, other checkouts, the emulator's data. (A Python environment below ``/tmp`` is bound after the
+    template's ``/tmp``; each worker binds it back into its own, ``Namespaces.tmp_binds``.)"""
     made: set[Path] = set()
-    for path in paths:  # bind the interpreter back where a mask hides it
-        cover = next((m for m in [*masked, Path("/tmp")] if under(path, m)), None)
-        if cover is None:
+    args = ["--dev", "/dev", "--proc", "/proc", *system_binds(made=made), "--bind", str(template_tmp), "/tmp"]
+    shown = _system_dirs(SYSTEM_READ_ONLY)
+    for path in launcher.python_paths:
+        if not any(under(path, system) for system in shown):
+            args += [*_parents(path, made), "--ro-bind", str(path), str(path)]
+    inside = Path(SANDBOX_WORKER_DIR, "inside")
+    return [*args, *_parents(inside, made), "--ro-bind", str(INSIDE_DIR.resolve()), str(inside)]
+
+
+def system_binds(system: tuple[str, ...] = SYSTEM_READ_ONLY, made: set[Path] | None = None) -> list[str]:
+    """bubblewrap's arguments that show ``system`` read-only at the same paths: each directory bound; a link to
+    one of them (merged ``/usr``: ``/bin -> usr/bin``, ``/lib64 -> usr/lib64``) made the same link, so paths resolve
+    as on the host; a link elsewhere shown as its target's contents; what this host lacks left out."""
+    made = set() if made is None else made
+    shown = _system_dirs(system)
+    args: list[str] = []
+    for name in system:
+        path = Path(name)
+        if not os.path.islink(path):
+            if path.is_dir():
+                args += [*_parents(path, made), "--ro-bind", name, name]
             continue
-        for parent in reversed(path.parents):
-            if under(parent, cover) and parent != cover and parent not in made:
-                args += ["--perms", "0755", "--dir", str(parent)]
-                made.add(parent)
-        args += ["--ro-bind", str(path), str(path)]
-    args += ["--perms", "0755", "--dir", SANDBOX_WORKER_DIR]
-    return [*args, "--ro-bind", str(INSIDE_DIR.resolve()), f"{SANDBOX_WORKER_DIR}/inside"]
+        target = path.resolve()
+        if any(under(target, s) for s in shown):
+            args += ["--symlink", os.readlink(path), name]
+        elif target.is_dir():
+            args += ["--ro-bind", str(target), name]
+    return args
+
+
+def _system_dirs(system: tuple[str, ...]) -> list[Path]:
+    """Those of ``system`` that are directories here, not links."""
+    return [Path(p) for p in system if os.path.isdir(p) and not os.path.islink(p)]
+
+
+def _parents(path: Path, made: set[Path]) -> list[str]:
+    """bubblewrap's arguments that make the directories above ``path`` (those not in ``made``, then added to it)
+    searchable by every uid: bubblewrap makes them 0700, which a worker's own uid could not pass. (Below ``/tmp``,
+    the template's own directory, each worker makes them itself: ``namespaces.enter``.)"""
+    args: list[str] = []
+    for parent in reversed(path.parents):
+        if parent not in made and parent != Path("/") and not under(parent, Path("/tmp")):
+            made.add(parent)
+            args += ["--perms", "0755", "--dir", str(parent)]
+    return args
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -294,10 +345,8 @@ class _MappedTier(Tier):
     def new_session(
         self, launcher: Launcher, guid: str, data_dir: Path, uid: int | None, limits: Rlimits
     ) -> SessionPlan:
-        scratch = launcher.scratch_root / guid
+        scratch = self._make_scratch(launcher, guid, "home", "tmp")
         home, tmp = scratch / "home", scratch / "tmp"
-        for path in (scratch, home, tmp):
-            path.mkdir(mode=0o700)
         mapping = PathMapping(virtual={"/mnt/data": str(data_dir), "/tmp": str(tmp)},
                               own=[str(data_dir), str(scratch), *launcher.python_under_tmp])  # fmt: skip
         config = _worker_config(uid, limits, data_dir=str(data_dir), whole_pid_namespace=False, namespaces=None,
@@ -372,12 +421,12 @@ class LandlockTier(_MappedTier):
                                     lambda pid, start: start >= since_ticks)  # fmt: skip
 
     def end_worker(self, proc: ForkedProcess) -> None:
-        """Every process of the session, the worker first: nothing is left to fork."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(proc.pid, signal.SIGSTOP)
-        session = strays.end_processes(strays.in_session(proc.pid))
-        _kill_group_and_wait(proc)
-        strays.reap(session - {proc.pid}, wait=False)  # orphans of the dead worker come to us, or to init
+        """Every process of the session: the worker and its process group first, with SIGKILL, then the rest of its
+        session by rounds of SIGKILL. Nothing is stopped on the way, so nothing is left stopped if this process dies
+        in between; what is left running then ends with the template (``inside/forkserver.py``), which reaps it."""
+        _kill_group(proc)
+        strays.end_processes(strays.in_session(proc.pid))
+        _wait(proc)
 
 
 def _confinement(read_write: list[str], python: list[Path]) -> Confinement:
@@ -464,6 +513,12 @@ def _worker_config(uid: int | None, limits: Rlimits, *, data_dir: str, whole_pid
 def _kill_group_and_wait(proc: ForkedProcess, also: set[int] = frozenset()) -> None:
     """SIGKILL to the worker's process group (bubblewrap: its sandbox dies with it, a PID namespace), to ``also``,
     to the worker; then wait for it."""
+    _kill_group(proc, also)
+    _wait(proc)
+
+
+def _kill_group(proc: ForkedProcess, also: set[int] = frozenset()) -> None:
+    """SIGKILL to the worker's process group, to ``also`` and to the worker (through its pidfd)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     for pid in also:
@@ -471,6 +526,9 @@ def _kill_group_and_wait(proc: ForkedProcess, also: set[int] = frozenset()) -> N
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+
+
+def _wait(proc: ForkedProcess) -> None:
     with contextlib.suppress(Exception):
         proc.wait(timeout=10)
 

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .inside import protocol, strays
 
@@ -28,6 +28,9 @@ log = logging.getLogger("azure_sessions.emulator")
 
 READY_TIMEOUT = 60.0
 _INTERRUPT_REPEAT = 0.1
+_LOGGED_LINES = 20
+LOG_TAIL_BYTES = 64 * 1024
+"""Of a worker's log (what it wrote while setting itself up, then its ``Log`` messages), what the host keeps."""
 
 OutputCallback = Callable[[str, str], None]
 """``on_output(stream, text)``: text a running cell wrote to ``stream`` ("stdout" | "stderr"), as it comes."""
@@ -56,10 +59,60 @@ class Spawned:
     proc: ForkedProcess
     guid: str
     data_dir: Path
-    scratch_dir: Path | None
-    log_path: Path
+    scratch_dir: Path  # its /tmp (and home, or /dev/shm), removed with it
     uid: int | None
     tier: Tier
+
+
+class LogTail:
+    """The last ``limit`` bytes of a worker's log: its log pipe (non-blocking) drained into memory until the worker
+    closes it, then what it sends as ``Log`` messages. Nothing of it is written to disk."""
+
+    def __init__(self, pipe: IO[bytes], limit: int = LOG_TAIL_BYTES) -> None:
+        self._pipe: IO[bytes] | None = pipe
+        self.fd = pipe.fileno()  # for a poll (the number is not ours once the pipe is closed)
+        self._limit = limit
+        self._data = bytearray()
+        self._lock = threading.Lock()
+
+    def drain(self) -> bool:
+        """Read what the pipe holds now; closes it at its end. Returns whether it is still open."""
+        with self._lock:
+            while self._pipe is not None:
+                try:
+                    data = os.read(self.fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    self._close()
+                    break
+                self._keep(data)
+            return self._pipe is not None
+
+    def add(self, text: str) -> None:
+        with self._lock:
+            self._keep(text.encode("utf-8", "replace"))
+
+    def text(self, limit: int) -> str:
+        self.drain()
+        with self._lock:
+            return self._data.decode("utf-8", "replace")[-limit:].strip()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _keep(self, data: bytes) -> None:
+        self._data += data
+        del self._data[: max(0, len(self._data) - self._limit)]
+
+    def _close(self) -> None:
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):
+                self._pipe.close()
+            self._pipe = None
 
 
 class WorkerProcess:
@@ -78,6 +131,10 @@ class WorkerProcess:
         self._frames = protocol.FrameReader(protocol.FROM_WORKER)
         self._poll = select.poll()
         self._poll.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._log = LogTail(self.proc.stderr)
+        self._poll.register(self._log.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._log_polled = True
+        self._log_lines = 0  # Log messages written to this process's log
         self._kill_lock = threading.Lock()
         self._killed = False
         self._cleaned = False  # cleanup() ran (a deleted session's worker is also lost by its running cell)
@@ -125,6 +182,7 @@ class WorkerProcess:
         for stream in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(Exception):
                 stream.close()
+        self._log.close()
 
     def _send(self, message: protocol.Message) -> None:
         data = protocol.frame(message)
@@ -149,12 +207,19 @@ class WorkerProcess:
             except protocol.ProtocolError as exc:
                 self.kill()
                 raise WorkerLost(f"the worker sent a malformed reply and was stopped ({exc})") from None
+            if isinstance(message, protocol.Log):
+                self._worker_log(message.text)
+                continue
             if message is not None:
                 return message
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
-            if not self._poll.poll(min(remaining, 3600) * 1000 + 1):
+            ready = {fd for fd, _ in self._poll.poll(min(remaining, 3600) * 1000 + 1)}
+            if self._log_polled and self._log.fd in ready and not self._log.drain():
+                self._poll.unregister(self._log.fd)  # the worker closed it (it is ready) or died
+                self._log_polled = False
+            if self._rfd not in ready:
                 continue
             try:
                 data = os.read(self._rfd, 1 << 20)
@@ -282,10 +347,14 @@ class WorkerProcess:
         return self._tier.exit_reason(code)
 
     def log_tail(self, limit: int = 2000) -> str:
-        try:
-            return self._s.log_path.read_text("utf-8", "replace")[-limit:].strip()
-        except OSError:
-            return ""
+        """The end of what the worker logged (its set-up's failure, say), at most ``limit`` characters."""
+        return self._log.text(limit)
+
+    def _worker_log(self, text: str) -> None:
+        self._log.add(text)
+        self._log_lines += 1
+        if self._log_lines <= _LOGGED_LINES:  # the rest stays in the tail: user code can send these too
+            log.warning("session worker %s: %s", self.guid, text.strip()[:500])
 
     def kill(self) -> None:
         with self._kill_lock:
@@ -296,17 +365,14 @@ class WorkerProcess:
         self._close_pipes()
 
     def cleanup(self) -> None:
-        """Kill the process and delete its session directory, scratch directory and log (once)."""
+        """Kill the process and delete its session directory and scratch directory (once)."""
         self.kill()
         with self._kill_lock:
             if self._cleaned:
                 return
             self._cleaned = True
         for path in (self.data_dir, self.scratch_dir):
-            if path is not None:
-                _rmtree(path)
-        with contextlib.suppress(OSError):
-            self._s.log_path.unlink()
+            _rmtree(path)
 
 
 class WorkerPool:

@@ -174,8 +174,10 @@ class _Process:
     """A worker process stand-in: a real process, with a protocol pipe the test also writes to."""
 
     def __init__(self, reply_pipe: int) -> None:
-        self._proc = subprocess.Popen(["sleep", "60"], stdin=subprocess.PIPE, start_new_session=True)
-        self.pid, self.stdin = self._proc.pid, self._proc.stdin
+        self._proc = subprocess.Popen(["sleep", "60"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      start_new_session=True)  # fmt: skip
+        self.pid, self.stdin, self.stderr = self._proc.pid, self._proc.stdin, self._proc.stderr
+        os.set_blocking(self.stderr.fileno(), False)  # as a forked worker's log pipe
         self.stdout = open(reply_pipe, "rb", buffering=0)  # noqa: SIM115  (the worker handle closes it)
 
     def poll(self):
@@ -198,7 +200,7 @@ def test_a_killed_worker_keeps_its_pipes_until_its_reader_leaves(tmp_path):
 
     replies_r, replies_w = os.pipe()  # the test keeps the write end: the reader sees no end when the process dies
     process = _Process(replies_r)
-    worker = WorkerProcess(Spawned(process, "guid", tmp_path, None, tmp_path / "log", None, BubblewrapTier()))
+    worker = WorkerProcess(Spawned(process, "guid", tmp_path, tmp_path, None, BubblewrapTier()))
     outcome: queue.Queue = queue.Queue()
 
     def run_cell() -> None:

@@ -14,6 +14,7 @@ from azure_sessions.errors import (
     InterruptNotSupportedError,
     InvalidFileNameError,
     NotFoundError,
+    SessionsError,
 )
 from tests.support.harness import wait_until
 
@@ -107,6 +108,31 @@ def test_session_info_and_delete(client):
     fresh = client.execute("'marker' in dir()")
     assert fresh.result in (False, "False")
     assert fresh.session_guid != guid
+
+
+def test_a_call_running_when_the_session_ends_cannot_bring_it_back(emulator, make_client, monkeypatch):
+    """A run abandoned by Reset sandbox: its cell ends when the session is deleted, and its next call (the agent's
+    next step) must not create the session again under the old identifier (a sandbox nobody owns)."""
+    monkeypatch.setattr(emulator, "interruptible", False)
+    for _ in range(5):  # the old behaviour loses the race about half the time: five rounds catch it
+        client = make_client("2024-10-02-preview")
+        again: list[str] = []
+
+        def run(client=client, again=again) -> None:
+            client.execute("import time\ntime.sleep(60)")
+            try:
+                client.execute("1")
+                again.append("ran")
+            except SessionsError:
+                again.append("refused")
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        wait_until(lambda client=client: client.identifier in emulator.session_identifiers())
+        client.end()
+        runner.join(timeout=30)
+        assert again == ["refused"]
+        assert client.identifier not in emulator.session_identifiers()
 
 
 def test_wrong_token_is_authentication_error(make_client, api_version, emulator):

@@ -45,12 +45,12 @@ class Canaries:
         self.before = self.outside()
 
     def outside(self) -> dict:
-        """Everything under the data root except the session directories, worker logs and staging, plus the
-        unrelated directory."""
-        sessions = self.root / "sessions"
+        """Everything under the data root except each session's directories (its /mnt/data and its scratch
+        directory), the logs and staging, plus the unrelated directory."""
+        own = (self.root / "sessions", self.root / "scratch")
 
         def skip(path: Path) -> bool:
-            return (path.parent == sessions and path.is_dir()) or path.name in ("logs", "staging")
+            return (path.parent in own and path.is_dir()) or path.name in ("logs", "staging")
 
         return {"root": tree_state(self.root, skip), "elsewhere": tree_state(self.elsewhere)}
 
@@ -67,6 +67,7 @@ def hostile(tmp_path_factory) -> Iterator[SimpleNamespace]:
     from tests.reliability.conftest import checked_emulator
 
     with checked_emulator(token=TOKEN, prestart=0) as emu:  # no background refill: every new directory is ours
+        assert emu.wait_for_template()  # what the template writes in its own home comes before the snapshot
         canaries = Canaries(emu, tmp_path_factory.mktemp("elsewhere"))
         client = SessionsClient(emu.endpoint, new_identifier(), TOKEN)
         client.execute("1")

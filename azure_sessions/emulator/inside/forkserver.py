@@ -6,6 +6,10 @@ Control socket (an inherited ``SOCK_SEQPACKET`` fd, ``protocol.TemplateConfig.co
 (or ``ForkFailed``), and ``Exited`` when it reaps one. The child takes nothing of the template's but its prepared
 memory: a new session id, its own fds and environment, fresh random state, then the session's set-up
 (``session.enter``) before it answers ``Ready``.
+
+The template is a subreaper: whatever a worker started stays its descendant when the worker dies. When the socket
+closes (the host is gone: it stopped, or died at any moment, even between two signals of a kill), the template
+kills every descendant, stopped ones included, before it leaves.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import traceback
 from typing import NoReturn
 
+from . import strays
 from .kernel import Kernel
 from .protocol import (
     TO_TEMPLATE,
@@ -35,7 +40,7 @@ from .protocol import (
     warm_up,
 )
 from .protocol import encode as encode_message
-from .session import Helpers, enter
+from .session import Helpers, enter, setup_log
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -60,6 +65,7 @@ class ForkServer:
         self.helpers = Helpers(config.helpers)
         self.kernel = Kernel(paths=self.helpers.paths)
         self.preload = config.preload
+        self.workers: set[int] = set()  # forked and not yet reaped (the other children are adopted orphans)
 
     def serve(self) -> Kernel:
         """Prepare, then fork a worker per request until the host closes the socket. Returns only in a forked
@@ -68,12 +74,11 @@ class ForkServer:
         warm_up()  # the protocol's caches, made once here and shared by every worker
         gc.collect()
         gc.freeze()  # the prepared objects stay out of the collector's way: their pages stay shared after fork
-        if (
-            self.helpers.namespaces is not None
-        ):  # adopt the workers whose short-lived first parent made their PID namespace
-            import ctypes
+        # Orphans come to us: the workers whose short-lived first parent made their PID namespace (bubblewrap), what
+        # a dead worker started (the others); all of it ends with us (``_end_descendants``).
+        import ctypes
 
-            ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -89,14 +94,16 @@ class ForkServer:
                 self._reap()
             if self.sock in readable:
                 data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 3)
-                if not data:
-                    os._exit(0)  # the host is gone
+                if not data:  # the host is gone
+                    _end_descendants()
+                    os._exit(0)
                 request = decode(data, TO_TEMPLATE)
                 assert isinstance(request, Fork)
                 try:
                     pid = self._fork()
                     if pid == 0:
                         return self._become(request, fds)
+                    self.workers.add(pid)
                     pidfd = os.pidfd_open(pid)
                 except OSError as exc:
                     self._send(ForkFailed(id=request.id, error=str(exc)))
@@ -145,7 +152,9 @@ class ForkServer:
                 return
             if pid == 0:
                 return
-            self._send(Exited(pid=pid, status=status))
+            if pid in self.workers:
+                self.workers.discard(pid)
+                self._send(Exited(pid=pid, status=status))
 
     def _become(self, request: Fork, fds: list[int]) -> Kernel:
         """In the child: become the worker of one new session."""
@@ -166,11 +175,21 @@ class ForkServer:
                 sys.modules["numpy"].random.seed()
             enter(self.kernel, self.helpers, request.config)
         except BaseException as exc:
-            setup_failed(exc)
+            setup_failed(exc, setup_log())
         return self.kernel
 
 
-def setup_failed(exc: BaseException) -> NoReturn:
+def _end_descendants() -> None:
+    """SIGKILL every process below this one (workers, what they started, orphans adopted), round after round until
+    none is left, and collect them."""
+    me = os.getpid()
     with contextlib.suppress(OSError):
-        os.write(2, ("worker setup failed:\n" + "".join(traceback.format_exception(exc))).encode("utf-8", "replace"))
+        strays.reap(strays.end_processes(lambda table: strays.descendants(me, table)), wait=False)
+
+
+def setup_failed(exc: BaseException, log_fd: int = 2) -> NoReturn:
+    with contextlib.suppress(OSError):
+        os.write(
+            log_fd, ("worker setup failed:\n" + "".join(traceback.format_exception(exc))).encode("utf-8", "replace")
+        )
     os._exit(70)

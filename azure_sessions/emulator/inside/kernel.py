@@ -20,9 +20,12 @@ from types import ModuleType
 from typing import Any
 
 from .capture import FdCapture
-from .protocol import STREAMS, Channel, Exec, Exit, Interrupt, Output, Ready, Reap, Result
+from .protocol import STREAMS, Channel, Exec, Exit, Interrupt, Log, Output, Ready, Reap, Result
 from .results import cell_result, empty_namespace, figure_pngs
 from .shell import make_shell
+
+MAX_LOG_CHARS = 4000
+"""Of one internal warning, what is sent to the host."""
 
 
 def _ignore_sigint(signum, frame) -> None:
@@ -38,7 +41,7 @@ class Kernel:
         self.images: list[bytes] = []
         # the session's, once attached
         self.channel: Channel | None = None
-        self.log_fd = 2
+        self.log_fd: int | None = 2  # the template's log; a worker's log pipe until it is ready, then None
         self.out: FdCapture | None = None
         self.err: FdCapture | None = None
         self.strays: ModuleType | None = None  # ends what a timed-out cell left running (None: the host does)
@@ -92,8 +95,13 @@ class Kernel:
         threading.Thread(target=self._control, name="control", daemon=True).start()
 
     def log(self, text: str) -> None:
+        """An internal warning: to the log, or once the worker is ready (its log closed) to the host as ``Log``."""
+        text = text.rstrip("\n") + "\n"
         with contextlib.suppress(OSError):
-            os.write(self.log_fd, (text.rstrip("\n") + "\n").encode("utf-8", "replace"))
+            if self.log_fd is not None:
+                os.write(self.log_fd, text.encode("utf-8", "replace"))
+            elif self.channel is not None:
+                self.channel.write(Log(text=text[:MAX_LOG_CHARS]))
 
     def _control(self) -> None:
         while True:
@@ -126,6 +134,8 @@ class Kernel:
         """Say ready, then run the host's cells one after another (never returns)."""
         import IPython
 
+        os.close(self.log_fd)  # no descriptor of the host but the protocol's pipes is left for user code to find
+        self.log_fd = None
         self.channel.write(Ready(pid=os.getpid(), python=sys.version.split()[0], prefix=sys.prefix,
                                  ipython=IPython.__version__, confined=self.confined))  # fmt: skip
         while True:

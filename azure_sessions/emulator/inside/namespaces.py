@@ -1,11 +1,12 @@
 """Inside the bubblewrap template (stdlib only; loaded by the template): a forked worker's own namespaces.
 
-Bubblewrap builds the sandbox the template runs in: a read-only view of the host with home directories, the
-checkout and the emulator's data hidden, no network, the sessions' directories at ``SESSIONS_MOUNT``. A worker
-forked from the template starts in its own PID namespace (as its PID 1; see ``forkserver.py``), then takes its own
-mount, network, IPC and UTS namespaces here: a fresh ``/proc`` showing only its processes, its session's directory
-bound at ``/mnt/data`` and every other session's hidden, private ``/tmp`` and ``/dev/shm``, a loopback of its
-own, hostname ``session``. Then it gives up the capabilities that took (as root by changing to its own uid in
+Bubblewrap builds the sandbox the template runs in: the system directories and the Python environment read-only and
+nothing else of the host, no network, the sessions' directories at ``SESSIONS_MOUNT`` and their scratch directories
+at ``SCRATCH_MOUNT``. A worker forked from the template starts in its own PID namespace (as its PID 1; see
+``forkserver.py``), then takes its own mount, network, IPC and UTS namespaces here: a fresh ``/proc`` showing only
+its processes, its session's directory bound at ``/mnt/data``, its ``/tmp`` and ``/dev/shm`` bound from directories
+of its scratch directory (on disk: nothing a session writes pins memory), every other session's hidden, a loopback of
+its own, hostname ``session``. Then it gives up the capabilities that took (as root by changing to its own uid in
 ``limits.apply_limits``; in a user namespace by dropping them here), before any user code runs.
 """
 
@@ -18,6 +19,9 @@ import socket
 import struct
 
 SESSIONS_MOUNT = "/run/azure-sessions-emulator/sessions"
+"""Where the template sees every session's directory (``<guid>``; the worker's ``/mnt/data``)."""
+SCRATCH_MOUNT = "/run/azure-sessions-emulator/scratch"
+"""Where the template sees every session's scratch directory (``<guid>/tmp`` and ``<guid>/shm``)."""
 _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC, _CLONE_NEWNET = 0x0002_0000, 0x0400_0000, 0x0800_0000, 0x4000_0000
 CLONE_NEWPID = 0x2000_0000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
@@ -44,23 +48,27 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     _check(_libc.mount(encode(source), target.encode(), encode(fstype), flags, encode(data)), f"mount {target}")
 
 
-def enter(guid: str, tmp_mb: int, drop_capabilities: bool, tmp_binds: list[str] = ()) -> None:
+def enter(guid: str, tmp_dir: str, shm_dir: str, drop_capabilities: bool, tmp_binds: list[str] = ()) -> None:
     """Called as PID 1 of the worker's own PID namespace, with the template's capabilities still held.
-    ``tmp_binds``: directories of the Python environment below ``/tmp``, kept (read-only) in the new ``/tmp``."""
+    ``tmp_dir`` and ``shm_dir``: the session's directories (below ``SCRATCH_MOUNT``) that become its ``/tmp`` and
+    ``/dev/shm``. ``tmp_binds``: directories of the Python environment below ``/tmp``, kept (read-only) in the new
+    ``/tmp``."""
     unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS)
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing done here reaches the template's namespace
     _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     _mount(f"{SESSIONS_MOUNT}/{guid}", "/mnt/data", None, _MS_BIND | _MS_REC)
     kept = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in tmp_binds]  # reachable once /tmp is new
+    # (bind mounts keep their source's nosuid and nodev: bubblewrap's, at SCRATCH_MOUNT)
+    _mount(tmp_dir, "/tmp", None, _MS_BIND | _MS_REC)
+    _mount(shm_dir, "/dev/shm", None, _MS_BIND | _MS_REC)
     # Hidden under an empty mount rather than unmounted: in a user namespace, mounts inherited together are locked.
-    _mount("tmpfs", SESSIONS_MOUNT, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_RDONLY, "size=4k,mode=000")
-    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={tmp_mb}m,mode=1777")
+    for hidden in (SESSIONS_MOUNT, SCRATCH_MOUNT):
+        _mount("tmpfs", hidden, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_RDONLY, "size=4k,mode=000")
     for path, fd in kept:
         os.makedirs(path, mode=0o755, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
         _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
         os.close(fd)
-    _mount("tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64m,mode=1777")
     _loopback_up()
     socket.sethostname("session")
     if drop_capabilities:

@@ -9,7 +9,8 @@ Two channels carry them:
 - **host <-> worker** (the worker's stdin and stdout pipes): frames of a 4-byte big-endian length, then the UTF-8
   JSON (:func:`frame`, :class:`FrameReader`).
   host -> worker: :class:`Exec`, :class:`Interrupt`, :class:`Reap`, :class:`Exit`;
-  worker -> host: :class:`Ready`, then per execution any number of :class:`Output` and one :class:`Result`.
+  worker -> host: :class:`Ready`, then per execution any number of :class:`Output` and one :class:`Result`; at
+  any time after ``Ready``, :class:`Log` (an internal warning: the worker's log pipe is closed by then).
 - **host <-> template** (a ``SOCK_SEQPACKET`` socket: one datagram per message, file descriptors beside it):
   host -> template: :class:`Fork` (with the new worker's stdin, stdout and log fds);
   template -> host: :class:`TemplateReady` (with a pidfd of itself), :class:`Forked` (with a pidfd of the child),
@@ -156,11 +157,13 @@ class Rlimits:
 
 @dataclass(frozen=True)
 class Namespaces:
-    """The bubblewrap tier: what ``namespaces.enter`` gives the worker (its session's directory, a private ``/tmp``
-    of ``tmp_mb``, the Python environment's directories below ``/tmp`` bound back read-only)."""
+    """The bubblewrap tier: what ``namespaces.enter`` gives the worker (its session's directory, its ``/tmp`` and
+    ``/dev/shm`` from its scratch directory as the template sees them, the Python environment's directories below
+    ``/tmp`` bound back read-only)."""
 
     guid: str
-    tmp_mb: int
+    tmp_dir: str
+    shm_dir: str
     drop_capabilities: bool
     tmp_binds: list[str]
 
@@ -312,6 +315,13 @@ class Result(Message):
     ended_processes: int
 
 
+@_message("log")
+class Log(Message):
+    """An internal warning of a ready worker (before it is ready, it writes them to its log pipe)."""
+
+    text: str
+
+
 @_message("fork")
 class Fork(Message):
     """Fork a worker for a new session (its stdin, stdout and log fds travel beside this message)."""
@@ -351,7 +361,7 @@ class Exited(Message):
 
 
 TO_WORKER: tuple[type[Message], ...] = (Exec, Interrupt, Reap, Exit)
-FROM_WORKER: tuple[type[Message], ...] = (Ready, Output, Result)
+FROM_WORKER: tuple[type[Message], ...] = (Ready, Output, Result, Log)
 TO_TEMPLATE: tuple[type[Message], ...] = (Fork,)
 FROM_TEMPLATE: tuple[type[Message], ...] = (TemplateReady, Forked, ForkFailed, Exited)
 
@@ -382,14 +392,14 @@ def warm_up() -> None:
     it before it freezes its memory, and the workers it forks share them instead of making their own copies."""
     config = WorkerConfig(uid=None, gid=None, limits=Rlimits(memory_bytes=None, cpu_seconds=None, max_processes=None,
                           file_size_bytes=None, core_bytes=None), data_dir="/", max_stream_bytes=1, max_result_chars=1,
-                          whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_mb=1, drop_capabilities=False,
-                          tmp_binds=[]), confinement=Confinement(read_only=[], read_write=[], devices=[],
-                          protected_pids=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip
+                          whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_dir="", shm_dir="",
+                          drop_capabilities=False, tmp_binds=[]), confinement=Confinement(read_only=[], read_write=[],
+                          devices=[], protected_pids=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip
     samples = [Exec(id="", code="", live_output=False, render=RENDER_LEGACY, empty_namespace=False), Interrupt(id=""), Reap(pids=[0]), Exit(),
                Ready(pid=0, python="", prefix="", ipython="", confined={}), Output(id="", stream="stdout", text=""),
                Result(id="", ok=True, stdout="", stderr="", result="", duration_ms=0, interrupted=False,
-                      ended_processes=0), Fork(id=0, config=config, env={}), TemplateReady(pid=0), Forked(id=0, pid=0),
-               ForkFailed(id=0, error=""), Exited(pid=0, status=0)]  # fmt: skip
+                      ended_processes=0), Log(text=""), Fork(id=0, config=config, env={}), TemplateReady(pid=0),
+               Forked(id=0, pid=0), ForkFailed(id=0, error=""), Exited(pid=0, status=0)]  # fmt: skip
     reader = FrameReader(_MESSAGES.values())
     for message in samples:
         reader.feed(frame(message))

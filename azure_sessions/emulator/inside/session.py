@@ -55,10 +55,20 @@ def enter(kernel: Kernel, helpers: Helpers, config: WorkerConfig) -> None:
                   max_result_chars=config.max_result_chars, confined=confined)  # fmt: skip
 
 
+_setup_log = 2
+
+
+def setup_log() -> int:
+    """Where a failure of the set-up is written: the log pipe (fd 2 at first, then its private copy)."""
+    return _setup_log
+
+
 def take_protocol_pipes() -> tuple[Channel, int]:
-    """Private copies of the protocol's pipes and of the log; fd 0 then reads nothing."""
+    """Private copies of the protocol's pipes and of the log pipe (the kernel closes it before any user code runs);
+    fd 0 then reads nothing."""
+    global _setup_log
     channel = Channel(os.dup(0), os.dup(1))
-    log_fd = os.dup(2)
+    log_fd = _setup_log = os.dup(2)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -74,8 +84,8 @@ def prefer_to_be_killed_under_memory_pressure() -> None:
 def enter_namespaces(helpers: Helpers, namespaces: Namespaces | None) -> None:
     """The bubblewrap tier: the worker's own mount, network, IPC and UTS namespaces."""
     if namespaces is not None:
-        helpers.require("namespaces").enter(guid=namespaces.guid, tmp_mb=namespaces.tmp_mb,
-                                            drop_capabilities=namespaces.drop_capabilities,
+        helpers.require("namespaces").enter(guid=namespaces.guid, tmp_dir=namespaces.tmp_dir,
+                                            shm_dir=namespaces.shm_dir, drop_capabilities=namespaces.drop_capabilities,
                                             tmp_binds=namespaces.tmp_binds)  # fmt: skip
 
 

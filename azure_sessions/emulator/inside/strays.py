@@ -4,8 +4,11 @@ It also holds the one reader of ``/proc/<pid>/stat`` (:func:`read_stat`, :func:`
 the benchmarks and the tests use.
 
 A cell interrupted at its timeout may leave processes behind: a fork bomb held at the process limit, a busy
-background job. They would burn CPU until the session ends. Every process started since the cell began is stopped
-(SIGSTOP, so nothing can fork any more), then killed. Which processes are candidates depends on the tier:
+background job. They would burn CPU until the session ends. Every process started since the cell began is killed,
+round after round of SIGKILL until none is left (a process forked by one being killed shows up in the next round; the
+process limits bound how many there can be, and the dead hold their slots until they are reaped). Nothing is ever
+stopped: a process stopped by whoever ends it would stay stopped for good if that one died before the kill (the
+server, at any moment). Which processes are candidates depends on the tier:
 
 - bubblewrap: every process in the sandbox's PID namespace (the worker does it, from inside);
 - unisolated: the worker's descendants (the worker does it);
@@ -25,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-_MAX_ROUNDS = 100
+_MAX_ROUNDS = 200
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
@@ -154,25 +157,17 @@ def _in_sandbox(whole_namespace: bool) -> Selector:
 
 
 def end_processes(select: Selector, is_new: Callable[[int, int], bool] = lambda pid, start: True) -> set[int]:
-    """Stop, then kill, every live process ``select`` picks and ``is_new`` accepts, until none is left; returns
-    their pids (all dead when this returns, perhaps not yet reaped)."""
+    """SIGKILL every live process ``select`` picks and ``is_new`` accepts, round after round until none is left;
+    returns their pids (all dead when this returns, perhaps not yet reaped). Never SIGSTOP (see above)."""
     ended: set[int] = set()
-
-    def live() -> set[int]:
-        table = process_table()
-        return {p for p in select(table) if not table[p].ended and is_new(p, table[p].start)}
-
     for _ in range(_MAX_ROUNDS):
-        stopped = live()
-        if not stopped:
+        table = process_table()
+        found = {p for p in select(table) if not table[p].ended and is_new(p, table[p].start)}
+        if not found:
             break
-        _signal_all(stopped, signal.SIGSTOP)
-        while fresh := live() - stopped:  # stopped processes cannot fork: converges
-            _signal_all(fresh, signal.SIGSTOP)
-            stopped |= fresh
-        _signal_all(stopped, signal.SIGKILL)
-        ended |= stopped
-        time.sleep(0.005)  # a child still being forked when we looked shows up in the next round
+        _signal_all(found, signal.SIGKILL)
+        ended |= found
+        time.sleep(0.002)  # a child still being forked when we looked shows up in the next round
     return ended
 
 
