@@ -38,6 +38,7 @@ from .errors import (
     error_from_response,
     says_pool_full,
 )
+from .live import OutputCallback, OutputFollower
 from .models import MAX_EXECUTION_SECONDS, ExecutionResult, FileInfo, SessionInfo
 from .names import normalize_name, quote_path
 from .retry import RetryPolicy, is_connect_failure
@@ -53,6 +54,12 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 _PENDING = frozenset({"Running", "NotStarted"})
 _INTERRUPT = Operation("POST", ".emulator/interrupt")
 """The local emulator's extension route; the service itself has no way to interrupt an execution."""
+_LIVE_OUTPUT = ".emulator/output"
+"""The local emulator's live-output route (an extension too): an execution's output as it is written."""
+LIVE_OUTPUT_DRAIN_SECONDS = 2.0
+"""After an execution returned, how long its live output may take to deliver what it still holds."""
+_LIVE_OUTPUT_READ_TIMEOUT = 10.0
+"""The stream sends a line at least every second, output or not."""
 _NO_INTERRUPT = (
     "This session pool cannot interrupt a running execution: the code runs until it finishes or reaches its "
     "timeout. Delete the session to end it now (its variables and files are lost)."
@@ -146,6 +153,7 @@ class SessionsClient:
         self._retry = retry or RetryPolicy()
         self._closed = False
         self._interruptible: bool | None = False if self._pool.is_azure else None
+        self._live_output: bool | None = False if self._pool.is_azure else None
         self._http = _http_session(self._pool.url, user_agent)
 
     def _build_query(self, api_version: str) -> str:
@@ -194,13 +202,19 @@ class SessionsClient:
 
     # ------------------------------------------------------------------ code execution
 
-    def execute(self, code: str, *, timeout: float = 60.0) -> ExecutionResult:
+    def execute(self, code: str, *, timeout: float = 60.0, on_output: OutputCallback | None = None) -> ExecutionResult:
         """Run ``code`` in the session and return its :class:`ExecutionResult`.
 
         An exception in the code is reported in the result (``status == "Failed"``), not raised. Never sent twice:
         retried only when the request provably never reached the service, or after a 429.
 
         :param timeout: the execution's time limit in seconds (capped at 220 by the service).
+        :param on_output: ``on_output(stream, text)`` is called with what the code writes to ``"stdout"`` and
+            ``"stderr"`` while it runs, where the endpoint can stream it (the local emulator; see
+            :attr:`supports_live_output`). It is called from a thread of the client's, one call at a time, and never
+            after ``execute`` returned; keep it quick. It previews the output: normally all of it arrives before
+            ``execute`` returns, but the result is the whole truth (what a broken stream lost is still in it). On an
+            Azure pool, which cannot stream, it is never called and nothing more is sent.
         :raises PoolFullError: the pool is at its maximum number of sessions (HTTP 404 or 429); not retried.
         :raises SessionsError: transport or service failure (see :mod:`azure_sessions.errors`).
         """
@@ -208,15 +222,46 @@ class SessionsClient:
         read = min(float(timeout), MAX_EXECUTION_SECONDS) + EXECUTE_READ_MARGIN_SECONDS
         # One operation-id per logical execution, the same on every attempt: a service that already ran it
         # answers with that execution instead of running the code again.
-        headers = {**_JSON_HEADERS, "operation-id": str(uuid.uuid4())}
+        operation_id = str(uuid.uuid4())
+        headers = {**_JSON_HEADERS, "operation-id": operation_id}
         call = _Call(
             op, "execute", idempotent=False, timeout=(self._connect_timeout, read), ok=(200, 202), headers=headers
         )
-        response = self._send(call)
-        result = parse_execution(self._json(response, "execute"), response.headers.get("x-ms-session-guid"))
-        if result.status in _PENDING and result.execution_id:
-            result = self._poll(result, deadline=time.monotonic() + read)
+        follower = self._follow_output(operation_id, on_output) if on_output is not None else None
+        try:
+            response = self._send(call)
+            result = parse_execution(self._json(response, "execute"), response.headers.get("x-ms-session-guid"))
+            if result.status in _PENDING and result.execution_id:
+                result = self._poll(result, deadline=time.monotonic() + read)
+        except BaseException:
+            if follower is not None:
+                follower.stop()
+            raise
+        if follower is not None:
+            follower.stop(drain=LIVE_OUTPUT_DRAIN_SECONDS)
         return result
+
+    @property
+    def supports_live_output(self) -> bool | None:
+        """Whether ``execute(on_output=...)`` previews output as it is written: False for Azure pools (the service
+        cannot stream an execution's output; the result brings all of it when the code ends), True once the local
+        emulator streamed some, None while unknown (no execution with ``on_output`` yet on a non-Azure endpoint)."""
+        return self._live_output
+
+    def _follow_output(self, operation_id: str, on_output: OutputCallback) -> OutputFollower | None:
+        """Start reading the live output of the execution ``operation_id``, where the endpoint may stream it."""
+        if self._live_output is False or self._closed:
+            return None
+        url = self._url(Operation("GET", _LIVE_OUTPUT, params=(("operation", operation_id),)))
+        timeout = (self._connect_timeout, _LIVE_OUTPUT_READ_TIMEOUT)
+
+        def open_stream() -> requests.Response:
+            return self._http.get(url, auth=self._auth, timeout=timeout, stream=True)
+
+        def learned(streams: bool) -> None:
+            self._live_output = streams
+
+        return OutputFollower(open_stream, on_output, learned).start()
 
     @property
     def supports_interrupt(self) -> bool | None:

@@ -77,8 +77,13 @@ class PoolFullError(SessionsError):
 
 class NotARegularFileError(SessionsError):
     """The file exists but is not a regular file (a symbolic link, a FIFO, a socket, a directory), so the service
-    will not read or follow it; ``message`` carries the service's reason (``'x' is a link: links are not
-    followed``). Sandboxed code can make such files in ``/mnt/data``; delete them or use regular files."""
+    will not read or follow it; ``reason`` is the service's own sentence (``'x' is a link: links are not
+    followed. ...``), which ``message`` carries too. Sandboxed code can make such files in ``/mnt/data``; delete
+    them or use regular files."""
+
+    def __init__(self, message: str, *, reason: str = "", **details: Any) -> None:
+        super().__init__(message, **details)
+        self.reason = reason
 
 
 class ServiceError(SessionsError):
@@ -181,8 +186,10 @@ def error_from_response(
     if full is not None:
         return PoolFullError(f"{what} {POOL_FULL_ADVICE}{full}{said}", status_code=status, error_code=error_code)
     if error_code in _NOT_REGULAR_CODES:
-        reason = service_message or "it is not a regular file"
-        return NotARegularFileError(f"{what} was refused: {reason}", status_code=status, error_code=error_code)
+        reason = service_message or (f"{target!r} is not a regular file" if target else "it is not a regular file")
+        return NotARegularFileError(
+            f"{what} was refused: {reason}", reason=reason, status_code=status, error_code=error_code
+        )
     if status == 400 and service_message:
         return ServiceError(f"{what} was rejected by the service: {service_message}", status_code=400,
                             error_code=error_code)  # fmt: skip

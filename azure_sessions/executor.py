@@ -114,6 +114,17 @@ def sessions_error_of(exc: BaseException | None) -> SessionsError | None:
     return next((e for e in _chain(exc) if isinstance(e, SessionsError)), None)
 
 
+def _add(listeners: list[Any], listener: Any) -> Callable[[], None]:
+    """Add ``listener``; returns a function that removes it."""
+    listeners.append(listener)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            listeners.remove(listener)
+
+    return remove
+
+
 @dataclass(frozen=True, slots=True)
 class _AnswerFrame:
     """The names the remote ``final_answer`` uses, unique to one executor by a random nonce: the kernel global
@@ -133,6 +144,11 @@ class _AnswerFrame:
     def end(self) -> str:
         return f"<</azs-final-answer:{self.nonce}>>"
 
+    def hider(self) -> _FrameHider:
+        """A filter that hides this frame from stdout arriving in pieces (the live output of one execution), with the
+        line breaks the remote ``final_answer`` writes around it (as :meth:`split` drops them)."""
+        return _FrameHider("\n" + self.start, self.end + "\n")
+
     def split(self, stdout: str) -> tuple[str, str | None, str] | None:
         """``(printed before, encoded answer, printed after)`` around the frame in ``stdout``, None without one.
 
@@ -146,6 +162,52 @@ class _AnswerFrame:
         if end == -1:
             return before, None, ""
         return before, stdout[start + len(self.start) : end], stdout[end + len(self.end) :].removeprefix("\n")
+
+
+class _FrameHider:
+    """Hides the final-answer frame (``start`` ... ``end``) from text that arrives in pieces, a marker possibly split
+    across them: text that may be the start of a marker is held back until the next piece says whether it is."""
+
+    def __init__(self, start: str, end: str) -> None:
+        self._start, self._end = start, end
+        self._held = ""
+        self._inside = False
+
+    def feed(self, text: str) -> str:
+        """What of ``text`` (after what was held back) can be shown now."""
+        text, self._held = self._held + text, ""
+        shown = []
+        while text:
+            if self._inside:
+                end = text.find(self._end)
+                if end == -1:
+                    self._held = text[-(len(self._end) - 1) :]  # a marker split here is found with the next piece
+                    break
+                text, self._inside = text[end + len(self._end) :], False
+                continue
+            start = text.find(self._start)
+            if start != -1:
+                shown.append(text[:start])
+                text, self._inside = text[start + len(self._start) :], True
+                continue
+            keep = _partial_suffix(text, self._start)
+            shown.append(text[: len(text) - keep])
+            self._held = text[len(text) - keep :]
+            break
+        return "".join(shown)
+
+    def rest(self, stdout: str) -> str:
+        """What was held back at the end, now that the whole ``stdout`` is known: shown unless it began a frame."""
+        held, self._held = self._held, ""
+        return "" if self._inside or self._start in stdout else held
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """The length of the longest end of ``text`` that begins ``marker`` (0 when none does)."""
+    for size in range(min(len(text), len(marker) - 1), 0, -1):
+        if marker.startswith(text[-size:]):
+            return size
+    return 0
 
 
 def _one_credential(credential: Any, access_token_provider: Callable[[], str] | None) -> Any:
@@ -241,6 +303,7 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         self.last_result: ExecutionResult | None = None
         self.session_resets = 0
         self._listeners: list[Callable[[ExecutionReport], None]] = []
+        self._output_listeners: list[Callable[[str, str], None]] = []
         self._answer = _AnswerFrame()
         self._last_guid: str | None = None
         self._last_call = float("-inf")
@@ -264,7 +327,7 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         :raises SessionsError: the service failed, e.g. :class:`~azure_sessions.errors.PoolFullError`.
         """
         self._flush_setup()
-        result, lost = self._execute(code)
+        result, lost = self._execute(code, live=True)
         self.last_result = result
         if lost:
             self._replay_setup()
@@ -282,13 +345,48 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
         """Call ``listener`` with an :class:`~azure_sessions.ExecutionReport` after each execution of agent code
         (its output, images, traceback, and whether the session had been lost), in the executing thread.
         Returns a function that removes the listener."""
-        self._listeners.append(listener)
+        return _add(self._listeners, listener)
 
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
+    def add_output_listener(self, listener: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``listener(stream, text)`` with what agent code writes to ``"stdout"`` and ``"stderr"`` while it
+        runs, where the backend can stream it (:attr:`supports_live_output`; never on an Azure pool: the output
+        comes with the execution's end, to :meth:`add_listener`'s listeners). The final-answer frame never shows.
+        Called from the client's live-output thread, and once more from the executing thread as the execution
+        returns, never two at a time and never after it returned; it previews what the execution's report holds.
+        Returns a function that removes the listener."""
+        return _add(self._output_listeners, listener)
 
-        return remove
+    @property
+    def supports_live_output(self) -> bool | None:
+        """Whether output listeners hear output as it is written (see
+        :attr:`~azure_sessions.SessionsClient.supports_live_output`): False on Azure pools, None while unknown."""
+        return self.client.supports_live_output
+
+    def _live_output(self) -> tuple[Callable[[str, str], None] | None, Callable[[ExecutionResult], None]]:
+        """The client's ``on_output`` for one execution of agent code (None without listeners), and what to call
+        with its result: the agent's final-answer frame is hidden, even split across pieces."""
+        if not self._output_listeners:
+            return None, lambda result: None
+        hider = self._answer.hider()
+
+        def tell(stream: str, text: str) -> None:
+            for listener in list(self._output_listeners):
+                try:
+                    listener(stream, text)
+                except Exception:  # a listener's bug must not turn into the agent's error
+                    log.exception("output listener failed")
+
+        def on_output(stream: str, text: str) -> None:
+            shown = hider.feed(text) if stream == "stdout" else text
+            if shown:
+                tell(stream, shown)
+
+        def finish(result: ExecutionResult) -> None:
+            rest = hider.rest(result.stdout)
+            if rest:
+                tell("stdout", rest)
+
+        return on_output, finish
 
     def _report(self, code: str, result: ExecutionResult, session_lost: bool, *, final_answer: bool) -> None:
         if not self._listeners:
@@ -440,9 +538,13 @@ class AzureDynamicSessionsExecutor(RemotePythonExecutor):
 
     # ------------------------------------------------------------------ internals
 
-    def _execute(self, code: str, timeout: float | None = None) -> tuple[ExecutionResult, bool]:
-        """Run code; returns the result and whether the service's session guid changed (session recycled)."""
-        result = self.client.execute(code, timeout=timeout or self.execution_timeout)
+    def _execute(self, code: str, timeout: float | None = None, live: bool = False) -> tuple[ExecutionResult, bool]:
+        """Run code (``live``: the agent's own, its output told to the output listeners as it comes); returns the
+        result and whether the service's session guid changed (session recycled)."""
+        on_output, finish = self._live_output() if live else (None, None)
+        result = self.client.execute(code, timeout=timeout or self.execution_timeout, on_output=on_output)
+        if finish is not None:
+            finish(result)
         self._last_call = time.monotonic()
         guid = result.session_guid
         lost = False

@@ -8,6 +8,7 @@ read the run's transcript, so none of them blocks, and a page that goes away nev
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -21,6 +22,8 @@ from smolagents.memory import ActionStep, FinalAnswerStep
 from smolagents.utils import AgentError
 
 from azure_sessions import SESSION_LOST_NOTICE, ExecutionReport
+from azure_sessions.errors import PoolFullError
+from azure_sessions.executor import CodeExecutionError, execution_error_of, sessions_error_of
 from playground import files as fs
 from playground.formatting import fence, human_size, markdown_escape, plural
 from playground.model_catalog import NO_MODEL, ModelUnavailableError
@@ -30,6 +33,8 @@ from playground.runs import (
     AgentEvent,
     Ended,
     Failed,
+    LiveOutput,
+    OutputMode,
     PythonDone,
     PythonStarted,
     Queued,
@@ -39,7 +44,14 @@ from playground.runs import (
     Stopped,
     Uploaded,
 )
-from playground.steps import IMAGE_SUFFIXES, StepExtras, is_image, is_interrupt, strip_code_fences
+from playground.steps import (
+    IMAGE_SUFFIXES,
+    PythonAnswer,
+    StepExtras,
+    is_image,
+    stderr_before,
+    strip_code_fences,
+)
 from playground.visitors import CapReached, RunSlots
 
 if TYPE_CHECKING:
@@ -143,6 +155,7 @@ class _Worker:
         self.snapshot: fs.Snapshot = {}
         self.reports: list[ExecutionReport] = []
         self.interrupted = False  # an execution of this run ended in a KeyboardInterrupt
+        self.service_full = False  # the sandbox service had no sandbox to give (a full pool): the run ends
 
     def __call__(self, text: str, paths: Sequence[str], model_key: str, user_token: str | None) -> None:
         visitor = self.session.visitor
@@ -162,8 +175,11 @@ class _Worker:
         except ModelUnavailableError as exc:
             self.run.post(Failed(str(exc)))
         except Exception as exc:  # shown in the chat; the page never gets a stack trace
-            log.exception("run failed")
-            self.run.post(Failed(f"{type(exc).__name__}: {exc}"))
+            if isinstance(sessions_error_of(exc), PoolFullError):
+                self.run.post(Refused(fs.SERVICE_FULL))
+            else:
+                log.exception("run failed")
+                self.run.post(Failed(f"{type(exc).__name__}: {exc}"))
         finally:
             if slot and self.slots is not None:
                 self.slots.release(visitor)
@@ -192,7 +208,7 @@ class _Worker:
         agent = self.session.agent_for(model_key, user_token)
         executor = self.store.executor
         self._publish_listing()
-        remove = executor.add_listener(self._collect)
+        removers = self._listen(executor)
         try:
             stream = agent.run(task, stream=True, reset=False)
             if self.run.stop.is_set():
@@ -204,48 +220,71 @@ class _Worker:
                     reports = self._take_reports()
                     extras = self._step_extras(event.action_output, reports)
                     self._record(lambda book, step=event, done=reports: book.agent_step(step, done))
+                    if isinstance(sessions_error_of(event.error), PoolFullError):
+                        self.service_full = True  # the model would only try again, and again
+                        agent.interrupt()
                 elif isinstance(event, FinalAnswerStep):
                     extras = self._final_extras(event.output)
                     self._record(lambda book, output=event.output: book.final_answer(output))
                 self.run.post(AgentEvent(event, extras))
         except AgentError as exc:
-            if self.run.stop.is_set() or "interrupted" in str(exc).lower():
+            raised = execution_error_of(exc)
+            if self.service_full:
+                pass  # said below
+            elif self.run.stop.is_set() or (raised is not None and raised.interrupted):
                 self.run.post(Stopped(self._stop_detail()))
                 self._record(lambda book: book.note("The run was stopped."))
             else:
                 self.run.post(Failed(str(exc)))
         finally:
-            remove()
+            for remove in removers:
+                remove()
+        if self.service_full:
+            self.run.post(Refused(fs.SERVICE_FULL))
 
     def _run_python(self, text: str) -> None:
         executor = self.store.executor
         code = strip_code_fences(text)
         self.run.post(PythonStarted(code))
         self._publish_listing()
-        remove = executor.add_listener(self._collect)
+        removers = self._listen(executor)
         started = time.monotonic()
-        logs, result, error, output = "", None, "", None
+        answer, output = PythonAnswer(), None
         try:
             code_output = executor.run_code_raise_errors(code)
-            logs, output = code_output.logs or "", code_output.output
+            output = code_output.output
             result = None if output is None or is_image(output) else str(output)
-        except AgentError as exc:
-            error = str(exc)
+            answer = PythonAnswer(logs=code_output.logs or "", result=result)
+        except CodeExecutionError as exc:  # the code raised: what it printed, then its error
+            logs = exc.result.stdout + stderr_before(exc.result, exc.error)
+            answer = PythonAnswer(logs=logs, error=exc.error)
+        except AgentError as exc:  # not the code's own failure (its final answer could not be read...)
+            answer = PythonAnswer(problem=str(exc))
         finally:
-            remove()
+            for remove in removers:
+                remove()
         duration = time.monotonic() - started
         self.session.totals.steps += 1
         self.session.totals.seconds += duration
         reports = self._take_reports()
         extras = self._step_extras(output, reports)
         self._record(lambda book: [book.cell(report) for report in reports])
-        self.run.post(PythonDone(logs, result, error, duration, extras))
+        self.run.post(PythonDone(dataclasses.replace(answer, duration=duration), extras))
         if self.run.stop.is_set():
             self.run.post(Stopped(self._stop_detail()))
 
+    def _listen(self, executor: Any) -> list[Callable[[], None]]:
+        """Hear the executions of this run: each one's report when it ends, and what it prints while it runs (shown
+        in its block at once where the sandbox streams it; otherwise the block says when it comes)."""
+        self.run.post(OutputMode(executor.supports_live_output is not False))
+        return [
+            executor.add_listener(self._collect),
+            executor.add_output_listener(lambda stream, text: self.run.post(LiveOutput(stream, text))),
+        ]
+
     def _collect(self, report: ExecutionReport) -> None:
         self.reports.append(report)
-        if report.failed and is_interrupt(report.result.stderr):
+        if report.error is not None and report.error.interrupted:
             self.interrupted = True
 
     def _take_reports(self) -> list[ExecutionReport]:

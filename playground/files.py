@@ -31,6 +31,8 @@ NAME_COLUMN = 1
 SELECTED_MARK = "▶"
 Snapshot = dict[str, tuple[Any, Any]]
 SCRATCH_LIMIT_BYTES = 256 * 1024 * 1024  # local copies one session may hold on the server
+SERVICE_FULL = "The sandbox service is full right now; try again in a minute."
+"""What a visitor reads when the pool has no sandbox to give (a full pool): nothing they can fix, only wait."""
 
 
 class TooLarge(Exception):
@@ -268,9 +270,21 @@ def changed_names(before: Snapshot, after: Snapshot) -> list[str]:
 # ---- sentences ----------------------------------------------------------------------------------------------------
 def describe_error(exc: BaseException, name: str | None = None) -> str:
     """One readable sentence for a failed file operation."""
-    from azure_sessions.errors import FileTooLargeError, InvalidFileNameError, NotFoundError, SessionsError
+    from azure_sessions.errors import (
+        FileTooLargeError,
+        InvalidFileNameError,
+        NotARegularFileError,
+        NotFoundError,
+        PoolFullError,
+        SessionsError,
+    )
 
     subject = f"“{name}”" if name else "The file"
+    if isinstance(exc, NotARegularFileError):  # the sandbox's own refusal, which says why and what to do
+        reason = exc.reason.strip() or f"{name or 'it'} is not a regular file (a link, a FIFO or a socket)"
+        return reason if reason.endswith(".") else reason + "."
+    if isinstance(exc, PoolFullError):
+        return SERVICE_FULL
     if isinstance(exc, InvalidFileNameError):
         return f"{subject} was refused: {_message(exc)}"
     if isinstance(exc, FileTooLargeError):

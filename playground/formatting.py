@@ -53,7 +53,12 @@ def clip(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
     """`text`, or its head and tail around a note of how much was cut when it is longer than `limit` characters."""
     if len(text) <= limit:
         return text
-    return text[: limit // 2] + f"\n… [{len(text) - limit:,} characters cut] …\n" + text[-limit // 2 :]
+    return joined_cut(text[: limit // 2], len(text) - limit, text[-limit // 2 :])
+
+
+def joined_cut(head: str, cut: int, tail: str) -> str:
+    """A text's head and tail around the note that `cut` characters between them are not shown."""
+    return head + f"\n… [{cut:,} characters cut] …\n" + tail if cut > 0 else head + tail
 
 
 def format_tokens(input_tokens: int | None, output_tokens: int | None) -> str:

@@ -48,6 +48,7 @@ FOLLOWING = ("chat", "box", "panel", "reset", "files", *FILE_SELECTION)
 NO_FILES_HINT = "Drop files on the chat box or use Upload; select a row to preview, download or delete it."
 FOLLOW_WAIT = 0.5  # how often a follower looks for a newer follower or a closed tab
 TIMER_TICK = 1.0
+REDRAW_INTERVAL = 0.25  # a burst of changes (live output, the model's tokens) redraws a page at most this often
 ZIP_MAX_BYTES = 512 * 1024 * 1024  # what "All files (.zip)" streams at most (by the listed sizes)
 ZIP_MAX_FILES = 2000
 
@@ -209,19 +210,22 @@ class Handlers:
             return
         token = tab.follower = object()
         seen, seen_files, busy, offers = -1, session.store.version, None, None
-        tick = 0.0
+        tick = drawn = 0.0
         while True:
             if tab.follower is not token or self.registry.tab(tab_id) is not tab or session.closed:
                 return
             if session.changed.version == seen:
                 await session.changed.changed_since(seen, TIMER_TICK if session.has_timer() else FOLLOW_WAIT)
+            coalesce = drawn + REDRAW_INTERVAL - time.monotonic()
+            if coalesce > 0 and session.unsettled():  # what changes meanwhile is drawn with it
+                await asyncio.sleep(coalesce)
             version = session.changed.version
             done = not session.unsettled()  # read before drawing: a settled run has posted everything
             now = time.monotonic()
             update: Updates = {}
             if version != seen or done or (session.has_timer() and now - tick >= TIMER_TICK):
                 update["chat"] = await asyncio.to_thread(session.view, now)
-                seen, tick = version, now
+                seen, tick, drawn = version, now, time.monotonic()
                 update["panel"] = self.panel(session)
             if (active := session.active_run() is not None) != busy:
                 update["box"] = busy_box(False) if active else idle_box()

@@ -19,10 +19,10 @@ from typing import Any
 import nbformat
 from nbformat import v4
 
-from azure_sessions import ExecutionReport
+from azure_sessions import ExecutionError, ExecutionReport
 from playground.files import FileStore
 from playground.formatting import clip, human_size
-from playground.steps import exception_label, split_model_output
+from playground.steps import split_model_output, stderr_before
 
 OUTPUT_CHARS = 64_000  # of one output stream, value or traceback
 IMAGE_BYTES = 8 * 1024 * 1024
@@ -145,8 +145,11 @@ def code_cell(report: ExecutionReport) -> Any:
     outputs = []
     if report.stdout:
         outputs.append(v4.new_output("stream", name="stdout", text=clip(report.stdout, OUTPUT_CHARS)))
-    if report.failed:
-        outputs.append(error_output(clip(result.stderr or result.status, OUTPUT_CHARS)))
+    if report.error is not None:
+        warned = stderr_before(result, report.error)
+        if warned.strip():
+            outputs.append(v4.new_output("stream", name="stderr", text=clip(warned, OUTPUT_CHARS)))
+        outputs.append(error_output(report.error))
     elif result.stderr.strip():
         outputs.append(v4.new_output("stream", name="stderr", text=clip(result.stderr, OUTPUT_CHARS)))
     for image in result.images:
@@ -165,10 +168,12 @@ def code_cell(report: ExecutionReport) -> Any:
     return cell
 
 
-def error_output(traceback: str) -> Any:
-    label = exception_label(traceback) or "Error"
-    name, _, value = label.partition(": ")
-    return v4.new_output("error", ename=name, evalue=value, traceback=traceback.rstrip("\n").splitlines())
+def error_output(error: ExecutionError) -> Any:
+    """The exception a cell raised, as Jupyter shows one: its name, its value and its traceback's lines."""
+    traceback = clip(error.traceback, OUTPUT_CHARS).rstrip("\n").splitlines()
+    return v4.new_output(
+        "error", ename=error.name or "Error", evalue=clip(error.value, OUTPUT_CHARS), traceback=traceback
+    )
 
 
 def _plain(value: Any) -> str:

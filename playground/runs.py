@@ -2,7 +2,8 @@
 
 The transcript lives here, not in a page's event handler, so a page that reloads (or a second tab of the same
 browser) can follow a run that another page started. Whoever follows asks for a `snapshot`: copies of the messages,
-plus the live notes whose timers tick (waiting for a previous run, stopping code that cannot be interrupted).
+plus the live notes whose timers tick (waiting for a previous run, stopping code that cannot be interrupted, code
+running for a while). Live output comes in many small messages; the pages that follow coalesce their redraws.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gradio import ChatMessage
 
 from playground.changes import Changes
 from playground.files import upload_report
-from playground.steps import RunRenderer, StepExtras
+from playground.steps import PythonAnswer, RunRenderer, StepExtras
 
 
 # ---- what the worker thread tells its run ---------------------------------------------------------------------------
@@ -54,11 +55,25 @@ class PythonStarted:
 class PythonDone:
     """ "No model": what the code printed, its value, its error (with the traceback) and how long it took."""
 
-    logs: str
-    result: str | None
-    error: str
-    duration: float
+    answer: PythonAnswer
     extras: StepExtras | None = None
+
+
+@dataclass(frozen=True)
+class OutputMode:
+    """Whether the sandbox shows the running code's output as it comes (`live`), or only when the code ends (an
+    Azure pool): then the running block says so."""
+
+    live: bool
+
+
+@dataclass(frozen=True)
+class LiveOutput:
+    """A piece of what the running code wrote to `stream` ("stdout" or "stderr"), shown in its block until the
+    step's (or the message's) result replaces it."""
+
+    stream: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -94,7 +109,10 @@ class Ended:
     """The worker is done; nothing more will be posted."""
 
 
-RunMessage = Started | Queued | Uploaded | AgentEvent | PythonStarted | PythonDone | Stopped | Failed | Refused | Ended
+RunMessage = (
+    Started | Queued | Uploaded | AgentEvent | PythonStarted | PythonDone | OutputMode | LiveOutput | Stopped | Failed
+    | Refused | Ended
+)  # fmt: skip
 
 
 # How a stop request fared: still trying, the code was interrupted, or the sandbox cannot interrupt.
@@ -188,7 +206,12 @@ class Run:
         """A live note with a ticking clock is shown (the page redraws it every second)."""
         if self.settled.is_set():
             return False
-        return self.stop.is_set() or self._waiting() or (bool(self.queued) and not self.started)
+        return (
+            self.stop.is_set()
+            or self._waiting()
+            or (bool(self.queued) and not self.started)
+            or self.renderer.running_since is not None  # the running code's block counts its seconds
+        )
 
     def _waiting(self) -> bool:
         return not self.started and self.previous is not None and not self.previous.settled.is_set()
@@ -199,7 +222,7 @@ class Run:
         with self.changed:
             if self._final is not None:
                 return list(self._final)
-            messages = copy.deepcopy([*self.user_messages, *self.renderer.messages])
+            messages = [*copy.deepcopy(self.user_messages), *self.renderer.view(now)]
             if self.settled.is_set():
                 self._final = messages
                 return list(messages)
@@ -263,8 +286,12 @@ def _apply(renderer: RunRenderer, message: RunMessage, agent_mode: bool) -> None
             renderer.on_event(event, extras)
         case PythonStarted(code=code):
             renderer.direct_start(code)
-        case PythonDone(logs=logs, result=result, error=error, duration=duration, extras=extras):
-            renderer.direct_done(logs, result, error, duration, extras)
+        case PythonDone(answer=answer, extras=extras):
+            renderer.direct_done(answer, extras)
+        case OutputMode(live=live):
+            renderer.set_live_output(live)
+        case LiveOutput(text=text):
+            renderer.output(text)
         case Stopped(detail=detail):
             renderer.stopped(detail)
         case Failed(error=error):

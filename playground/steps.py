@@ -8,8 +8,10 @@ The final answer is a normal message.
 
 from __future__ import annotations
 
+import copy
 import mimetypes
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +19,15 @@ from gradio import ChatMessage
 from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep, ToolCall
 from smolagents.models import ChatMessageStreamDelta
 
-from playground.formatting import clip, fence, format_tokens, plural
+from azure_sessions import ExecutionError, ExecutionResult
+from azure_sessions.errors import PoolFullError
+from azure_sessions.executor import execution_error_of, sessions_error_of
+from playground.formatting import MAX_SHOWN_CHARS, clip, fence, format_tokens, joined_cut, markdown_escape, plural
 
 LOGS_MARKER = "Execution logs:\n"
 TITLE_ERROR_CHARS = 80
+CLOCK_AFTER_SECONDS = 2.0  # a running cell's block shows how long it has run, from this long on
+NO_LIVE_OUTPUT = "*Output arrives when the code ends: an Azure session pool does not stream it while it runs.*"
 OUTPUT_MARKER = "Last output from code snippet:\n"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg")
 
@@ -103,24 +110,53 @@ def step_body(thought: str, code: str | None, logs: str = "", output: str | None
     return "\n\n".join(parts) or "…"
 
 
-_EXCEPTION_LINE = re.compile(
-    r"^(?:[A-Za-z_][\w]*\.)*([A-Z]\w*(?:Error|Exception|Interrupt|Exit|Lost|Warning))\b(?::[ \t]*(.*))?$", re.MULTILINE
-)
-
-
-def exception_label(error: str) -> str | None:
-    """ "ZeroDivisionError: division by zero" from a traceback or an agent error (the last exception line), cut to
-    fit a step title; None when the text names no exception."""
-    matches = _EXCEPTION_LINE.findall(error or "")
-    if not matches:
-        return None
-    name, message = matches[-1]
-    label = f"{name}: {message.strip()}" if message and message.strip() else name
+def _fit(label: str) -> str:
+    """A label cut to fit a step's title."""
     return label if len(label) <= TITLE_ERROR_CHARS else label[: TITLE_ERROR_CHARS - 1] + "…"
 
 
-def is_interrupt(error: str) -> bool:
-    return (exception_label(error) or "").startswith("KeyboardInterrupt")
+def failure_labels(error: BaseException) -> tuple[str, str]:
+    """(a failed step's title, what the run ended on) for a step's error: the exception its code raised
+    ("interrupted" for Stop or its timeout), a full sandbox service, else the agent error itself (the model wrote no
+    code, the service failed...)."""
+    raised = execution_error_of(error)
+    if raised is not None:
+        return ("interrupted" if raised.interrupted else _fit(raised.label)), _fit(raised.label)
+    if isinstance(sessions_error_of(error), PoolFullError):
+        return "sandbox service full", "a full sandbox service"
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    label = _fit(f"{type(error).__name__}: {first}" if first else type(error).__name__)
+    return label, label
+
+
+def stderr_before(result: ExecutionResult, error: ExecutionError) -> str:
+    """What the code wrote to stderr before its traceback (warnings), which the error's traceback leaves out."""
+    at = result.stderr.find(error.traceback) if error.traceback else -1
+    return result.stderr[:at] if at > 0 else ""
+
+
+class LiveText:
+    """What running code printed so far, bounded like every output the chat shows: its head and its latest tail,
+    around a note of how much was cut between them."""
+
+    def __init__(self, limit: int = MAX_SHOWN_CHARS) -> None:
+        self._half = limit // 2
+        self.head, self.tail, self.total = "", "", 0
+
+    def add(self, text: str) -> None:
+        self.total += len(text)
+        if len(self.head) < self._half:
+            taken = text[: self._half - len(self.head)]
+            self.head += taken
+            text = text[len(taken) :]
+        if text:
+            self.tail = (self.tail + text)[-self._half :]
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def __str__(self) -> str:
+        return joined_cut(self.head, self.total - len(self.head) - len(self.tail), self.tail)
 
 
 def file_content(path: str) -> dict:
@@ -168,12 +204,17 @@ class RunRenderer:
         self._seen: list[ActionStep] = []
         self.is_stopped = False
         self.answered = False
-        self.last_error: tuple[int, str] | None = None  # (step, error) when the latest step failed
+        self.last_error: tuple[int, str, str] | None = None  # (step, what it ended on, error) of a failed last step
+        self.direct = False  # "No model": the message itself is the code
+        self.live_output = True  # the sandbox shows output while the code runs (False: an Azure pool)
+        self.live = LiveText()  # what the running code printed so far
+        self.running_since: float | None = None  # when the running code started (monotonic), while it runs
 
     # ---- agent runs ---------------------------------------------------------------------------------------------
     def begin_step(self, step_number: int | None = None) -> ChatMessage:
         self.step_number = step_number or self.step_number + 1
         self.streamed, self.code = "", None
+        self._code_ended()
         self.current = ChatMessage(
             content="…", metadata={"title": f"Step {self.step_number} · thinking…", "status": "pending"}
         )
@@ -212,9 +253,45 @@ class RunRenderer:
     def _on_tool_call(self, call: ToolCall) -> None:
         message = self._pending()
         self.code = str(call.arguments)
-        thought, _ = split_model_output(self.streamed)
-        message.content = step_body(thought, self.code)
         message.metadata["title"] = f"Step {self.step_number} · running code…"
+        self._code_started(message)
+
+    # ---- the running code's output, as it comes ----------------------------------------------------------------
+    def _code_started(self, message: ChatMessage) -> None:
+        self.live, self.running_since = LiveText(), time.monotonic()
+        message.content = self._running_body()
+
+    def _code_ended(self) -> None:
+        self.live, self.running_since = LiveText(), None
+
+    def _running_body(self) -> str:
+        thought, _ = split_model_output(self.streamed)
+        body = step_body(thought, self.code, str(self.live))
+        return body if self.live_output else f"{body}\n\n{NO_LIVE_OUTPUT}"
+
+    def output(self, text: str) -> None:
+        """What the running code wrote (stdout or stderr), shown in its block until the step's result replaces it."""
+        if self.current is None or self.running_since is None or not text:
+            return
+        self.live.add(text)
+        self.current.content = self._running_body()
+
+    def set_live_output(self, live: bool) -> None:
+        """Whether the sandbox shows output while code runs; without it the running block says when it comes."""
+        self.live_output = live
+        if self.current is not None and self.running_since is not None:
+            self.current.content = self._running_body()
+
+    def view(self, now: float) -> list[ChatMessage]:
+        """Copies of the messages, the running code's block titled with how long it has run."""
+        messages = copy.deepcopy(self.messages)
+        if self.running_since is None or now - self.running_since < CLOCK_AFTER_SECONDS:
+            return messages
+        at = next((i for i, message in enumerate(self.messages) if message is self.current), None)
+        if at is not None:
+            title = str(messages[at].metadata.get("title", "")).removesuffix("…")
+            messages[at].metadata["title"] = f"{title} · {now - self.running_since:.0f} s"
+        return messages
 
     def _on_action_step(self, step: ActionStep, extras: StepExtras | None) -> None:
         if any(seen is step for seen in self._seen):  # smolagents re-yields the last step after max_steps
@@ -227,16 +304,17 @@ class RunRenderer:
         error = str(step.error) if step.error is not None else ""
         if step.is_final_answer or is_image(step.action_output):
             output = None  # the answer gets its own message; an image is shown inline, not as its repr
+        self._code_ended()
         message.content = step_body(thought, code, logs, output, error)
         number = step.step_number or self.step_number
         title = f"Step {number}"
-        if error and is_interrupt(error):
-            title += " · interrupted"
-        elif error:
-            title += " · " + (exception_label(error) or "error")
+        self.last_error = None
+        if step.error is not None:
+            label, ended_on = failure_labels(step.error)
+            title += " · " + label
+            self.last_error = (number, ended_on, error)
         elif step.is_final_answer:
             title += " · final answer"
-        self.last_error = (number, error) if error else None
         message.metadata = {"title": title, "status": "done"}
         if step.timing and step.timing.duration is not None:
             message.metadata["duration"] = round(step.timing.duration, 2)
@@ -283,11 +361,16 @@ class RunRenderer:
     def _close_pending(self, suffix: str) -> None:
         if self.current is None:
             return
-        if not self.streamed and self.code is None and self.current.content == "…":
+        if self.direct:  # "No model": the code is in the user's message; what it printed so far stays
+            self.current.metadata = {"title": f"Python · {suffix}", "status": "done"}
+            if not self.live and self.current in self.messages:
+                self.messages.remove(self.current)
+        elif not self.streamed and self.code is None and self.current.content == "…":
             self.messages.remove(self.current)
         else:
             self.current.metadata = {"title": f"Step {self.step_number} · {suffix}", "status": "done"}
         self.current = None
+        self._code_ended()
 
     def stopped(self, detail: str = "The agent stopped; the session keeps its variables and files.") -> None:
         if self.is_stopped:
@@ -297,8 +380,10 @@ class RunRenderer:
         self.messages.append(ChatMessage(content=f"**Stopped.** {detail}"))
 
     def refused(self, text: str) -> None:
-        """The run could not start (a cap was reached): the sentence, as a plain message."""
-        self._close_pending("not started")
+        """The run could not start or go on (a cap was reached, the sandbox service is full): the sentence, as a
+        plain message (it says it all: the last step's error is not repeated after it)."""
+        self._close_pending("not run")
+        self.last_error = None
         self.messages.append(ChatMessage(content=f"⚠️ {text}"))
 
     def failed(self, error: BaseException | str) -> None:
@@ -310,8 +395,7 @@ class RunRenderer:
         self._close_pending("ended")
         if self.answered or self.is_stopped or self.last_error is None:
             return
-        number, error = self.last_error
-        label = exception_label(error) or "an error"
+        number, label, error = self.last_error
         tail = "\n".join(error.strip().splitlines()[-12:])
         self.messages.append(
             ChatMessage(content=f"⚠️ **The run ended on {label}** (step {number}).\n\n" + fence(clip(tail), "text"))
@@ -319,37 +403,51 @@ class RunRenderer:
 
     # ---- "No model": the message itself is the code -------------------------------------------------------------
     def direct_start(self, code: str) -> None:
-        self.code = code
+        self.direct, self.code = True, code
         self.current = ChatMessage(
-            content=step_body("", code), metadata={"title": "Python · running in the sandbox…", "status": "pending"}
+            content="", metadata={"title": "Python · running in the sandbox…", "status": "pending"}
         )
         self.messages.append(self.current)
+        self._code_started(self.current)
 
-    def direct_done(
-        self, logs: str, result: str | None, error: str, duration: float | None, extras: StepExtras | None = None
-    ) -> None:
-        """The message's output, result and error are the answer: a plain message, readable without a click."""
+    def direct_done(self, answer: PythonAnswer, extras: StepExtras | None = None) -> None:
+        """The message's output, result and error are the answer: a plain message, readable without a click. It
+        replaces the running block and the output shown there."""
         if self.current is not None and self.current in self.messages:
             self.messages.remove(self.current)
         self.current = None
-        self.messages.append(ChatMessage(content=python_answer(logs, result, error, duration, extras)))
+        self._code_ended()
+        self.messages.append(ChatMessage(content=python_answer(answer, extras)))
         self.messages.extend(attachment_messages(extras))
 
 
-def python_answer(
-    logs: str, result: str | None, error: str, duration: float | None, extras: StepExtras | None = None
-) -> str:
+@dataclass(frozen=True)
+class PythonAnswer:
+    """What a "No model" message produced: what it printed, its value, the exception it raised (`error`), or a
+    failure that did not come from the code (`problem`, a sentence), and how long it ran."""
+
+    logs: str = ""
+    result: str | None = None
+    error: ExecutionError | None = None
+    problem: str = ""
+    duration: float | None = None
+
+
+def python_answer(answer: PythonAnswer, extras: StepExtras | None = None) -> str:
     """What a "No model" message produced, as markdown: its printed output, its value, its error with traceback;
     when there is none of those, what it showed below instead (a plot, files) or that it produced nothing."""
     parts = []
+    logs, result, error, duration = answer.logs, answer.result, answer.error, answer.duration
     if logs.strip():
         parts.append(fence(clip(logs), "text"))
     if result is not None and result.strip() and result.strip() != "None":
         parts.append("**Result**\n" + fence(clip(result), "text"))
-    if error:
-        label = exception_label(error) or "Error"
-        name, _, message = label.partition(": ")
-        parts.append(f"⚠️ **{name}**" + (f": {message}" if message else "") + "\n" + fence(clip(error), "text"))
+    if error is not None:
+        first = next((line.strip() for line in error.value.splitlines() if line.strip()), "")
+        head = f"⚠️ **{error.name or 'Error'}**" + (f": {markdown_escape(first)}" if first else "")
+        parts.append(head + ("\n" + fence(clip(error.traceback), "text") if error.traceback.strip() else ""))
+    if answer.problem:
+        parts.append("⚠️ **Error**\n" + fence(clip(answer.problem), "text"))
     produced = ((extras.images, "image"), (extras.files, "file")) if extras else ()
     shown = [plural(len(items), noun) for items, noun in produced if items]
     if not parts:

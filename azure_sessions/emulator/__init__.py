@@ -214,6 +214,15 @@ class EmulatorHandle:
         self.backend.interruptible = value
 
     @property
+    def live_output(self) -> bool:
+        """Whether the live-output route works (False: it answers like the service, which streams nothing)."""
+        return self.backend.live_output
+
+    @live_output.setter
+    def live_output(self, value: bool) -> None:
+        self.backend.live_output = value
+
+    @property
     def interrupt_grace(self) -> float:
         """Seconds an interrupted cell has to stop before its worker is killed."""
         return self.backend.interrupt_grace

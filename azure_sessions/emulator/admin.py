@@ -1,17 +1,33 @@
 """The emulator's own routes under ``.emulator/`` (none of them is the service's): statistics, fault rules, forced
-expiry, interrupting a running execution and the execution log. The bearer token protects them like the API."""
+expiry, interrupting a running execution, its live output, and the execution log. The bearer token protects them like
+the API."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from ..models import MAX_EXECUTION_SECONDS
 from . import errors
 from .dependencies import Authorized, InSession, authorized
 from .faults import parse_rules
+from .output import NOT_FOUND, OutputReader
 from .routes import POOL_PREFIX
+
+OUTPUT_APPEAR_SECONDS = 30.0
+"""How long a live-output reader waits for its execution to arrive, at most (``wait=`` asks for less)."""
+OUTPUT_MAX_SECONDS = MAX_EXECUTION_SECONDS + 60.0
+"""How long one live-output stream lasts, at most (an execution's longest timeout, and a margin)."""
+OUTPUT_KEEPALIVE_SECONDS = 1.0
+"""A blank line after this long without output, so both sides notice a connection that went away."""
+TIME_LIMIT = "time-limit"
+_MAX_OPERATION_ID = 128
 
 router = APIRouter(prefix=f"{POOL_PREFIX}/.emulator", dependencies=[Depends(authorized)])
 
@@ -65,6 +81,63 @@ async def interrupt(request: Request, call: InSession) -> Response:
         raise errors.not_found(f"No operation matches {request.method} {request.url.path}.")
     interrupted = await call.state.blocking(call.pool.interrupt, call.identifier)
     return JSONResponse({"interrupted": interrupted}, 200)
+
+
+@router.get("/output")
+async def output(request: Request, call: InSession) -> Response:
+    """The live output of the session's execution whose ``operation-id`` header was ``operation``, as JSON lines:
+    ``{"stream": "stdout" | "stderr", "text": ...}`` from its start, as it is written, then ``{"end": how}``
+    (``finished``; ``not-found``: no such execution in this session within ``wait`` seconds, at most 30;
+    ``not-run``: it was refused before it ran; ``time-limit``). Blank lines keep a quiet stream alive. Answered like
+    an unknown route where the pool is set to act like the service, which streams nothing."""
+    if not call.pool.live_output:
+        raise errors.not_found(f"No operation matches {request.method} {request.url.path}.")
+    operation = request.query_params.get("operation", "")
+    if not operation or len(operation) > _MAX_OPERATION_ID:
+        raise errors.bad_request(
+            "Pass operation=<the operation-id header of the execution> (at most 128 characters).", "InvalidOperation"
+        )
+    try:
+        wait = min(float(request.query_params.get("wait", OUTPUT_APPEAR_SECONDS)), OUTPUT_APPEAR_SECONDS)
+    except ValueError:
+        raise errors.bad_request("wait must be a number of seconds.") from None
+    loop, more = asyncio.get_running_loop(), asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody reads any more
+            loop.call_soon_threadsafe(more.set)
+
+    reader = call.pool.open_output(call.identifier, operation, wake)
+    return StreamingResponse(
+        _follow(reader, more, wait), 200, {"Cache-Control": "no-store"}, media_type="application/x-ndjson"
+    )
+
+
+async def _follow(reader: OutputReader, more: asyncio.Event, wait: float) -> AsyncIterator[bytes]:
+    started = time.monotonic()
+    try:
+        while True:
+            more.clear()
+            chunks, ended = reader.read()
+            lines = [json.dumps({"stream": stream, "text": text}) for stream, text in chunks]
+            elapsed = time.monotonic() - started
+            if ended is None and not reader.feed.claimed and elapsed >= wait:
+                ended = NOT_FOUND
+            elif ended is None and elapsed >= OUTPUT_MAX_SECONDS:
+                ended = TIME_LIMIT
+            if ended is not None:
+                lines.append(json.dumps({"end": ended}))
+            if lines:
+                yield ("\n".join(lines) + "\n").encode()
+            if ended is not None:
+                return
+            limit = wait - elapsed if not reader.feed.claimed else OUTPUT_KEEPALIVE_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(more.wait(), max(0.0, min(limit, OUTPUT_KEEPALIVE_SECONDS)))
+            if not more.is_set():
+                yield b"\n"
+    finally:
+        reader.close()
 
 
 @router.get("/executions")

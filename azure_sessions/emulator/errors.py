@@ -125,6 +125,16 @@ def pool_full(max_sessions: int, status: int = 404) -> EmulatorError:
     )
 
 
+def too_many_readers(what: str) -> EmulatorError:
+    """The live-output route's bound (an emulator extension): too many readers at once."""
+    return EmulatorError(
+        429,
+        "TooManyOutputReaders",
+        f"Too many {what} at once. Close a reader of the live output, or read the execution's result instead.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def payload_too_large(limit: int) -> EmulatorError:
     return EmulatorError(
         413, "PayloadTooLarge", f"The uploaded file exceeds the limit of {limit} bytes ({limit // (1024 * 1024)} MiB)."

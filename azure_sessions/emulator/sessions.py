@@ -24,6 +24,7 @@ from ..dialects import API_VERSIONS, RENDER_LEGACY, IdentifierRule
 from ..models import MAX_EXECUTION_SECONDS
 from . import errors, files
 from .files import FileEntry
+from .output import FINISHED, NOT_RUN, OutputFeed, OutputReader, Waker
 from .workers import CellResult, OutputCallback, WorkerLost
 
 log = logging.getLogger("azure_sessions.emulator")
@@ -33,6 +34,8 @@ DEFAULT_TIMEOUT_SECONDS = 100
 IDENTIFIER_RULES = tuple(dict.fromkeys(traits.identifier for traits in API_VERSIONS.values()))
 """Every version's identifier rule; the pool itself accepts an identifier that one of them allows."""
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
+MAX_AWAITED_OUTPUTS = 256
+"""Live-output feeds that readers wait on before their execution exists, in all."""
 
 
 class WorkerLike(Protocol):
@@ -114,6 +117,8 @@ class Execution:
     output_max_length: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
+    feed: OutputFeed | None = None
+    """Its live output while it runs (``EmulatedPool.open_output``); None once it ended."""
 
 
 class Session:
@@ -164,12 +169,14 @@ class EmulatedPool:
         self.workers = workers
         self.pool_full_status = pool_full_status  # how a new identifier is refused at max_sessions: 404 or 429
         self.interruptible = interruptible  # False: answer the interrupt route like the service (no such operation)
+        self.live_output = True  # False: answer the live-output route like the service (no such operation)
         self.cooldown = float(cooldown)
         self.max_sessions = int(max_sessions)
         self.interrupt_grace = interrupt_grace
         self._clock = clock
         self._executions_kept = executions_kept
         self._sessions: dict[str, Session] = {}
+        self._awaited: dict[tuple[str, str], OutputFeed] = {}  # live output a reader waits for, by (identifier, id)
         self._cond = threading.Condition()
         self._closed = False
         self._reaper = threading.Thread(target=self._reap_loop, name="emulator-reaper", daemon=True)
@@ -360,12 +367,18 @@ class EmulatedPool:
         namespace of its own, the session's variables untouched (``useEmptyKernel``).
         """
         timeout = min(max(float(timeout), 1.0), MAX_EXECUTION_SECONDS)
-        session = self._session(identifier)
+        try:
+            session = self._session(identifier)
+        except errors.EmulatorError:
+            self._end_awaited(identifier, execution_id, NOT_RUN)
+            raise
         record = Execution(execution_id or str(uuid.uuid4()), identifier, execution_type, code)
         record.output_max_length = output_max_length
         with self._cond:
             earlier = session.executions.get(record.id)
             if earlier is None:
+                record.feed = self._awaited.pop((identifier, record.id), None) or OutputFeed()
+                record.feed.claimed = True
                 session.busy += 1
                 session.executions[record.id] = record
                 while len(session.executions) > self._executions_kept:
@@ -374,7 +387,7 @@ class EmulatedPool:
             if wait:
                 earlier.done.wait()
             return earlier
-        cell = _CellRequest(record.code, on_output, rendering, empty_kernel)
+        cell = _CellRequest(record.code, _also_to(record.feed, on_output), rendering, empty_kernel)
         if wait:
             self._run(session, record, timeout, cell)
         else:
@@ -425,8 +438,47 @@ class EmulatedPool:
             with self._cond:
                 session.busy -= 1
                 session.touch()
+                feed, record.feed = record.feed, None  # its readers finish what it holds; later ones read the result
                 self._cond.notify_all()
+            if feed is not None:
+                feed.end(FINISHED)
             record.done.set()
+
+    def open_output(self, identifier: str, execution_id: str, waker: Waker) -> OutputReader:
+        """A reader of the live output of the session's execution ``execution_id`` (its ``operation-id``), from its
+        start: an emulator extension, the service has none. ``waker()`` is called (from another thread) whenever
+        there is more to read or the output ended. An execution that has not arrived yet is waited for (the reader
+        decides how long); one that ended long ago reads as its final stdout and stderr. Another session's
+        execution is never found. 429 past ``output.MAX_READERS`` readers of one execution, or
+        MAX_AWAITED_OUTPUTS awaited ones. Close the reader when done."""
+        validate_identifier(identifier)
+        with self._cond:
+            session = self._sessions.get(identifier)
+            record = session.executions.get(execution_id) if session is not None else None
+            if record is not None:
+                feed = record.feed or OutputFeed.of_finished(record.stdout, record.stderr)
+            else:
+                feed = self._awaited.get((identifier, execution_id))
+                if feed is None:
+                    if len(self._awaited) >= MAX_AWAITED_OUTPUTS:
+                        raise errors.too_many_readers("executions awaited by live-output readers")
+                    feed = self._awaited[(identifier, execution_id)] = OutputFeed()
+            if not feed.attach(waker):
+                raise errors.too_many_readers("readers of this execution's output")
+        return OutputReader(feed, waker, lambda reader: self._forget_awaited(identifier, execution_id, reader.feed))
+
+    def _forget_awaited(self, identifier: str, execution_id: str, feed: OutputFeed) -> None:
+        """A reader let go: an awaited feed that nobody reads any more is dropped."""
+        with self._cond:
+            key = (identifier, execution_id)
+            if self._awaited.get(key) is feed and not feed.claimed and feed.readers == 0:
+                del self._awaited[key]
+
+    def _end_awaited(self, identifier: str, execution_id: str | None, how: str) -> None:
+        with self._cond:
+            feed = self._awaited.pop((identifier, execution_id), None) if execution_id else None
+        if feed is not None:
+            feed.end(how)
 
     def interrupt(self, identifier: str) -> bool:
         """Interrupt the session's running execution, as its timeout would (an emulator extension: the service has
@@ -483,13 +535,30 @@ class EmulatedPool:
             self._closed = True
             doomed = list(self._sessions.values())
             self._sessions.clear()
+            awaited = list(self._awaited.values())
+            self._awaited.clear()
             self._cond.notify_all()
+        for feed in awaited:
+            feed.end(NOT_RUN)
         for session in doomed:
             self._destroy(session)
         self._async.shutdown(wait=False, cancel_futures=True)
         self.workers.close()
         if self._reaper.is_alive():
             self._reaper.join(timeout=5)
+
+
+def _also_to(feed: OutputFeed | None, on_output: OutputCallback | None) -> OutputCallback | None:
+    """The worker's live-output callback: the execution's feed, then the caller's own callback."""
+    if feed is None:
+        return on_output
+
+    def deliver(stream: str, text: str) -> None:
+        feed.append(stream, text)
+        if on_output is not None:
+            on_output(stream, text)
+
+    return deliver
 
 
 def _timeout_notice(timeout: float, ended: int) -> str:

@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark suite: two benchmarks' `--quick` modes run to completion (no figures are checked;
+"""Smoke test of the benchmark suite: three benchmarks' `--quick` modes run to completion (no figures are checked;
 targets are benchmark results, never test assertions). Results go to a temp dir, not bench/results/."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["overhead", "emulator"])
+@pytest.mark.parametrize("name", ["overhead", "emulator", "live"])
 def test_quick_mode_runs(name: str, tmp_path: Path) -> None:
     env = {**os.environ, "BENCH_RESULTS_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(

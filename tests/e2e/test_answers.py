@@ -29,7 +29,7 @@ def test_python_mode_shows_output_value_and_error_without_a_click(screen: Page, 
     send(page, "print('before the error')\nvalue / 0")
     failed = last_answer(page)
     expect(failed).to_contain_text("ZeroDivisionError: division by zero")
-    expect(failed.get_by_text("before the error")).to_be_visible()
+    expect(failed.get_by_text("before the error", exact=True)).to_be_visible()
     expect(failed.locator("strong", has_text="ZeroDivisionError")).to_be_in_viewport()
     expect(page.locator("#chatbot .thought-group")).to_have_count(0)  # nothing hidden behind a click
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 
 from azure_sessions import FileInfo
-from azure_sessions.errors import FileTooLargeError, InvalidFileNameError, NotFoundError
-from playground.files import changed_names, describe_error, snapshot, table
+from azure_sessions.errors import FileTooLargeError, InvalidFileNameError, NotFoundError, error_from_response
+from playground.files import SERVICE_FULL, changed_names, describe_error, snapshot, table
 from playground.formatting import human_size
 
 
@@ -34,6 +35,15 @@ def test_errors_become_one_sentence():
     assert "128 MB" in describe_error(FileTooLargeError("too big", status_code=413), "big.bin")
     assert "no longer" in describe_error(NotFoundError("gone", status_code=404), "x")
     assert "Traceback" not in describe_error(RuntimeError("boom"))
+
+
+def test_a_link_or_a_full_service_is_said_as_what_it_is_not_as_a_refused_request():
+    reason = "'x' is a link: links are not followed. Delete the link or write a regular file instead."
+    body = json.dumps({"error": {"code": "LinkNotFollowed", "message": reason}})
+    link = error_from_response(409, {}, body, operation="download", target="x")
+    assert describe_error(link, "x") == reason  # the sandbox's reason, not "check the api-version"
+    full = error_from_response(404, {"x-ms-error-code": "MaxConcurrentSessionsReached"}, b"", operation="download")
+    assert describe_error(full, "x") == SERVICE_FULL
 
 
 def test_a_refused_action_says_why_in_a_toast_that_shows_the_whole_reason():

@@ -5,14 +5,20 @@ from __future__ import annotations
 from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep, ToolCall
 from smolagents.models import ChatMessageStreamDelta
 from smolagents.monitoring import AgentLogger, LogLevel, Timing, TokenUsage
-from smolagents.utils import AgentExecutionError
+from smolagents.utils import AgentExecutionError, AgentParsingError
 
-from playground.formatting import fence
+from azure_sessions import ExecutionResult
+from azure_sessions.errors import PoolFullError
+from azure_sessions.executor import CodeExecutionError
+from azure_sessions.failures import execution_error
+from playground.formatting import MAX_SHOWN_CHARS, fence
 from playground.steps import (
+    NO_LIVE_OUTPUT,
+    LiveText,
+    PythonAnswer,
     RunRenderer,
     StepExtras,
     Totals,
-    exception_label,
     split_model_output,
     split_observations,
     step_body,
@@ -22,6 +28,16 @@ from playground.steps import (
 LOGGER = AgentLogger(level=LogLevel.OFF)
 
 
+def code_error(stderr: str) -> AgentExecutionError:
+    """A step's error as smolagents makes it of the executor's CodeExecutionError (raised while handling it)."""
+    error = execution_error(stderr, failed=True)
+    assert error is not None
+    raised = CodeExecutionError(stderr, LOGGER, ExecutionResult("Failed", stderr=stderr, error=error), error)
+    wrapped = AgentExecutionError(str(raised), LOGGER)
+    wrapped.__context__ = raised
+    return wrapped
+
+
 def action_step(number=1, *, code="print(1)", logs="1\n", output="None", error=None, final=False, duration=1.5):
     return ActionStep(
         step_number=number,
@@ -29,7 +45,7 @@ def action_step(number=1, *, code="print(1)", logs="1\n", output="None", error=N
         model_output=f"Thought: step {number}\n<code>\n{code}\n</code>",
         code_action=code,
         observations=None if error else f"Execution logs:\n{logs}Last output from code snippet:\n{output}",
-        error=AgentExecutionError(error, LOGGER) if error else None,
+        error=(code_error(error) if isinstance(error, str) else error) if error else None,
         token_usage=TokenUsage(input_tokens=1200, output_tokens=34),
         is_final_answer=final,
     )
@@ -147,31 +163,33 @@ def test_direct_python_run_answers_in_a_plain_message():
     r = RunRenderer()
     r.direct_start("print(1)\n2")
     assert r.messages[0].metadata["status"] == "pending"
-    r.direct_done("1\n", "2", "", 0.25, StepExtras(images=["/tmp/p.png"]))
+    r.direct_done(PythonAnswer("1\n", "2", duration=0.25), StepExtras(images=["/tmp/p.png"]))
     answer = r.messages[0]
     assert not answer.metadata  # not a collapsible block: readable without a click
     assert "```text\n1\n```" in answer.content and "**Result**\n```text\n2\n```" in answer.content
     assert "0.25 s" in answer.content
     assert r.messages[1].content == [{"path": "/tmp/p.png", "mime_type": "image/png"}]
     r = RunRenderer()
-    r.direct_done("", None, "Traceback (most recent call last):\nZeroDivisionError: division by zero", 0.1)
+    traceback = "Traceback (most recent call last):\nZeroDivisionError: division by zero"
+    r.direct_done(PythonAnswer(error=execution_error(traceback, failed=True), duration=0.1))
     assert len(r.messages) == 1 and "⚠️ **ZeroDivisionError**: division by zero" in r.messages[0].content
+    assert fence(traceback, "text") in r.messages[0].content
     r = RunRenderer()
-    r.direct_done("", None, "", 0.1)
+    r.direct_done(PythonAnswer(duration=0.1))
     assert "no output" in r.messages[0].content
+    r = RunRenderer()
+    r.direct_done(PythonAnswer(problem="final_answer() was called but its value was cut off"))
+    assert "⚠️ **Error**" in r.messages[0].content and "cut off" in r.messages[0].content
 
 
 def test_a_python_message_that_only_plots_says_so_rather_than_no_output():
     r = RunRenderer()
-    r.direct_done("", None, "", 0.1, StepExtras(images=["/tmp/p.png"], files=["/tmp/a.csv", "/tmp/b.csv"]))
+    r.direct_done(PythonAnswer(duration=0.1), StepExtras(images=["/tmp/p.png"], files=["/tmp/a.csv", "/tmp/b.csv"]))
     assert "✓ Done: 1 image and 2 files below." in r.messages[0].content
     assert "no output" not in r.messages[0].content
 
 
-def test_exception_labels_and_the_last_error_of_a_run_without_answer():
-    assert exception_label("Traceback:\n  ...\nKeyError: 'a'") == "KeyError: 'a'"
-    assert exception_label("pandas.errors.ParserError: bad") == "ParserError: bad"
-    assert exception_label("no exception here") is None
+def test_a_failed_steps_title_and_the_last_error_of_a_run_without_answer():
     r = RunRenderer()
     r.begin_step(1)
     r.on_event(
@@ -184,6 +202,99 @@ def test_exception_labels_and_the_last_error_of_a_run_without_answer():
     r.begin_step(1)
     r.on_event(action_step(1, error="Traceback (most recent call last):\nKeyboardInterrupt"))
     assert r.messages[0].metadata["title"] == "Step 1 · interrupted"
+
+
+def test_the_title_reads_the_structured_error_not_the_text():
+    r = RunRenderer()
+    r.begin_step(1)
+    # the text names a KeyboardInterrupt (the code printed one), the code raised a ValueError
+    r.on_event(action_step(1, error="KeyboardInterrupt\nTraceback (most recent call last):\nValueError: bad"))
+    assert r.messages[0].metadata["title"] == "Step 1 · ValueError: bad"
+    r = RunRenderer()
+    r.begin_step(1)
+    # an error that did not come from code: the agent error's kind and first line, whatever the text says
+    r.on_event(action_step(1, error=AgentParsingError("Your code snippet is invalid\nKeyError: x", LOGGER)))
+    assert r.messages[0].metadata["title"] == "Step 1 · AgentParsingError: Your code snippet is invalid"
+
+
+def test_a_step_that_found_the_sandbox_service_full_says_so():
+    full = PoolFullError("execute could not get a session: the session pool is at its maximum", status_code=404)
+    wrapped = AgentExecutionError(str(full), LOGGER)
+    wrapped.__context__ = full
+    r = RunRenderer()
+    r.begin_step(1)
+    r.on_event(action_step(1, error=wrapped))
+    assert r.messages[0].metadata["title"] == "Step 1 · sandbox service full"
+    r.refused("The sandbox service is full right now; try again in a minute.")
+    r.finish()
+    assert r.messages[-1].content == "⚠️ The sandbox service is full right now; try again in a minute."
+    assert not any("The run ended on" in str(m.content) for m in r.messages)  # said once, as a sentence
+
+
+def test_live_output_shows_in_the_running_steps_block_until_its_result_replaces_it():
+    r = RunRenderer()
+    r.begin_step(1)
+    r.on_event(ChatMessageStreamDelta(content="Thought: count\n<code>\nfor i in range(3): print(i)\n</code>"))
+    r.output("ignored: no code runs yet")
+    assert "ignored" not in r.messages[0].content
+    r.on_event(ToolCall(name="python_interpreter", arguments="for i in range(3): print(i)", id="call_1"))
+    r.output("0\n")
+    r.output("1\n")
+    block = r.messages[0]
+    assert "count" in block.content and "**Output**\n```text\n0\n1\n```" in block.content
+    assert block.metadata["status"] == "pending"
+    r.on_event(action_step(1, code="for i in range(3): print(i)", logs="0\n1\n2\n"))
+    assert "**Output**\n```text\n0\n1\n2\n```" in block.content  # the result replaced the preview
+    r.output("late\n")  # after the step: not shown anywhere
+    assert all("late" not in str(m.content) for m in r.messages)
+
+
+def test_live_output_in_python_mode_and_a_sandbox_that_cannot_stream():
+    r = RunRenderer()
+    r.direct_start("print(1)")
+    r.output("1\n")
+    assert "```python\nprint(1)\n```" in r.messages[0].content and "```text\n1\n```" in r.messages[0].content
+    r.direct_done(PythonAnswer("1\n", duration=0.1))
+    assert len(r.messages) == 1 and not r.messages[0].metadata
+    r = RunRenderer()
+    r.set_live_output(False)
+    r.direct_start("import time; time.sleep(60)")
+    assert NO_LIVE_OUTPUT in r.messages[0].content
+    r.begin_step(1)
+    r.on_event(ToolCall(name="python_interpreter", arguments="x = 1", id="call_1"))
+    assert NO_LIVE_OUTPUT in r.messages[-1].content
+
+
+def test_the_running_block_counts_its_seconds():
+    r = RunRenderer()
+    r.direct_start("import time; time.sleep(60)")
+    started = r.running_since
+    assert started is not None
+    assert r.view(started + 0.5)[0].metadata["title"] == "Python · running in the sandbox…"
+    assert r.view(started + 12.2)[0].metadata["title"] == "Python · running in the sandbox · 12 s"
+    assert r.messages[0].metadata["title"] == "Python · running in the sandbox…"  # only the copy says it
+
+
+def test_stopped_python_code_keeps_what_it_printed():
+    r = RunRenderer()
+    r.direct_start("for i in range(60): print(i)")
+    r.output("0\n1\n")
+    r.failed("the sandbox service stopped answering")
+    assert "```text\n0\n1\n```" in r.messages[0].content and r.messages[0].metadata["status"] == "done"
+
+
+def test_live_text_keeps_its_head_and_latest_tail_within_the_cap():
+    live = LiveText()
+    for i in range(20_000):
+        live.add(f"line {i}\n")
+    shown = str(live)
+    assert shown.startswith("line 0\n") and shown.endswith("line 19999\n")
+    assert len(shown) <= MAX_SHOWN_CHARS + 60 and "characters cut" in shown
+    assert len(live.head) + len(live.tail) <= MAX_SHOWN_CHARS
+    small = LiveText()
+    small.add("a")
+    small.add("b")
+    assert str(small) == "ab"
 
 
 def test_strip_code_fences():
