@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, BenchReport, machine
 
-BENCHMARKS = ["roundtrip", "overhead", "emulator", "files", "agent", "app", "load", "policy", "abuse", "image", "live"]
+BENCHMARKS = ["roundtrip", "overhead", "emulator", "files", "agent", "app", "load", "abuse", "image", "live", "policy"]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -131,7 +131,7 @@ def watchdog_ticks(quick: bool, sessions: int = 50) -> dict[str, list[float]]:
 
 
 def body(quick: bool) -> BenchReport:
-    report = BenchReport("policy", "Session bounds: the process cap and the watchdog")
+    report = BenchReport("policy", "11. Session bounds: the process cap and the watchdog")
     samples, supervisor_us = clone_costs(quick)
     for kind, how in (("fork", "`os.fork()` + `waitpid`"), ("run", '`subprocess.run(["true"])`')):
         base = Stats.of(samples["no filter"][kind])

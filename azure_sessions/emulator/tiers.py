@@ -114,6 +114,8 @@ class Tier:
     """The worker cannot see its session's processes (no ``/proc``): the host finds and ends them."""
     workers_outlive_template: ClassVar[bool]
     """False where workers live in the template's own sandbox and end with it."""
+    seccomp: ClassVar[policy.TierRules]
+    """What its sandbox already holds, hence what the seccomp policy of its workers must add."""
 
     @property
     def warning(self) -> str | None:
@@ -168,10 +170,8 @@ class Tier:
         where the filter must guard them."""
         if "policy" not in self.helpers:
             return None
-        scope = self.signal_scope()
-        guarded = policy.rules_for(self.name, signal_scope=scope).guard_signals
-        return Policy(tier=self.name, signal_scope=scope, protected_pids=launcher.protected_pids() if guarded else [],
-                      supervised=supervised)  # fmt: skip
+        rules = self.seccomp.scoped(self.signal_scope())
+        return _policy(rules, launcher.protected_pids() if rules.guard_signals else [], supervised=supervised)
 
     @staticmethod
     def _make_scratch(launcher: Launcher, guid: str, *subdirs: str, mode: int = 0o700) -> Path:
@@ -216,6 +216,7 @@ class Tier:
 # ---------------------------------------------------------------------------------------------------------------------
 class BubblewrapTier(Tier):
     name = "bubblewrap"
+    seccomp = policy.TierRules(name, sockets=True, sysv_ipc=True, guard_signals=False)  # its own net, IPC, PID ns
     choice = "bubblewrap"
     label = "bubblewrap"
     description = "bubblewrap sandbox"
@@ -388,6 +389,7 @@ class _MappedTier(Tier):
 
 class LandlockTier(_MappedTier):
     name = "landlock"
+    seccomp = policy.TierRules(name, sockets=False, sysv_ipc=False, guard_signals=True)
     choice = "landlock"
     label = "Landlock"
     description = "Landlock + seccomp sandbox"
@@ -415,10 +417,9 @@ class LandlockTier(_MappedTier):
             if uid is not None:
                 os.chmod(scratch, 0o711)
             confinement = _confinement([scratch], python_paths())
-            scope = _landlock_signal_scope()
-            guarded = policy.rules_for(cls.name, signal_scope=scope).guard_signals
-            rules = Policy(tier=cls.name, signal_scope=scope, supervised=False,
-                           protected_pids=sorted({os.getpid(), os.getpgid(0)}) if guarded else [])  # fmt: skip
+            seccomp = cls.seccomp.scoped(_landlock_signal_scope())
+            protected = sorted({os.getpid(), os.getpgid(0)}) if seccomp.guard_signals else []
+            rules = _policy(seccomp, protected, supervised=False)
             spec = {"uid": uid, "policy": vars(rules), "confine": vars(confinement),
                     "helpers": {name: str(INSIDE_DIR / f"{name}.py") for name in ("confine", "policy")}}  # fmt: skip
             try:
@@ -496,7 +497,7 @@ if spec["uid"] is not None:
               f"{sys.prefix} (a directory above it is closed to other users, as `mktemp -d` makes them)"); sys.exit(1)
 rules = spec["policy"]
 try:
-    policy.install(policy.rules_for(rules["tier"], signal_scope=rules["signal_scope"]),
+    policy.install(policy.TierRules(rules["tier"], rules["sockets"], rules["sysv_ipc"], rules["guard_signals"]),
                    protected_pids=rules["protected_pids"])
     confine.confine(**spec["confine"])
 except Exception as exc:
@@ -517,6 +518,7 @@ print("ok")
 # ---------------------------------------------------------------------------------------------------------------------
 class UnisolatedTier(_MappedTier):
     name = "unisolated"
+    seccomp = policy.TierRules(name, sockets=True, sysv_ipc=False, guard_signals=True)
     choice = "none"
     label = "not isolated"
     description = "not isolated"
@@ -547,6 +549,11 @@ class UnisolatedTier(_MappedTier):
         with contextlib.suppress(OSError):  # no /proc (not Linux): the process group is all there is to kill
             pids = strays.descendants(proc.pid, strays.process_table())
         _kill_group_and_wait(proc, also=pids)
+
+
+def _policy(rules: policy.TierRules, protected_pids: list[int], *, supervised: bool) -> Policy:
+    return Policy(tier=rules.tier, sockets=rules.sockets, sysv_ipc=rules.sysv_ipc, guard_signals=rules.guard_signals,
+                  protected_pids=protected_pids, supervised=supervised)  # fmt: skip
 
 
 def _worker_config(launcher: Launcher, uid: int | None, limits: Rlimits, policy: Policy | None, *, data_dir: str,

@@ -13,6 +13,7 @@ import pytest
 
 from azure_sessions.emulator.inside import policy
 from azure_sessions.emulator.supervisor import ProcessSupervisor
+from azure_sessions.emulator.tiers import LandlockTier
 from tests.support.session_procs import WORKLOAD, WORKLOAD_PARTS, probe_code, run_session, sacrificial_process
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux")
@@ -157,11 +158,12 @@ def test_the_policy_must_be_installed_before_a_thread_starts() -> None:
         "import threading, time\n"
         "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
         "try:\n"
-        "    install(rules_for('landlock'))\n"
+        "    install(LANDLOCK)\n"
         "    report('installed')\n"
         "except RuntimeError as exc:\n"
         "    report(str(exc))\n"
     )
     setup = f"import importlib.util\nl = importlib.util.spec_from_file_location('p', {policy.__file__!r})\n"
-    setup += "p = importlib.util.module_from_spec(l); l.loader.exec_module(p); install, rules_for = p.install, p.rules_for\n"
+    setup += "p = importlib.util.module_from_spec(l); l.loader.exec_module(p); install = p.install\n"
+    setup += f"LANDLOCK = p.TierRules(*{list(LandlockTier.seccomp)!r})\n"
     assert "before any thread starts" in run_session(setup + code, tier=None)

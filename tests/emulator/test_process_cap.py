@@ -14,6 +14,7 @@ import pytest
 from azure_sessions.emulator.census import Census
 from azure_sessions.emulator.inside import strays
 from azure_sessions.emulator.supervisor import BURST, RATE, ProcessSupervisor, session_tasks
+from azure_sessions.emulator.tiers import LandlockTier
 from tests.support.harness import wait_until
 from tests.support.session_procs import (
     POLICY,
@@ -302,7 +303,7 @@ def test_without_user_notification_the_policy_still_applies_and_the_host_is_told
         "loader = importlib.util.spec_from_file_location('p', args['policy'])\n"
         "p = importlib.util.module_from_spec(loader); loader.loader.exec_module(p)\n"
         "ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
-        "again = p.install(p.rules_for('landlock'), notify_sock=theirs)\n"
+        "again = p.install(p.TierRules(*args['rules']), notify_sock=theirs)\n"
         "try:\n"
         "    socket.socket(socket.AF_INET)\n"
         "    refused = False\n"
@@ -311,7 +312,9 @@ def test_without_user_notification_the_policy_still_applies_and_the_host_is_told
         "report({'first': applied['processCap'], 'again': again['processCap'], 'said': ours.recv(1024).decode(),"
         " 'sockets refused': refused})\n"
     )
-    outcome = run_session(code, supervisor=supervisor, args={"policy": str(POLICY)})
+    outcome = run_session(
+        code, supervisor=supervisor, args={"policy": str(POLICY), "rules": list(LandlockTier.seccomp)}
+    )
     assert outcome["first"] is True and outcome["again"] is False and outcome["sockets refused"] is True
     assert outcome["said"].startswith("unavailable: user notification is unavailable: ")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -16,8 +16,8 @@ loader = importlib.util.spec_from_file_location("session_policy", spec["policy"]
 policy = importlib.util.module_from_spec(loader)
 loader.loader.exec_module(policy)
 applied = None
-if spec.get("tier"):
-    rules = policy.rules_for(spec["tier"], signal_scope=bool(spec.get("signal_scope")))
+if spec.get("rules"):
+    rules = policy.TierRules(*spec["rules"])
     applied = policy.install(rules, protected_pids=spec.get("protected") or (), notify_sock=spec.get("notify_fd"))
 
 

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import azure_sessions.emulator as emulator_package
+from azure_sessions.emulator.tiers import ISOLATING, UnisolatedTier
 
 POLICY = Path(emulator_package.__file__).parent / "inside" / "policy.py"
 RUNNER = Path(__file__).with_name("session_process.py")
 PROBES = Path(__file__).with_name("policy_probes.py")
+TIERS = {tier.name: tier for tier in (*ISOLATING, UnisolatedTier)}
+"""The tier classes by name: each declares its seccomp rules."""
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
@@ -36,7 +39,8 @@ def start_session(
     ``ProcessSupervisor``) its process-creating calls are capped at ``cap`` tasks, watched under ``key`` (default:
     its pid); with ``notify`` and no supervisor, the host's end of the socket its listener comes by is
     ``proc.channel``, for the test to hold."""
-    spec: dict[str, Any] = {"policy": str(POLICY), "tier": tier, "signal_scope": signal_scope,
+    rules = list(TIERS[tier].seccomp.scoped(signal_scope)) if tier else None
+    spec: dict[str, Any] = {"policy": str(POLICY), "rules": rules,
                             "protected": protected or [], "code": code, "args": args or {}}  # fmt: skip
     ours = theirs = None
     if supervisor is not None or notify:

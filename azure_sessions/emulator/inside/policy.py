@@ -144,28 +144,18 @@ PROCESS_CREATING = ("clone", "fork", "vfork")
 
 
 class TierRules(NamedTuple):
-    """What a tier's sandbox already holds, hence what the filter must add."""
+    """What a tier's sandbox already holds, hence what the filter must add. Each tier declares its own (the tier
+    classes of ``tiers.py``); the worker receives them in its configuration."""
 
-    tier: str
+    tier: str  # the tier's name, for reports only
     sockets: bool  # its processes may open sockets (a network namespace of their own holds only loopback)
     sysv_ipc: bool  # an IPC namespace of its own: SysV IPC and message queues stay inside it
     guard_signals: bool  # no PID namespace and no Landlock signal scope: refuse signals to the protected pids
 
-
-TIERS: dict[str, TierRules] = {
-    "bubblewrap": TierRules("bubblewrap", sockets=True, sysv_ipc=True, guard_signals=False),
-    "landlock": TierRules("landlock", sockets=False, sysv_ipc=False, guard_signals=True),
-    "unisolated": TierRules("unisolated", sockets=True, sysv_ipc=False, guard_signals=True),
-}
-
-
-def rules_for(tier: str, *, signal_scope: bool = False) -> TierRules:
-    """The rules of ``tier``; ``signal_scope``: Landlock keeps signals inside the session (ABI 6), so the filter
-    need not."""
-    rules = TIERS[tier]
-    if signal_scope and rules.guard_signals:
-        rules = rules._replace(guard_signals=False)
-    return rules
+    def scoped(self, signal_scope: bool) -> TierRules:
+        """These rules where Landlock keeps signals inside the session (ABI 6) when ``signal_scope``: then the
+        filter need not guard them."""
+        return self._replace(guard_signals=False) if signal_scope else self
 
 
 def signal_refusals(protected_pids: Iterable[int]) -> list[Refusal]:

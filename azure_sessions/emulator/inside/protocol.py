@@ -184,13 +184,15 @@ request) when its policy is ``supervised``."""
 
 @dataclass(frozen=True)
 class Policy:
-    """The seccomp policy every tier installs (``policy.install``): the tier's rules, whether Landlock's signal scope
-    already keeps signals inside the session, the pids kept out of reach of signals where the filter must guard them
+    """The seccomp policy every tier installs (``policy.install``): the tier's rules (``policy.TierRules``, with the
+    signals left unguarded where Landlock's signal scope keeps them inside the session), the pids kept out of reach of signals where the filter must guard them
     (the server's process and group, the template), and whether the process supervisor answers the session's
     process-creating calls (the exact task cap: its socket is at ``SUPERVISOR_FD``)."""
 
-    tier: str
-    signal_scope: bool
+    tier: str  # the tier's name, for reports only
+    sockets: bool
+    sysv_ipc: bool
+    guard_signals: bool
     protected_pids: list[int]
     supervised: bool
 
@@ -414,8 +416,8 @@ def warm_up() -> None:
     config = WorkerConfig(uid=None, gid=None, limits=Rlimits(memory_bytes=None, cpu_seconds=None, max_processes=None,
                           file_size_bytes=None, core_bytes=None), nice=0, data_dir="/", max_stream_bytes=1,
                           max_result_chars=1, whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_dir="",
-                          shm_dir="", drop_capabilities=False, tmp_binds=[]), policy=Policy(tier="", signal_scope=False,
-                          protected_pids=[], supervised=False), confinement=Confinement(read_only=[], read_write=[],
+                          shm_dir="", drop_capabilities=False, tmp_binds=[]), policy=Policy(tier="", sockets=False,
+                          sysv_ipc=False, guard_signals=False, protected_pids=[], supervised=False), confinement=Confinement(read_only=[], read_write=[],
                           devices=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip
     samples = [Exec(id="", code="", live_output=False, render=RENDER_LEGACY, empty_namespace=False), Interrupt(id=""), Reap(pids=[0]), Exit(),
                Ready(pid=0, python="", prefix="", ipython="", policy={}, confined={}), Output(id="", stream="stdout", text=""),

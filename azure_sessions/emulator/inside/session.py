@@ -100,7 +100,7 @@ def install_policy(helpers: Helpers, policy: Policy | None) -> dict | None:
     if policy is None:
         return None
     module = helpers.require("policy")
-    rules = module.rules_for(policy.tier, signal_scope=policy.signal_scope)
+    rules = module.TierRules(policy.tier, policy.sockets, policy.sysv_ipc, policy.guard_signals)
     return module.install(rules, protected_pids=policy.protected_pids,
                           notify_sock=SUPERVISOR_FD if policy.supervised else None)  # fmt: skip
 
