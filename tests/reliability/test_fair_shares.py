@@ -272,8 +272,12 @@ def test_uploads_need_a_live_page_count_against_it_and_leave_nothing_partial(app
                    what="the aborted upload's partial file removed")  # fmt: skip
     finally:
         tab.close()
+    ticket = tab_ticket(tab) or ""
+    session = app.served.registry.by_ticket(ticket)
+    wait_until(lambda: session is None or session.orphaned_at is not None, timeout=30,
+               what="the server saw the page go (its unload event)")  # fmt: skip
     closed = requests.post(app.url + "gradio_api/upload", files={"files": ("late.bin", b"1" * 10)},
-                           headers={"x-playground-ticket": tab_ticket(tab) or ""}, timeout=30)  # fmt: skip
+                           headers={"x-playground-ticket": ticket}, timeout=30)  # fmt: skip
     assert closed.status_code == 403  # a page that is gone uploads nothing
 
 
