@@ -290,7 +290,7 @@ class SpaceApp:
 
     def tree(self) -> tuple[set[int], int | None]:
         """Every live process of the app's tree (strays re-parented here included), and the sandbox template's pid:
-        the app's descendant running worker.py whose parent does not (its workers are forks of it)."""
+        the app's descendant running the sandbox's entry point whose parent does not (its workers are forks of it)."""
         table = process_table()
         mine = descendants(os.getpid(), table)
         for pid in mine:
@@ -376,7 +376,8 @@ def _listens(pid: int, port: int) -> bool:
 
 
 def _runs_worker(pid: int) -> bool:
-    return any(part.endswith("worker.py") for part in _cmdline(pid))
+    """Whether ``pid`` runs the sandbox's entry point (the template and, forked from it, every worker)."""
+    return any(part.endswith("/inside/main.py") for part in _cmdline(pid))
 
 
 def _is_wrapper(pid: int) -> bool:
