@@ -245,7 +245,10 @@ while True:
         assert "processes it started were ended" in result.stderr
     else:  # one uid for the server and every worker: the watchdog ends what passes the session's budget, under
         # the workers' RLIMIT_NPROC ceiling (the uid's tasks, the server's threads too)
-        limit = process_limit(worker.worker_pid) if sandbox.emu.session(client.identifier).alive else None
+        try:
+            limit = process_limit(worker.worker_pid) if sandbox.emu.session(client.identifier).alive else None
+        except LookupError:  # its worker was lost (see above): no worker, no limit to read
+            limit = None
         assert max(peak) >= 10, max(peak)  # the bomb went off
         assert limit is None or max(uid_peak) <= limit + 16, (max(uid_peak), limit)  # (the server's own threads)
         assert lost or f"SessionBudgetExceeded: the session ran more than {MAX_PROCESSES} processes" in result.stderr
