@@ -13,6 +13,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -171,6 +172,15 @@ def bubblewrap_emulator(emulator) -> Iterator[Any]:
         pytest.skip(f"bubblewrap is not usable here: {problem}")
     assert emulator.sandbox_mode == "bubblewrap"  # auto takes bubblewrap whenever it works
     yield emulator
+
+
+@pytest.fixture(scope="module", params=["bubblewrap", "landlock"])
+def tier(request) -> SimpleNamespace:
+    """Each isolating tier in turn (its emulator and its API), skipped where the tier does not work."""
+    emulator = request.getfixturevalue(f"{request.param}_emulator")
+    api = request.getfixturevalue("api" if request.param == "bubblewrap" else "landlock_api")
+    assert emulator.sandbox_mode == request.param
+    return SimpleNamespace(name=request.param, emu=emulator, api=api)
 
 
 @pytest.fixture(scope="session")

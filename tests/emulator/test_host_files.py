@@ -28,14 +28,6 @@ CANARY_HOMES = ("/srv", "/opt", "/var/tmp")
 """World-readable directories outside the allow-list, in the order a canary is made in the first writable one."""
 
 
-@pytest.fixture(scope="module", params=["bubblewrap", "landlock"])
-def tier(request) -> SimpleNamespace:
-    emulator = request.getfixturevalue(f"{request.param}_emulator")
-    api = request.getfixturevalue("api" if request.param == "bubblewrap" else "landlock_api")
-    assert emulator.sandbox_mode == request.param
-    return SimpleNamespace(name=request.param, emu=emulator, api=api)
-
-
 @pytest.fixture(scope="module")
 def canaries() -> Iterator[SimpleNamespace]:
     """A world-readable canary and a fake other checkout (its ``.git/config`` holding a token), in a world-readable

@@ -6,23 +6,12 @@ shared memory live in ``/dev/shm``)."""
 from __future__ import annotations
 
 import ast
-from types import SimpleNamespace
-
-import pytest
 
 from azure_sessions.emulator.watchdog import allocated_bytes
 from tests.emulator.conftest import new_id
 from tests.support.harness import wait_until
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module", params=["bubblewrap", "landlock"])
-def tier(request) -> SimpleNamespace:
-    emulator = request.getfixturevalue(f"{request.param}_emulator")
-    api = request.getfixturevalue("api" if request.param == "bubblewrap" else "landlock_api")
-    assert emulator.sandbox_mode == request.param
-    return SimpleNamespace(name=request.param, emu=emulator, api=api)
 
 
 def test_tmp_is_on_disk_in_the_sessions_scratch_directory_and_counts_in_its_disk(tier):

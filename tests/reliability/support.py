@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,6 +63,20 @@ class Prober(threading.Thread):
             self.slowest = max(self.slowest, time.monotonic() - started)
             self.done += 1
             self.halt.wait(0.05)
+
+    @classmethod
+    @contextmanager
+    def beside(cls, emu: Any, token: str, tier: str) -> Iterator[SimpleNamespace]:
+        """``emu`` with a prober beside it for the test's whole life (``sandbox`` fixtures); afterwards, no call of
+        the other session failed."""
+        prober = cls(emu.endpoint, token)
+        prober.start()
+        try:
+            yield SimpleNamespace(emu=emu, prober=prober, tier=tier)
+        finally:
+            prober.halt.set()
+            prober.join(timeout=60)
+        assert prober.failures == []
 
     def served_during(self, action: Callable[[], Any]) -> Any:
         """Run ``action``; assert the other session kept being answered meanwhile, correctly."""

@@ -68,14 +68,8 @@ def tier_emulator(tier: str, **limits: object):
 def sandbox(request) -> Iterator[SimpleNamespace]:
     with tier_emulator(request.param) as emu:
         assert emu.wait_for_template()
-        prober = Prober(emu.endpoint, TOKEN)
-        prober.start()
-        try:
-            yield SimpleNamespace(emu=emu, prober=prober, tier=request.param)
-        finally:
-            prober.halt.set()
-            prober.join(timeout=60)
-    assert prober.failures == []
+        with Prober.beside(emu, TOKEN, request.param) as sandbox:
+            yield sandbox
 
 
 def new_session(sandbox: SimpleNamespace) -> SessionsClient:

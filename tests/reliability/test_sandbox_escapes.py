@@ -47,15 +47,9 @@ def sandbox(request) -> Iterator[SimpleNamespace]:
     with (
         env_vars(**{SECRET_NAME: SECRET_VALUE}),  # in the server's environment before it starts
         checked_emulator(token=TOKEN, prestart=1, sandbox=request.param, limits=limits, interrupt_grace=GRACE) as emu,
+        Prober.beside(emu, TOKEN, request.param) as sandbox,
     ):
-        prober = Prober(emu.endpoint, TOKEN)
-        prober.start()
-        try:
-            yield SimpleNamespace(emu=emu, prober=prober, tier=request.param)
-        finally:
-            prober.halt.set()
-            prober.join(timeout=60)
-    assert prober.failures == []
+        yield sandbox
 
 
 def attack(sandbox: SimpleNamespace, code: str, timeout: float = 30) -> tuple[SessionsClient, Any]:
