@@ -67,8 +67,9 @@ def marked_processes(instance: str) -> dict[int, str]:
 @contextlib.contextmanager
 def dying_server(tier: str, data_root: Path, arm: Path) -> Iterator[tuple[subprocess.Popen, Api]]:
     token = secrets.token_urlsafe(16)
+    # (--token=T: a random token may start with "-", which would read as an option)
     command = [sys.executable, "-I", str(DYING_SERVER), str(arm), "--port", "0", "--sandbox", tier, "--prestart",
-               "1", "--token", token, "--data-root", str(data_root)]  # fmt: skip
+               "1", f"--token={token}", "--data-root", str(data_root)]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)  # fmt: skip
     try:
