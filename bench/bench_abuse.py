@@ -91,15 +91,16 @@ class Timing:
     probe_timeout: float
     settle: float  # after New session in the attacker's tabs
     grace: float  # after the attacker's tabs closed
+    tab_grace: float  # the app's PLAYGROUND_TAB_GRACE_SECONDS: its default (120 s) would make each such wait minutes
     recovery: float  # how long a server that stopped answering is watched for its return
 
     @classmethod
     def of(cls, quick: bool) -> Timing:
         if quick:
             return cls(probes=2, probe_timeout=30, settle=3, grace=float(os.environ.get("BENCH_ABUSE_GRACE", 10)),
-                       recovery=5)  # fmt: skip
+                       tab_grace=5, recovery=5)  # fmt: skip
         return cls(probes=5, probe_timeout=60, settle=6, grace=float(os.environ.get("BENCH_ABUSE_GRACE", 45)),
-                   recovery=10)  # fmt: skip
+                   tab_grace=20, recovery=10)  # fmt: skip
 
 
 @dataclass
@@ -142,7 +143,7 @@ def run_attack(stage: Stage, attack: Attack, quick: bool, timing: Timing) -> Res
     result = Result(attack)
     started = mark = time.perf_counter()
     try:
-        app = SpaceApp(stage, attack.condition)
+        app = SpaceApp(stage, attack.condition, extra_env={"PLAYGROUND_TAB_GRACE_SECONDS": f"{timing.tab_grace:g}"})
     except Exception as exc:
         result.error = f"the app did not start: {exc}"[:300]
         result.seconds = time.perf_counter() - started
@@ -340,7 +341,8 @@ def notes(results: list[Result], quick: bool, timing: Timing, subreaper: bool) -
     lines = [
         "Each attack starts a new app: `python app.py` from a copy of the checkout with SPACE_ID, canary secrets, "
         f"GRADIO_SERVER_NAME=127.0.0.1 and its temp files in a directory of its own, {conditions}; sandbox tiers "
-        f"seen: {', '.join(tiers) or 'none'}. Default settings (4 warm sandboxes, 16 run slots, pool of 100).",
+        f"seen: {', '.join(tiers) or 'none'}. Default settings (4 warm sandboxes, 16 run slots, pool of 100), but for a "
+        f"closed tab's grace of {timing.tab_grace:g} s (PLAYGROUND_TAB_GRACE_SECONDS; 120 s by default).",
         "Every tab sends the client address a Space's proxy reports (X-Forwarded-For, trusted from loopback): the "
         "attacker's tabs share one, the bystander and every new visitor have their own. The bystander's latency "
         f'is its `1+1` in "No model" mode, send → answer over Gradio\'s own protocol ({timing.probes} messages a '
@@ -350,7 +352,7 @@ def notes(results: list[Result], quick: bool, timing: Timing, subreaper: bool) -
         "what they add to the machine); disk: the app's per-visitor directories and Gradio's cache (allocated "
         "bytes, entries). The attacker's sessions end with New session in each tab (the old session is deleted at "
         f"once), or for 4 and 6e by closing the tabs and waiting up to {timing.grace:.0f} s (BENCH_ABUSE_GRACE) for "
-        "a tab that is gone to give its sandbox back.",
+        "a tab that is gone to give its sandbox back (its grace, then the next round of the app's reaper).",
         "Targets are the issue's: the attack contained (a refusal or a bound, whatever its form), the bystander at "
         "most 2× slower, the server alive, memory and disk back within the margins once the attacker's sessions "
         "end. Whatever an attack leaves behind (processes, SysV segments) is removed before the next one starts"

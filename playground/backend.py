@@ -12,10 +12,11 @@ from playground.settings import Settings
 
 if TYPE_CHECKING:
     from azure_sessions import AzureDynamicSessionsExecutor
-    from azure_sessions.emulator import Tier
+    from azure_sessions.emulator import Limits, Tier
 
 log = logging.getLogger(__name__)
 
+MIN_SESSION_MEMORY_MB = 512  # however small the machine: below this the sandbox's own Python and IPython struggle
 UNISOLATED_WARNING = (
     "Not isolated: code written by the model runs as your user on this machine "
     "(no isolation tier works here). Configure an Azure pool for real isolation."
@@ -114,6 +115,38 @@ class Backend:
         return cls("refused", "", api_version, None, isolated=False, warning=reason, refusal=reason)
 
 
+def local_sandbox_limits(settings: Settings, machine_memory_mb: int | None = None) -> Limits:
+    """What each session of the embedded emulator may hold. Its memory budget is sized so that one visitor's
+    sandboxes (``sandboxes_per_visitor``) hold at most half of the machine's memory (``machine_memory_mb``, read
+    from /proc/meminfo when not given), and never more than the emulator's default; an image larger than the chat
+    shows is not returned at all (the sandbox says so instead of handing the server tens of MB)."""
+    from azure_sessions.emulator import Limits
+    from playground.chat import IMAGE_MAX_BYTES
+
+    total = machine_memory_mb if machine_memory_mb is not None else _machine_memory_mb()
+    share = total // (2 * max(1, settings.sandboxes_per_visitor)) if total else Limits.session_memory_mb
+    memory = max(MIN_SESSION_MEMORY_MB, min(Limits.session_memory_mb or share, share))
+    return Limits(session_memory_mb=memory, image_mb=IMAGE_MAX_BYTES >> 20)
+
+
+def _machine_memory_mb() -> int | None:
+    """The memory this process's machine has: /proc/meminfo's total, or its container's limit (cgroup v2 or v1)
+    where that is lower (a container sees its host's total)."""
+    found = []
+    try:
+        with open("/proc/meminfo") as fh:
+            found.append(next(int(line.split()[1]) // 1024 for line in fh if line.startswith("MemTotal:")))
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit) as fh:
+                found.append(int(fh.read().strip()) >> 20)  # "max" (no limit) is not a number
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
 def start_backend(settings: Settings) -> Backend:
     """The configured Azure pool, or a freshly started embedded emulator on a random loopback port."""
     if settings.pool_endpoint:
@@ -142,6 +175,7 @@ def start_backend(settings: Settings) -> Backend:
             # above the app's own cap: the app refuses with a sentence before the pool refuses with an error
             max_sessions=settings.max_sandboxes + settings.pool_headroom,
             refuse_unisolated=settings.public,  # a Space or a public bind: never unisolated, unless asked by name
+            limits=local_sandbox_limits(settings),
         )
     except SandboxUnavailable as exc:
         log.error("the local sandbox will run no code: %s", exc)

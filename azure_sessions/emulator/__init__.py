@@ -196,11 +196,12 @@ class EmulatorHandle:
                         cold_starts=self._workers.cold_starts)  # fmt: skip
 
     def execution_count(self, identifier: str | None = None) -> int:
-        """Executions run so far (of one identifier's sessions, or all)."""
+        """Executions run so far (of one identifier's sessions: among the log's latest 20,000; or all)."""
         return self.backend.execution_count(identifier)
 
     def execution_log(self) -> list[dict[str, Any]]:
-        """Every execution so far, oldest first: ``id``, ``identifier``, ``sessionGuid``, ``code``, ``startedAt``."""
+        """The latest 20,000 executions, oldest first: ``id``, ``identifier``, ``sessionGuid``, ``code`` (its first
+        4,000 characters), ``startedAt``."""
         return [dict(entry) for entry in list(self.backend.execution_log)]
 
     # -- behaviour a test may change -------------------------------------------------------------------------------

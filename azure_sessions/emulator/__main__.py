@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"CPU time per process (default {Limits.cpu_seconds})")  # fmt: skip
     limits.add_argument("--file-size-mb", type=int, default=Limits.file_size_mb,
                         help=f"size of one file (default {Limits.file_size_mb})")  # fmt: skip
+    limits.add_argument("--image-mb", type=int, default=Limits.image_mb,
+                        help=f"the image a cell returns, as PNG; a larger one is left out (default {Limits.image_mb})")  # fmt: skip
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     return parser
 
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = Limits(memory_mb=args.memory_mb or None, cpu_seconds=args.cpu_seconds or None,
                     max_processes=args.max_processes or None, file_size_mb=args.file_size_mb or None,
+                    image_mb=args.image_mb or None,
                     session_memory_mb=args.session_memory_mb or None, session_disk_mb=args.session_disk_mb or None,
                     nice=args.nice, exact_process_cap=args.exact_process_cap)  # fmt: skip
     try:

@@ -56,6 +56,7 @@ class Limits:
     cpu_seconds: int | None = 3600  # CPU time per process (RLIMIT_CPU)
     max_processes: int | None = SessionBudget.tasks  # processes and threads per session
     file_size_mb: int | None = 1024  # per file (RLIMIT_FSIZE)
+    image_mb: int | None = 32  # the image a cell returns, as PNG: past it the result leaves it out and says so
     session_memory_mb: int | None = SessionBudget.memory_mb  # summed over the session's processes
     session_disk_mb: int | None = SessionBudget.disk_mb  # /mnt/data and the scratch directory (/tmp) together
     nice: int = SessionBudget.nice  # added to every session process's nice value, and its scheduling group's

@@ -36,6 +36,11 @@ IDENTIFIER_RULES = tuple(dict.fromkeys(traits.identifier for traits in API_VERSI
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
 MAX_AWAITED_OUTPUTS = 256
 """Live-output feeds that readers wait on before their execution exists, in all."""
+EXECUTION_LOG_ENTRIES, EXECUTION_LOG_CODE_CHARS = 20_000, 4000
+"""The execution log keeps the latest entries, each with the head of its code."""
+EXECUTIONS_KEPT_BYTES = 16 << 20
+"""What one session's finished executions may hold (their output and results, kept for reads by operation id):
+past it the oldest are forgotten, as past ``executions_kept`` of them. The latest is always kept."""
 
 
 class WorkerLike(Protocol):
@@ -119,6 +124,8 @@ class Execution:
     done: threading.Event = field(default_factory=threading.Event)
     feed: OutputFeed | None = None
     """Its live output while it runs (``EmulatedPool.open_output``); None once it ended."""
+    size: int = 0
+    """What its output and result hold, once it ended (``EXECUTIONS_KEPT_BYTES``)."""
 
 
 class Session:
@@ -161,6 +168,7 @@ class EmulatedPool:
         clock: Callable[[], float] = time.monotonic,
         interrupt_grace: float = 3.0,
         executions_kept: int = 500,
+        executions_kept_bytes: int = EXECUTIONS_KEPT_BYTES,
         interruptible: bool = True,
         pool_full_status: int = 404,
     ) -> None:
@@ -175,13 +183,14 @@ class EmulatedPool:
         self.interrupt_grace = interrupt_grace
         self._clock = clock
         self._executions_kept = executions_kept
+        self._executions_kept_bytes = executions_kept_bytes
         self._sessions: dict[str, Session] = {}
         self._awaited: dict[tuple[str, str], OutputFeed] = {}  # live output a reader waits for, by (identifier, id)
         self._cond = threading.Condition()
         self._closed = False
         self._reaper = threading.Thread(target=self._reap_loop, name="emulator-reaper", daemon=True)
         self._async = ThreadPoolExecutor(max_workers=64, thread_name_prefix="emulator-async")
-        self.execution_log: deque[dict[str, Any]] = deque(maxlen=100_000)
+        self.execution_log: deque[dict[str, Any]] = deque(maxlen=EXECUTION_LOG_ENTRIES)
         self.executions_total = 0
         self.sessions_created = 0
         self.sessions_expired = 0
@@ -403,7 +412,7 @@ class EmulatedPool:
                 with self._cond:
                     self.executions_total += 1
                     self.execution_log.append({"id": record.id, "identifier": session.identifier,
-                                               "sessionGuid": worker.guid, "code": record.code,
+                                               "sessionGuid": worker.guid, "code": record.code[:EXECUTION_LOG_CODE_CHARS],
                                                "startedAt": time.time()})  # fmt: skip
                 started = time.perf_counter()
                 try:
@@ -439,10 +448,22 @@ class EmulatedPool:
                 session.busy -= 1
                 session.touch()
                 feed, record.feed = record.feed, None  # its readers finish what it holds; later ones read the result
+                record.size = len(record.stdout) + len(record.stderr) + _value_size(record.result)
+                self._forget_oldest(session, record)
                 self._cond.notify_all()
             if feed is not None:
                 feed.end(FINISHED)
             record.done.set()
+
+    def _forget_oldest(self, session: Session, latest: Execution) -> None:
+        """Forget the session's oldest finished executions until what they hold is within the budget."""
+        held = sum(kept.size for kept in session.executions.values())
+        for key, kept in list(session.executions.items()):
+            if held <= self._executions_kept_bytes:
+                break
+            if kept is not latest and kept.done.is_set():
+                held -= kept.size
+                del session.executions[key]
 
     def open_output(self, identifier: str, execution_id: str, waker: Waker) -> OutputReader:
         """A reader of the live output of the session's execution ``execution_id`` (its ``operation-id``), from its
@@ -572,3 +593,14 @@ def _timeout_notice(timeout: float, ended: int) -> str:
         f"\nTimeoutError: the execution exceeded its timeout of {timeout:g} seconds and was interrupted "
         f"(KeyboardInterrupt).{processes} The session and its variables were kept.\n"
     )
+
+
+def _value_size(value: Any) -> int:
+    """About what a result value holds (its text; containers summed)."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(str(key)) + _value_size(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return sum(_value_size(item) for item in value)
+    return 16

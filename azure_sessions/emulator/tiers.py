@@ -72,6 +72,7 @@ and nothing else of the host."""
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 MAX_STREAM_BYTES = 1 << 20
 MAX_RESULT_CHARS = 1_000_000
+MAX_IMAGE_BYTES = 128 << 20  # with no image limit: what a protocol frame can carry once base64-encoded
 SECCOMP = ("policy",) if sys.platform.startswith("linux") else ()
 """The policy helper, where the kernel has seccomp (every tier loads it there)."""
 
@@ -559,8 +560,10 @@ def _policy(rules: policy.TierRules, protected_pids: list[int], *, supervised: b
 def _worker_config(launcher: Launcher, uid: int | None, limits: Rlimits, policy: Policy | None, *, data_dir: str,
                    whole_pid_namespace: bool, namespaces: Namespaces | None, confinement: Confinement | None,
                    path_mapping: PathMapping | None) -> WorkerConfig:  # fmt: skip
+    image_mb = launcher.limits.image_mb
     return WorkerConfig(uid=uid, gid=uid, limits=limits, nice=launcher.limits.nice, data_dir=data_dir,
                         max_stream_bytes=MAX_STREAM_BYTES, max_result_chars=MAX_RESULT_CHARS,
+                        max_image_bytes=image_mb << 20 if image_mb else MAX_IMAGE_BYTES,
                         whole_pid_namespace=whole_pid_namespace, namespaces=namespaces, policy=policy,
                         confinement=confinement, path_mapping=path_mapping)  # fmt: skip
 

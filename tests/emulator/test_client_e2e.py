@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
+
+from azure_sessions.emulator import Limits, start_emulator
 
 client_module = pytest.importorskip("azure_sessions.client", reason="the client library is not importable yet")
 
@@ -42,3 +45,24 @@ def test_client_round_trip(client, tmp_path):
     fresh = client.execute("'value' in dir()")
     assert fresh.result is False and fresh.session_guid != first.session_guid
     client.delete_session()
+
+
+def test_an_image_over_the_limit_is_left_out_and_stderr_says_so():
+    """An image larger than ``Limits.image_mb`` never reaches the host's memory as a reply: the result leaves it out,
+    stderr names its size and what to do, and a smaller one still comes back."""
+    with (
+        start_emulator(token="t", prestart=1, limits=Limits(image_mb=1)) as emu,
+        client_module.SessionsClient(emu.endpoint, credential="t") as c,
+    ):
+        noise = (
+            "import numpy as np, matplotlib.pyplot as plt\n"
+            "fig = plt.figure(figsize=(SIDE / 100, SIDE / 100), dpi=100)\n"
+            "fig.figimage(np.random.default_rng(0).integers(0, 255, (SIDE, SIDE, 3), dtype=np.uint8))\n"
+            "plt.show()"
+        )
+        large = c.execute(noise.replace("SIDE", "1000"))  # ~3 MB as PNG: noise does not compress
+        assert large.succeeded and not large.images
+        assert re.search(r"ImageTooLarge: the image \(10\d\d×10\d\d pixels\) is [3-9]\.\d MB as PNG", large.stderr)
+        assert "up to 1 MiB. Draw it smaller" in large.stderr
+        small = c.execute(noise.replace("SIDE", "300"))
+        assert small.images and small.images[0].data.startswith(b"\x89PNG") and "ImageTooLarge" not in small.stderr

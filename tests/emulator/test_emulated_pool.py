@@ -169,6 +169,29 @@ def test_repeated_operation_id_does_not_run_twice(pool):
     assert pool.execution_count("alpha") == 1
 
 
+def test_finished_executions_are_kept_within_a_byte_budget_the_latest_always(tmp_path, clock):
+    """What a session's finished executions hold is bounded: past the budget the oldest are forgotten (a read by
+    their id is a 404), the latest is kept whatever its size."""
+    emulated = EmulatedPool(FakeWorkerPool(tmp_path), cooldown=60, clock=clock, executions_kept_bytes=10_000)
+    try:
+        small = [emulated.execute("alpha", f"{i}" * 1000) for i in range(5)]  # ~1,000 bytes of stdout each
+        assert all(emulated.get_execution("alpha", r.id) is r for r in small)
+        big = emulated.execute("alpha", "b" * 50_000)  # over the whole budget by itself
+        assert emulated.get_execution("alpha", big.id) is big
+        for forgotten in small:
+            with pytest.raises(EmulatorError) as info:
+                emulated.get_execution("alpha", forgotten.id)
+            assert info.value.status == 404
+        other = emulated.execute("beta", "1")  # another session's budget is its own
+        after = emulated.execute("alpha", "2" * 1000)
+        assert emulated.get_execution("beta", other.id) is other
+        assert emulated.get_execution("alpha", after.id) is after
+        with pytest.raises(EmulatorError):
+            emulated.get_execution("alpha", big.id)  # no longer the latest, and over the budget
+    finally:
+        emulated.close()
+
+
 def test_worker_loss_fails_the_call_and_next_call_gets_new_guid(pool):
     guid = pool.execute("alpha", "x = 1").session_guid
     lost = pool.execute("alpha", "crash")

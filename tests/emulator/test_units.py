@@ -288,7 +288,7 @@ def _worker_config():
     return protocol.WorkerConfig(
         uid=None, gid=None, limits=protocol.Rlimits(memory_bytes=1 << 30, cpu_seconds=60, max_processes=None,
         file_size_bytes=None, core_bytes=0), nice=10, data_dir="/mnt/data", max_stream_bytes=1 << 20,
-        max_result_chars=1000, whole_pid_namespace=False, namespaces=None, path_mapping=None,
+        max_result_chars=1000, max_image_bytes=1 << 20, whole_pid_namespace=False, namespaces=None, path_mapping=None,
         policy=protocol.Policy(tier="landlock", sockets=False, sysv_ipc=False, guard_signals=True, protected_pids=[1, 2],
                                supervised=False),
         confinement=protocol.Confinement(read_only=["/usr"], read_write=["/srv/s"], devices=["/dev/null"]),

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from playground.backend import pool_name_from_endpoint
+from playground.backend import MIN_SESSION_MEMORY_MB, local_sandbox_limits, pool_name_from_endpoint
 from playground.model_catalog import NO_MODEL, ModelCatalog, ModelUnavailableError, detect_options
 from playground.settings import Settings, SettingsError, load_settings
 
@@ -155,6 +155,21 @@ def test_hf_sign_in_option_needs_the_users_token():
     assert catalog.options["hf"].per_user
     with pytest.raises(ModelUnavailableError, match="Sign in"):
         catalog.model("hf", None)
+
+
+def test_the_local_sandbox_is_sized_to_the_machine():
+    """One visitor's sandboxes hold at most half of the machine's memory (never more than the emulator's default,
+    never less than a working minimum); images past what the chat shows are not returned to the server."""
+    from azure_sessions.emulator import Limits
+
+    four = load_settings({"PLAYGROUND_SANDBOXES_PER_VISITOR": "4"})
+    assert local_sandbox_limits(four, 64 * 1024).session_memory_mb == Limits.session_memory_mb
+    assert local_sandbox_limits(four, 8 * 1024).session_memory_mb == 1024
+    assert local_sandbox_limits(four, 1024).session_memory_mb == MIN_SESSION_MEMORY_MB
+    two = load_settings({"PLAYGROUND_SANDBOXES_PER_VISITOR": "2"})
+    assert local_sandbox_limits(two, 8 * 1024).session_memory_mb == 2048
+    assert local_sandbox_limits(four, 8 * 1024).image_mb == 8
+    assert local_sandbox_limits(four).session_memory_mb <= Limits.session_memory_mb  # this machine's own size
 
 
 def test_pool_name_from_endpoint():

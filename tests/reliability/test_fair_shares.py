@@ -58,9 +58,12 @@ def known_settings(values: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    from playground.backend import local_sandbox_limits
+    from playground.settings import Settings
     from tests.reliability.conftest import checked_emulator
 
-    with checked_emulator(token=TOKEN, prestart=1, max_sessions=POOL_LIMIT) as emu:
+    limits = local_sandbox_limits(Settings(**known_settings(SPACE_LIKE)))  # the app's own sandbox, as it starts it
+    with checked_emulator(token=TOKEN, prestart=1, max_sessions=POOL_LIMIT, limits=limits) as emu:
         cache = tmp_path_factory.mktemp("gradio-cache")
         with running_playground(emu, TOKEN, {}, cache, **known_settings(SPACE_LIKE)) as (url, served):
             config = requests.get(url + "config", timeout=30).json()
@@ -347,7 +350,7 @@ def test_output_floods_and_a_huge_image_leave_the_server_as_it_was(app) -> None:
         image = ("import numpy as np, matplotlib.pyplot as plt\nplt.figure(figsize=(40, 40), dpi=100)\n"
                  "plt.imshow(np.random.default_rng(0).random((4000, 4000, 3)))\nplt.axis('off')\nplt.show()")  # fmt: skip
         shown = python(tab, image)
-        assert "too large to show here" in shown.text()
+        assert "ImageTooLarge" in shown.text() and "returns images up to 8 MiB" in shown.text()  # never sent here
         assert disk_used(app.cache) - disk_before < DISK_MARGIN
         assert bystander_latency(app) < 10.0
     finally:

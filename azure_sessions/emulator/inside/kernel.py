@@ -47,6 +47,7 @@ class Kernel:
         self.strays: ModuleType | None = None  # ends what a timed-out cell left running (None: the host does)
         self.whole_pid_namespace = False
         self.max_result_chars = 1_000_000
+        self.max_image_bytes = 1 << 30
         self.policy: dict | None = None  # what policy.py installed
         self.confined: dict | None = None  # what confine.py applied (the Landlock tier)
         self.jobs: queue.Queue[Exec] = queue.Queue()
@@ -79,11 +80,12 @@ class Kernel:
 
     # -- in the session's worker ---------------------------------------------------------------------------------
     def attach(self, channel: Channel, log_fd: int, out: FdCapture, err: FdCapture, *, strays: ModuleType | None,
-               whole_pid_namespace: bool, max_result_chars: int, policy: dict | None,
+               whole_pid_namespace: bool, max_result_chars: int, max_image_bytes: int, policy: dict | None,
                confined: dict | None) -> None:  # fmt: skip
         """Take the session's pipes, captured streams and settings, then start answering the host."""
         self.channel, self.log_fd, self.out, self.err = channel, log_fd, out, err
         self.strays, self.whole_pid_namespace, self.max_result_chars = strays, whole_pid_namespace, max_result_chars
+        self.max_image_bytes = max_image_bytes
         self.policy, self.confined = policy, confined
         self.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), "utf-8", "backslashreplace",
                                        line_buffering=True)  # fmt: skip
@@ -225,7 +227,7 @@ class Kernel:
                 ended = self.strays.end_strays(mark, self.whole_pid_namespace)
             except Exception as exc:
                 self.log(f"ending leftover processes failed: {exc!r}")
-        result = cell_result(self.images, value, self.max_result_chars, job.render)
+        result = cell_result(self.images, value, self.max_result_chars, job.render, self.max_image_bytes)
         for stream in (self.stdout, self.stderr, sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()

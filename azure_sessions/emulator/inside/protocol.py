@@ -218,6 +218,7 @@ class WorkerConfig:
     data_dir: str  # /mnt/data as the worker sees it: its working directory
     max_stream_bytes: int  # per cell and stream, what is captured (and streamed live)
     max_result_chars: int  # the last expression's text, at most
+    max_image_bytes: int  # the image a cell shows (PNG), at most: a larger one is left out and stderr says so
     whole_pid_namespace: bool  # every process in the worker's PID namespace is the session's (bubblewrap)
     namespaces: Namespaces | None
     policy: Policy | None  # None only where the kernel has no seccomp (not Linux: the unisolated tier)
@@ -415,7 +416,7 @@ def warm_up() -> None:
     it before it freezes its memory, and the workers it forks share them instead of making their own copies."""
     config = WorkerConfig(uid=None, gid=None, limits=Rlimits(memory_bytes=None, cpu_seconds=None, max_processes=None,
                           file_size_bytes=None, core_bytes=None), nice=0, data_dir="/", max_stream_bytes=1,
-                          max_result_chars=1, whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_dir="",
+                          max_result_chars=1, max_image_bytes=1, whole_pid_namespace=False, namespaces=Namespaces(guid="", tmp_dir="",
                           shm_dir="", drop_capabilities=False, tmp_binds=[]), policy=Policy(tier="", sockets=False,
                           sysv_ipc=False, guard_signals=False, protected_pids=[], supervised=False), confinement=Confinement(read_only=[], read_write=[],
                           devices=[]), path_mapping=PathMapping(virtual={}, own=[]))  # fmt: skip

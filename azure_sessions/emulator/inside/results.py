@@ -12,15 +12,27 @@ from collections.abc import Iterator
 from .protocol import RENDER_JSON, RENDER_JUPYTER
 
 
-def cell_result(images: list[bytes], value: object, max_chars: int, render: str) -> object:
+def cell_result(images: list[bytes], value: object, max_chars: int, render: str, max_image_bytes: int) -> object:
     """The first of the cell's displayed images, its open matplotlib figures and its value's image; else the value
-    itself, written as ``render`` asks (``render_value``)."""
+    itself, written as ``render`` asks (``render_value``). An image over ``max_image_bytes`` is left out (the host
+    would hold it, encoded, several times over) and stderr says so."""
     images = images + figure_pngs()
     if not images and (png := png_of(value)) is not None:
         images.append(png)
-    if images:
+    if images and len(images[0]) > max_image_bytes:
+        print(f"ImageTooLarge: the image{png_size(images[0])} is {len(images[0]) / 1e6:.1f} MB as PNG; this sandbox "
+              f"returns images up to {max_image_bytes / (1 << 20):g} MiB. Draw it smaller (a lower dpi or figsize), "
+              "or save it to /mnt/data and download it.", file=sys.stderr)  # fmt: skip
+    elif images:
         return {"type": "image", "format": "png", "base64_data": base64.b64encode(images[0]).decode("ascii")}
     return render_value(value, render, max_chars)
+
+
+def png_size(png: bytes) -> str:
+    """The text " (W×H pixels)" from a PNG's header, or "" when it is not one."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR" or len(png) < 24:
+        return ""
+    return f" ({int.from_bytes(png[16:20], 'big')}×{int.from_bytes(png[20:24], 'big')} pixels)"
 
 
 def render_value(value: object, render: str, max_chars: int) -> object:

@@ -57,7 +57,8 @@ def enter(kernel: Kernel, helpers: Helpers, config: WorkerConfig) -> None:
     map_paths(helpers, config.path_mapping)
     os.chdir(config.data_dir)
     kernel.attach(channel, log_fd, out, err, strays=helpers.strays, whole_pid_namespace=config.whole_pid_namespace,
-                  max_result_chars=config.max_result_chars, policy=policy, confined=confined)  # fmt: skip
+                  max_result_chars=config.max_result_chars, max_image_bytes=config.max_image_bytes, policy=policy,
+                  confined=confined)  # fmt: skip
 
 
 _setup_log = 2
