@@ -340,6 +340,10 @@ class SpaceApp:
             self.proc.kill()
         with contextlib.suppress(ChildProcessError):
             self.proc.wait()
+        if keep := os.environ.get("BENCH_APP_LOGS"):  # a directory to keep each app's log in, to read after the run
+            with contextlib.suppress(OSError):
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.log_path, Path(keep) / f"app-{self.port}-{int(time.time())}.log")
 
     def _left_over(self) -> list[int]:
         """Processes seen in the app's tree that still run (checked by start time, so a reused pid is spared)."""

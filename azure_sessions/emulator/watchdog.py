@@ -19,7 +19,9 @@ directory, so they count as its disk). One thread watches every session:
   meanwhile.
 - **Tasks** (processes and threads), every tick, from the same census: past the budget the session's processes other
   than the worker are ended (or the worker itself, when its own threads are past it, which loses the session) and
-  ``on_exceeded`` says so. This changes no system call's behaviour, unlike a cap answered through seccomp user
+  ``on_exceeded`` says so (the host interrupts the running cell). A process already sent SIGKILL is not signalled or
+  reported again while the kernel takes it apart, which for thousands of forks of one large process takes seconds.
+  Between ticks the machine's task count is watched (:data:`SENTINEL_INTERVAL`): a jump brings the next tick forward. This changes no system call's behaviour, unlike a cap answered through seccomp user
   notification (``supervisor.py``), whose callers can see EINTR from ``fork``; a fork bomb runs for at most a tick
   past the budget (ticks come every :data:`CHASE_INTERVAL` seconds while a session is past it), bounded meanwhile
   by the workers' uid-wide ``RLIMIT_NPROC`` ceiling (set well above the sum of the sessions' budgets, below the
@@ -61,10 +63,18 @@ log = logging.getLogger("azure_sessions.emulator")
 MEMORY_INTERVAL = 0.25
 CHASE_INTERVAL = 0.02
 """The tick's interval while a session was past its task budget at the last tick: a fork bomb regrows fast."""
+SENTINEL_INTERVAL, SENTINEL_JUMP = 0.02, 48
+"""Between ticks, while a session runs code or has processes, the machine's task count (``/proc/loadavg``, one
+small read) is looked at this often; grown by this many tasks since the last tick, the next tick comes at once. A
+fork bomb is then seen when it is tens of processes past its budget, not the thousands a quarter second makes."""
+_LOADAVG = "/proc/loadavg"
 DISK_INTERVAL = 1.5
 IDLE_DISK_INTERVAL = 10.0
 PROPORTIONAL_INTERVAL = 1.0
 """Proportional sizes are read again at most this often, unless the resident sizes' growth may have passed the budget."""
+PROPORTIONAL_READ_BUDGET = 0.05
+"""Seconds of one tick spent reading proportional sizes (``smaps_rollup`` walks a process's page tables and waits
+for a forking process's memory map): past it the next tick goes on where this one stopped, and the verdict waits."""
 ENDING_GRACE = 5.0
 """A process ended for memory frees it as it goes; no other is ended for this long unless it has gone."""
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -80,6 +90,7 @@ class Exceeded:
     message: str
     ended: tuple[int, ...] = ()  # the pids of the processes ended (tasks: and of those that wait to be reaped)
     worker_ended: bool = False  # the session's worker was among them: the session is lost
+    news: bool = True  # False: only processes ended earlier that now wait to be reaped (nothing newly ended)
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,7 @@ class _Watched:
     disk_over: bool = False
     disk_reported: int = 0  # usage when the last disk event was sent
     zombies_reported: frozenset[int] = frozenset()  # ended processes of the session already reported to be reaped
+    killed: dict[int, int] = field(default_factory=dict)  # pid -> start time of a process sent SIGKILL for its tasks
     memory_over: bool = False
     tasks: int = 0
     measured_at: float = 0.0
@@ -122,6 +134,7 @@ class _Watched:
     ending: dict[int, int] = field(default_factory=dict)  # pid -> pidfd of a process ended for memory, until gone
     ending_since: float = 0.0
     proportional: tuple[float, int, int] = (-1.0, 0, 0)  # when, their sum, the resident sizes' sum then
+    reading: dict[int, int] = field(default_factory=dict)  # proportional sizes read so far in an unfinished round
 
 
 class Watchdog:
@@ -140,6 +153,8 @@ class Watchdog:
         self._chasing = False  # a session was past its task budget at the last tick
         self.cpu_seconds = 0.0  # the watchdog thread's CPU time, in all (benchmarks)
         self.scans = 0
+        self.sentinel_ticks = 0  # ticks brought forward by the machine's task count (``SENTINEL_JUMP``)
+        self._any_active = False  # a session ran code or had processes besides its worker at the last tick
 
     def watch(
         self,
@@ -207,9 +222,18 @@ class Watchdog:
                 self.tick(started)
             except Exception:
                 log.exception("the session watchdog's tick failed")
+            tasks_then = _machine_tasks()
             self.cpu_seconds += time.thread_time() - cpu
             interval = CHASE_INTERVAL if self._chasing else self.memory_interval
-            self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
+            deadline = started + interval
+            while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                if not self._any_active or tasks_then is None:
+                    self._stop.wait(left)
+                    break
+                self._stop.wait(min(left, SENTINEL_INTERVAL))
+                if (now := _machine_tasks()) is not None and now - tasks_then >= SENTINEL_JUMP:
+                    self.sentinel_ticks += 1
+                    break
 
     def tick(self, now: float) -> None:
         """One round: every session's memory; the disk of those due."""
@@ -229,7 +253,9 @@ class Watchdog:
             if watched.nice_pending:
                 watched.nice_pending = self._autogroups and not _set_autogroup_nice(watched)
             ended = self._check_tasks(watched)
-            if watched.worker_pid not in ended:  # (what was just ended is not counted: it frees its memory as it goes)
+            # Past its task budget the session's processes are being ended: memory waits (what was ended frees its
+            # memory as it goes, and reading thousands of forks' sizes would hold every other session's tick).
+            if watched.worker_pid not in ended and not _over_tasks(watched):
                 self._check_memory(watched, now, [pid for pid in watched.pids if pid not in ended])
             chasing = chasing or bool(ended)
         self._chasing = chasing
@@ -237,6 +263,7 @@ class Watchdog:
             was_active, watched.active = watched.active, _active(watched)
             if now >= watched.next_disk or (watched.active and not was_active):
                 self._check_disk(watched, now, act=True)
+        self._any_active = any(watched.active for watched in sessions)
 
     # -- tasks --------------------------------------------------------------------------------------------------
     def _check_tasks(self, watched: _Watched) -> set[int]:
@@ -250,12 +277,20 @@ class Watchdog:
         worker_over = counts.get(watched.worker_pid, 0) > cap
         targets = [watched.worker_pid] if worker_over else [p for p in watched.pids if p != watched.worker_pid]
         ended = []
+        # A process sent SIGKILL may take seconds to go (thousands of forks of one large process leave the kernel
+        # much to undo, one at a time): it is not signalled or reported again meanwhile.
+        watched.killed = {pid: start for pid, start in watched.killed.items() if pid in counts}
         for pid in targets:
-            if (pidfd := _open_member(pid, watched)) is not None:
+            if (pidfd := _open_member(pid, watched)) is None:
+                continue
+            start = _start_time(pid)
+            if start is None or watched.killed.get(pid) != start:
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                     ended.append(pid)
-                os.close(pidfd)
+                    if start is not None:
+                        watched.killed[pid] = start
+            os.close(pidfd)
         # Ended but not reaped, a process still holds a task (of the uid's RLIMIT_NPROC too): reported once, so the
         # host has its parent (the worker, their subreaper) collect it.
         zombies = (
@@ -268,7 +303,7 @@ class Watchdog:
             f"its {len(ended) + len(zombies)} processes other than the worker were ended")  # fmt: skip
         message = f"the session ran more than {cap} processes and threads ({watched.tasks}); {what}"
         self._report(watched, Exceeded(watched.key, "tasks", message, tuple(ended) + tuple(sorted(zombies)),
-                                       worker_over))  # fmt: skip
+                                       worker_over, news=bool(ended)))  # fmt: skip
         return set(ended)
 
     # -- memory -------------------------------------------------------------------------------------------------
@@ -289,7 +324,10 @@ class Watchdog:
             if now - when < PROPORTIONAL_INTERVAL and estimate <= budget:
                 total = estimate  # read a moment ago, and the growth since cannot have passed the budget
             else:
-                sizes = {pid: _proportional(pid, resident[pid]) for pid in resident}
+                read = _proportional_sizes(watched, resident)
+                if read is None:
+                    return  # unfinished: the next tick reads on, and the last measurement stands meanwhile
+                sizes = read
                 watched.proportional = (now, sum(sizes.values()), resident_sum)
                 total = sum(sizes.values()) + in_dirs
         watched.memory, watched.memory_dirs_bytes, watched.measured_at = total, in_dirs, now
@@ -340,7 +378,7 @@ class Watchdog:
         self._report(watched, Exceeded(watched.key, "disk", message, tuple(ended)))
 
     def _report(self, watched: _Watched, event: Exceeded) -> None:
-        log.warning("session %s: %s", watched.worker_pid, event.message)
+        log.log(logging.WARNING if event.news else logging.DEBUG, "session %s: %s", watched.worker_pid, event.message)
         try:
             watched.on_exceeded(event)
         except Exception:
@@ -375,6 +413,20 @@ def allocated_bytes(paths: Iterable[str]) -> int:
     return total
 
 
+def _machine_tasks() -> int | None:
+    """Every task of the machine (its PID namespace's view), from /proc/loadavg ("0.5 0.4 0.3 2/1234 5678")."""
+    try:
+        with open(_LOADAVG, "rb") as fh:
+            return int(fh.read().split()[3].split(b"/")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    st = strays.read_stat(pid)
+    return st.start if st is not None else None
+
+
 def _tasks(pid: int) -> int:
     try:
         return max(len(os.listdir(f"/proc/{pid}/task")), 1)
@@ -388,6 +440,25 @@ def _resident(pid: int) -> int:
             return int(fh.read().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def _over_tasks(watched: _Watched) -> bool:
+    return watched.budget.tasks is not None and watched.tasks > watched.budget.tasks
+
+
+def _proportional_sizes(watched: _Watched, resident: dict[int, int]) -> dict[int, int] | None:
+    """The proportional size of each of ``resident``'s processes, read in rounds of at most
+    :data:`PROPORTIONAL_READ_BUDGET` seconds; None until the round has read them all."""
+    deadline = time.monotonic() + PROPORTIONAL_READ_BUDGET
+    read = {pid: size for pid, size in watched.reading.items() if pid in resident}
+    for pid in resident:
+        if pid not in read:
+            if time.monotonic() > deadline:
+                watched.reading = read
+                return None
+            read[pid] = _proportional(pid, resident[pid])
+    watched.reading = {}
+    return read
 
 
 def _proportional(pid: int, fallback: int) -> int:

@@ -158,6 +158,7 @@ class WorkerProcess:
         self._idle.set()
         self._stopped_because: str | None = None  # why this side killed the worker, for the WorkerLost message
         self._interrupted = False  # interrupt() was asked for the running cell
+        self._budget_interrupted: str | None = None  # the cell last interrupted for passing a budget
         self._guards = spawned.guards
         self._notices: list[str] = []  # what the watchdog did since the last cell's result, for the next one
         self._notice_lock = threading.Lock()
@@ -265,11 +266,13 @@ class WorkerProcess:
     # -- the session's budget ------------------------------------------------------------------------------------
     def _over_budget(self, event: Exceeded) -> None:
         """What the watchdog did (on its thread): the next cell result's stderr says it in one line; past the task
-        budget the worker collects what was ended (a ``wait`` for one of them then finds nothing), past the disk
-        budget the running cell is interrupted; a worker it ended says why it was lost."""
+        budget the worker collects what was ended (a ``wait`` for one of them then finds nothing); past the task or
+        the disk budget the running cell is interrupted (once: a fork loop in the worker itself would otherwise
+        refill what was ended until its timeout); a worker it ended says why it was lost."""
         with self._notice_lock:
-            self._notices.append(f"{BUDGET_NOTICE}: {event.message}.")
-            del self._notices[MAX_NOTICES - 1 : -1]  # the first ones, and the latest
+            if event.news:
+                self._notices.append(f"{BUDGET_NOTICE}: {event.message}.")
+                del self._notices[MAX_NOTICES - 1 : -1]  # the first ones, and the latest
         if event.worker_ended:
             self._stopped_because = f"{event.message[0].upper()}{event.message[1:]}"
             return
@@ -277,8 +280,12 @@ class WorkerProcess:
             inside = {pid: inner for pid in event.ended if (inner := _pid_in_its_namespace(pid)) is not None}
             threading.Thread(target=self._reap_ended, args=(inside,), name="emulator-budget-reap",
                              daemon=True).start()  # fmt: skip
-        if event.kind == "disk" and self._running is not None:
-            threading.Thread(target=self.interrupt, name="emulator-budget-interrupt", daemon=True).start()
+        running = self._running
+        if event.kind in ("disk", "tasks") and event.news and running is not None:
+            with self._notice_lock:  # one interrupt per cell: it repeats itself until the cell ends
+                first, self._budget_interrupted = self._budget_interrupted != running, running
+            if first:
+                threading.Thread(target=self.interrupt, name="emulator-budget-interrupt", daemon=True).start()
 
     def _reap_ended(self, pids: dict[int, int]) -> None:
         """Have the worker collect what the watchdog ended (host pid -> its pid in the worker's view) once it has

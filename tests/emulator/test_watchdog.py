@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -289,6 +290,42 @@ def test_a_fork_bomb_past_the_task_budget_is_ended_while_other_sessions_still_fo
     assert "processes other than the worker were ended" in events[0].message
     newcomer = session(sessions, FORK_A_FEW)
     assert read_line(newcomer) == "forked"
+
+
+BURST = """
+import os, time
+report("ready")
+os.read(0, 1)
+for _ in range(200):
+    if os.fork() == 0:
+        time.sleep(600)
+        os._exit(0)
+report("burst")
+time.sleep(600)
+"""
+
+
+def test_a_burst_of_processes_brings_the_next_look_forward():
+    """Between two ticks (5 s apart here) the machine's task count is watched: 200 new processes of a session that
+    runs code are seen, and ended, long before the next tick was due."""
+    events: list[Exceeded] = []
+    dog = Watchdog(memory_interval=5.0, disk_interval=5.0)
+    proc = start_session(BURST, stdin=subprocess.PIPE)
+    try:
+        assert read_line(proc) == "ready"
+        dog.watch("burst", worker_pid=proc.pid, budget=SessionBudget(tasks=64), on_exceeded=events.append,
+                  busy=lambda: True)  # fmt: skip
+        wait_until(lambda: dog.ticks >= 1, what="the first tick")
+        ticks, started = dog.ticks, time.monotonic()
+        proc.stdin.write(b"x")
+        proc.stdin.flush()
+        wait_until(lambda: events, timeout=4, what="the burst is seen before the next tick was due")
+        assert time.monotonic() - started < 4.0 and dog.ticks > ticks and dog.sentinel_ticks >= 1
+        assert events[0].kind == "tasks" and not events[0].worker_ended
+        wait_until(lambda: members(proc) == {proc.pid}, timeout=30, what="the burst's processes are ended")
+    finally:
+        dog.close()
+        end_session(proc)
 
 
 def test_one_session_cannot_hold_300_sleeping_processes(watchdog, sessions):

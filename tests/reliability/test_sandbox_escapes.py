@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import threading
 import time
 import uuid
@@ -188,10 +189,12 @@ out
 
 
 def test_a_fork_bomb_is_capped_and_ended(sandbox) -> None:
-    """Capped at the session's budget (a private uid's RLIMIT_NPROC, else the watchdog under the workers' uid-wide
-    ceiling) while another session still starts subprocesses, and ended at its timeout; the session keeps its
-    variables. Under a shared uid a worker busy forking may miss its interrupt's grace and be killed instead: the
-    attacker loses its own session, which is contained too (the others were served throughout)."""
+    """Capped at the session's budget while another session still starts subprocesses; the session keeps its
+    variables. With a private uid its RLIMIT_NPROC holds the bomb at the budget until the cell's timeout; under a
+    shared uid the watchdog ends what passed the budget and interrupts the cell (a tick or a jump of the machine's
+    task count later, under the workers' uid-wide ceiling). A worker busy forking may miss its interrupt's grace and
+    be killed instead: the attacker loses its own session, which is contained too (the others were served
+    throughout)."""
     bomb = """
 import os, time
 while True:
@@ -231,10 +234,13 @@ while True:
         sandbox.emu.interrupt_grace = GRACE
         watching.set()
         watcher.join()
-    lost = result.stderr.startswith("SessionLost: the execution exceeded its timeout of 3 s")
-    assert result.status == "Failed" and ("timeout of 3 seconds" in result.stderr or lost), result.stderr[-600:]
-    assert forked_meanwhile == [0, True]
-    if worker.uid is not None:  # a private uid: a per-worker cap
+    lost = result.stderr.startswith("SessionLost: the execution")
+    over = re.search(rf"SessionBudgetExceeded: the session ran more than {MAX_PROCESSES} processes and threads \((\d+)\)",
+                     result.stderr)  # fmt: skip
+    stopped = "timeout of 3 seconds" in result.stderr or (over is not None and "KeyboardInterrupt" in result.stderr)
+    assert result.status == "Failed" and (stopped or lost), result.stderr[-600:]
+    if worker.uid is not None:  # a private uid: a per-worker cap, which holds the bomb until the timeout
+        assert forked_meanwhile == [0, True]
         assert MAX_PROCESSES - 5 <= max(peak) <= MAX_PROCESSES + 2, max(peak)  # the bomb went off; RLIMIT_NPROC held
         assert "processes it started were ended" in result.stderr
     else:  # one uid for the server and every worker: the watchdog ends what passes the session's budget, under
@@ -243,9 +249,12 @@ while True:
             limit = process_limit(worker.worker_pid) if sandbox.emu.session(client.identifier).alive else None
         except LookupError:  # its worker was lost (see above): no worker, no limit to read
             limit = None
-        assert max(peak) >= 10, max(peak)  # the bomb went off
+        # the bomb went off (seen here, or in the watchdog's count), and is over within a tick or two: another
+        # session forked while it went, or at once after
+        assert max(peak) >= 10 or (over is not None and int(over.group(1)) > MAX_PROCESSES), (max(peak), over)
+        assert forked_meanwhile[:1] == [0] or other.execute("subprocess.run(['true']).returncode").result == 0
         assert limit is None or max(uid_peak) <= limit + 16, (max(uid_peak), limit)  # (the server's own threads)
-        assert lost or f"SessionBudgetExceeded: the session ran more than {MAX_PROCESSES} processes" in result.stderr
+        assert lost or over is not None, result.stderr[-600:]
     # ended at the timeout: only the worker itself is left (the last ones may still be being reaped), or nothing
     wait_until(lambda: len(own()) == (0 if lost else 1), timeout=10, what="only the worker is left")
     after = client.execute("print('alive')\nimport subprocess\nsubprocess.run(['true']).returncode")
