@@ -10,6 +10,7 @@ The cells an attack sends run as "No model" messages in the attacker's own sessi
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import time
@@ -317,9 +318,14 @@ def fork_bomb(arena: Arena) -> Outcome:
     arena.note_peak()
     other_ok, other_why = _other_session_subprocess(arena)
     fresh, fresh_ok = fresh_row(arena.fresh_first_messages(WARM_SANDBOXES + 1), "while the bomb's processes live")
+    ended = re.search(r"ran more than (\d+) processes and threads \((\d+)\)", reply.answer or "")
     got = (
-        f"{arena.peak.workers} processes under the sandbox template at the peak"
-        + ("" if found else f" (the cell gave no result: {why(reply)})")
+        f"{arena.peak.workers} processes under the sandbox template at the peak (sampled)"
+        + (
+            f"; the watchdog ended it at {ended.group(2)} tasks (budget {ended.group(1)}) and interrupted its cell"
+            if ended
+            else ("" if found else f" (the cell gave no result: {why(reply)})")
+        )
         + f"; another running session {'could' if other_ok else 'could not'} start a subprocess"
         + ("" if other_ok else f" ({other_why})")
     )
@@ -398,21 +404,32 @@ def tmpfs_fill(arena: Arena) -> Outcome:
         )
     sessions = arena.scale(3, 2)
     before = arena.app.footprint()
-    results = []
+    results, replies = [], []
     for index in range(sessions):
         code = cell(TMPFS_CELL, ALLOCATE=index == sessions - 1)
-        results.append(run_cell(arena.tab(), arena, code, 120)[1])
+        reply, found = run_cell(arena.tab(), arena, code, 120)
+        results.append(found)
+        replies.append(reply)
     arena.note_peak()
     arena.probe("during")
     pinned = arena.peak.host_shmem - before.host_shmem
     last = results[-1] if results else {}
     tmpfs = sum(last.get(k, (0, ""))[0] for k in ("tmp", "shm"))
     total = tmpfs + last.get("allocated", 0)
+    # A cell its session's budgets stopped (the disk's interrupt, the memory's end of a process) prints no result:
+    # that is the containment this attack looks for, said in the budget's own words.
+    stopped = [why(reply) for reply, found in zip(replies, results, strict=True) if not found]
+    by_budget = bool(stopped) and all("SessionBudgetExceeded" in text for text in stopped)
     got = (
-        f"{sessions} sessions pinned {mib(pinned)} of host memory in tmpfs "
-        f"(/tmp {mib(last.get('tmp', (0, ''))[0])}, /dev/shm {mib(last.get('shm', (0, ''))[0])} each); one of them "
-        f"then held {mib(last.get('allocated', 0))} more in a process: {mib(total)} in all "
-        f"(its per-process limit: {mib(last.get('rlimit_as') or 0)})"
+        f"{sessions} sessions pinned {mib(pinned)} of host memory in tmpfs; "
+        + (
+            f"the last one's /tmp {mib(last.get('tmp', (0, ''))[0])}, /dev/shm {mib(last.get('shm', (0, ''))[0])}, "
+            f"then {mib(last.get('allocated', 0))} more in a process: {mib(total)} in all "
+            f"(its per-process limit: {mib(last.get('rlimit_as') or 0)})"
+            if last
+            else "the last one was stopped by its budgets"
+        )
+        + (f"; {len(stopped)} of {sessions} cells stopped: {stopped[-1]}" if stopped else "")
     )
     for tab in list(arena.attackers):  # the sessions end here: their tmpfs must go with them
         arena.end_tab(tab)
@@ -424,8 +441,9 @@ def tmpfs_fill(arena: Arena) -> Outcome:
     freed = Row("tmpfs memory once its sessions ended", "the host's shared memory (tmpfs pages), after − before",
                 f"{'−' if left <= -(2**20) else '+'}{mib(abs(left))}", target=f"≤ +{mib(TMPFS_MARGIN)}",
                 met=left <= TMPFS_MARGIN)  # fmt: skip
-    return Outcome(got, bool(last) and total <= SESSION_MEMORY_BOUND,
-                   f"tmpfs counted in the session's memory: ≤ {mib(SESSION_MEMORY_BOUND)} in all", rows=[freed])  # fmt: skip
+    contained = pinned <= TMPFS_MARGIN and ((bool(last) and total <= SESSION_MEMORY_BOUND) or by_budget)
+    return Outcome(got, contained, f"no tmpfs memory pinned; a session holds ≤ {mib(SESSION_MEMORY_BOUND)} in all, "
+                   "or its budgets stop it", rows=[freed])  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- 4. many tabs
@@ -526,7 +544,9 @@ def large_image(arena: Arena) -> Outcome:
     reply = arena.bounded(lambda: tab.say(code), 120, "no answer")
     arena.probe("during")
     ram, disk, text = _growth(arena, before)
-    got = f"a {side}×{side} image ({'shown' if reply.ok else why(reply)}, {seconds(reply.seconds)}): {text}"
+    left_out = next((line for line in (reply.answer or "").splitlines() if "ImageTooLarge" in line), "")
+    shown = f"left out by the sandbox: {left_out.strip()[:120]}" if left_out else "shown" if reply.ok else why(reply)
+    got = f"a {side}×{side} image ({shown}, {seconds(reply.seconds)}): {text}"
     return Outcome(got, _grew_within(ram, disk), GROWTH_TARGET)
 
 

@@ -388,7 +388,9 @@ class BrowserSessions:
         self.backend, self.catalog, self.settings = backend, catalog, settings
         self.scratch_root = scratch_root
         per_visitor = settings.caps_per_visitor
-        self.caps = SandboxCaps(settings.max_sandboxes, settings.sandboxes_per_visitor, per_visitor)
+        self.caps = SandboxCaps(
+            settings.max_sandboxes, settings.sandboxes_per_visitor, per_visitor, settings.tab_grace
+        )
         self.new_sessions = NewSessions(
             settings.new_sessions_per_minute, settings.new_sessions_per_minute_total, per_visitor
         )

@@ -1,7 +1,7 @@
 """Who is asking, and how much they may hold: a visitor's identity (a signed-in user, else a client address), a
 sliding-window rate, the sandbox caps, and the run slots that share the server's messages fairly.
 
-Every refusal is a `CapReached` whose message is one sentence saying what to do next (close other tabs, wait about
+Every refusal is a `CapReached` whose message is one sentence saying what to do next (close another tab, wait about
 N s), shown as it is; none of them is an error from the pool.
 """
 
@@ -150,8 +150,11 @@ class Holding:
 class SandboxCaps:
     """How many sandboxes a visitor, and the whole server, may hold at once."""
 
-    def __init__(self, total: int, per_visitor: int, enforce_per_visitor: bool) -> None:
+    def __init__(
+        self, total: int, per_visitor: int, enforce_per_visitor: bool, tab_grace: float | None = None
+    ) -> None:
         self.total, self.per_visitor, self.enforce_per_visitor = total, per_visitor, enforce_per_visitor
+        self.tab_grace = tab_grace  # how long a closed tab keeps its sandbox (for a reload)
 
     def admit(self, visitor: Visitor, holdings: Iterable[Holding]) -> None:
         """Raise CapReached when `visitor` may not take one more sandbox, given who holds one now."""
@@ -159,10 +162,15 @@ class SandboxCaps:
         mine = [h for h in holdings if h.visitor.key == visitor.key]
         if self.enforce_per_visitor and len(mine) >= self.per_visitor:
             wait = _soonest(mine)
-            later = f", or wait {about(wait)}: a closed tab's sandbox is given back then" if wait is not None else ""
+            close = "close another tab of this playground" + (
+                f" and send again {span(self.tab_grace)} later (a closed tab keeps its sandbox that long, for a reload)"
+                if self.tab_grace
+                else ""
+            )
+            first = f"; the first of them is given back in {about(wait)}" if wait is not None else ""
             raise CapReached(
                 f"You have {plural(len(mine), 'sandbox')} open {visitor.where} (the limit is {self.per_visitor}): "
-                f"close other tabs of this playground{later}.",
+                f"{close}{first}.",
                 wait,
             )
         if len(holdings) >= self.total:

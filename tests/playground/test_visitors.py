@@ -44,14 +44,15 @@ def test_new_sessions_are_capped_per_address_and_in_all():
 
 
 def test_the_sandbox_cap_says_what_to_do_and_when():
-    caps = SandboxCaps(total=3, per_visitor=2, enforce_per_visitor=True)
+    caps = SandboxCaps(total=3, per_visitor=2, enforce_per_visitor=True, tab_grace=120.0)
     me, other = Visitor("1.1.1.1"), Visitor("2.2.2.2")
     caps.admit(me, [Holding(me, None)])
     with pytest.raises(CapReached) as told:
         caps.admit(me, [Holding(me, 40.0), Holding(me, None)])
     assert told.value.message == (
-        "You have 2 sandboxes open from your network (the limit is 2): close other tabs of this playground, or wait "
-        "about 40 s: a closed tab's sandbox is given back then."
+        "You have 2 sandboxes open from your network (the limit is 2): close another tab of this playground and send "
+        "again 2 min later (a closed tab keeps its sandbox that long, for a reload); the first of them is given back "
+        "in about 40 s."
     )
     with pytest.raises(CapReached, match=r"The playground is full: all 3 sandboxes are in use\. Try again in about"):
         caps.admit(other, [Holding(me, None), Holding(me, 100.0), Holding(Visitor("3.3.3.3"), None)])

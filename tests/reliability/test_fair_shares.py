@@ -154,7 +154,7 @@ def test_one_client_cannot_take_every_sandbox(app) -> None:
         told = [run for run in runs if "sandboxes open from your network" in run.text()]
         assert len(served) <= SPACE_LIKE["sandboxes_per_visitor"]
         assert len(served) + len(told) == len(tabs)  # the others read what to do, not an error from the pool
-        assert "close other tabs" in told[0].text()
+        assert "close another tab of this playground" in told[0].text()
         assert len(app.emu.session_identifiers()) <= SPACE_LIKE["max_sandboxes"]
         bystander_latency(app)  # the next real visitor is served
     finally:
