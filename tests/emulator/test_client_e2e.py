@@ -63,6 +63,6 @@ def test_an_image_over_the_limit_is_left_out_and_stderr_says_so():
         large = c.execute(noise.replace("SIDE", "1000"))  # ~3 MB as PNG: noise does not compress
         assert large.succeeded and not large.images
         assert re.search(r"ImageTooLarge: the image \(10\d\d×10\d\d pixels\) is [3-9]\.\d MB as PNG", large.stderr)
-        assert "up to 1 MiB. Draw it smaller" in large.stderr
+        assert "returns images up to 1 MiB. Draw it smaller" in large.stderr
         small = c.execute(noise.replace("SIDE", "300"))
         assert small.images and small.images[0].data.startswith(b"\x89PNG") and "ImageTooLarge" not in small.stderr

@@ -20,9 +20,9 @@ def cell_result(images: list[bytes], value: object, max_chars: int, render: str,
     if not images and (png := png_of(value)) is not None:
         images.append(png)
     if images and len(images[0]) > max_image_bytes:
-        print(f"ImageTooLarge: the image{png_size(images[0])} is {len(images[0]) / 1e6:.1f} MB as PNG; this sandbox "
-              f"returns images up to {max_image_bytes / (1 << 20):g} MiB. Draw it smaller (a lower dpi or figsize), "
-              "or save it to /mnt/data and download it.", file=sys.stderr)  # fmt: skip
+        print(f"ImageTooLarge: the image{png_size(images[0])} is {len(images[0]) / 1e6:.1f} MB as PNG;\n"
+              f"this sandbox returns images up to {max_image_bytes / (1 << 20):g} MiB. Draw it smaller (a lower dpi or\n"
+              "figsize), or save it to /mnt/data and download it.", file=sys.stderr)  # fmt: skip
     elif images:
         return {"type": "image", "format": "png", "base64_data": base64.b64encode(images[0]).decode("ascii")}
     return render_value(value, render, max_chars)
