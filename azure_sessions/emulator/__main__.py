@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--file-size-mb", type=int, default=Limits.file_size_mb,
                         help=f"size of one file (default {Limits.file_size_mb})")  # fmt: skip
     limits.add_argument("--image-mb", type=int, default=Limits.image_mb,
-                        help=f"the image a cell returns, as PNG; a larger one is left out (default {Limits.image_mb})")  # fmt: skip
+                        help=f"the image a cell returns, as PNG; a larger one is left out (default "
+                             f"{Limits.image_mb})")  # fmt: skip
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     return parser
 

@@ -412,7 +412,8 @@ class EmulatedPool:
                 with self._cond:
                     self.executions_total += 1
                     self.execution_log.append({"id": record.id, "identifier": session.identifier,
-                                               "sessionGuid": worker.guid, "code": record.code[:EXECUTION_LOG_CODE_CHARS],
+                                               "sessionGuid": worker.guid,
+                                               "code": record.code[:EXECUTION_LOG_CODE_CHARS],
                                                "startedAt": time.time()})  # fmt: skip
                 started = time.perf_counter()
                 try:

@@ -21,11 +21,12 @@ directory, so they count as its disk). One thread watches every session:
   than the worker are ended (or the worker itself, when its own threads are past it, which loses the session) and
   ``on_exceeded`` says so (the host interrupts the running cell). A process already sent SIGKILL is not signalled or
   reported again while the kernel takes it apart, which for thousands of forks of one large process takes seconds.
-  Between ticks the machine's task count is watched (:data:`SENTINEL_INTERVAL`): a jump brings the next tick forward. This changes no system call's behaviour, unlike a cap answered through seccomp user
-  notification (``supervisor.py``), whose callers can see EINTR from ``fork``; a fork bomb runs for at most a tick
-  past the budget (ticks come every :data:`CHASE_INTERVAL` seconds while a session is past it), bounded meanwhile
-  by the workers' uid-wide ``RLIMIT_NPROC`` ceiling (set well above the sum of the sessions' budgets, below the
-  template's own limit).
+  Between ticks the machine's task count is watched (:data:`SENTINEL_INTERVAL`): a jump brings the next tick
+  forward. This changes no system call's behaviour, unlike a cap answered through seccomp user notification
+  (``supervisor.py``), whose callers can see EINTR from ``fork``; a fork bomb runs for at most a tick past the budget
+  (ticks come every :data:`CHASE_INTERVAL` seconds while a session is past it, at once on a jump of the task count),
+  bounded meanwhile by the workers' uid-wide ``RLIMIT_NPROC`` ceiling (set well above the sum of the sessions'
+  budgets, below the template's own limit).
 - **CPU**: on ``watch`` the session's scheduling group (its autogroup, where the kernel has them on) gets the
   budget's nice value, retried until the kernel's rate limit lets it through.
 
