@@ -116,13 +116,16 @@ class Backend:
 
 
 def local_sandbox_limits(settings: Settings, machine_memory_mb: int | None = None) -> Limits:
-    """What each session of the embedded emulator may hold. Its memory budget is sized so that one visitor's
-    sandboxes (``sandboxes_per_visitor``) hold at most half of the machine's memory (``machine_memory_mb``, read
-    from /proc/meminfo when not given), and never more than the emulator's default; an image larger than the chat
-    shows is not returned at all (the sandbox says so instead of handing the server tens of MB)."""
+    """What each session of the embedded emulator may hold. Its memory budget is ``session_memory_mb`` when set, else
+    sized so that one visitor's sandboxes (``sandboxes_per_visitor``) hold at most half of the machine's memory
+    (``machine_memory_mb``, read from /proc/meminfo and the container's limit when not given), and never more than
+    the emulator's default; an image larger than the chat shows is not returned at all (the sandbox says so instead
+    of handing the server tens of MB)."""
     from azure_sessions.emulator import Limits
     from playground.chat import IMAGE_MAX_BYTES
 
+    if settings.session_memory_mb is not None:
+        return Limits(session_memory_mb=settings.session_memory_mb, image_mb=IMAGE_MAX_BYTES >> 20)
     total = machine_memory_mb if machine_memory_mb is not None else _machine_memory_mb()
     share = total // (2 * max(1, settings.sandboxes_per_visitor)) if total else Limits.session_memory_mb
     memory = max(MIN_SESSION_MEMORY_MB, min(Limits.session_memory_mb or share, share))

@@ -44,6 +44,9 @@ class Settings:
     new_sessions_per_minute: int = 20  # per client address
     new_sessions_per_minute_total: int = 300
     tab_grace: float = 120.0  # seconds a session keeps its sandbox once no tab of it is open
+    session_memory_mb: int | None = (
+        None  # local sandbox only: each session's memory budget (None: sized to the machine)
+    )
     upload_quota_bytes: int = 512 * 1024 * 1024  # uploads waiting on the server per visitor session
     fair_shares: str = "auto"  # auto (per-visitor caps where strangers can reach the page) | on | off
     require_login: bool = False  # "Sign in with Hugging Face" before any code runs (a Space with OAuth)
@@ -109,6 +112,10 @@ def _number(env: Mapping[str, str], name: str, default: float, cast: type, minim
     return value
 
 
+def _optional_int(env: Mapping[str, str], name: str, minimum: int) -> int | None:
+    return None if _text(env, name) is None else int(_number(env, name, 0, int, minimum))
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     raw = (_text(env, name) or "").lower()
     if raw in ("", "0", "false", "no", "off"):
@@ -148,6 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         new_sessions_per_minute=int(_number(env, "PLAYGROUND_NEW_SESSIONS_PER_MINUTE", 20, int, 1)),
         new_sessions_per_minute_total=int(_number(env, "PLAYGROUND_NEW_SESSIONS_PER_MINUTE_TOTAL", 300, int, 1)),
         tab_grace=_number(env, "PLAYGROUND_TAB_GRACE_SECONDS", 120.0, float, 5),
+        session_memory_mb=_optional_int(env, "PLAYGROUND_SESSION_MEMORY_MB", 128),
         upload_quota_bytes=int(_number(env, "PLAYGROUND_UPLOAD_QUOTA_MB", 512.0, float, 1) * 1024 * 1024),
         fair_shares=_choice(env, "PLAYGROUND_FAIR_SHARES", ("auto", "on", "off"), "auto"),
         require_login=_flag(env, "PLAYGROUND_REQUIRE_LOGIN"),

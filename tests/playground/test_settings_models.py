@@ -170,6 +170,10 @@ def test_the_local_sandbox_is_sized_to_the_machine():
     assert local_sandbox_limits(two, 8 * 1024).session_memory_mb == 2048
     assert local_sandbox_limits(four, 8 * 1024).image_mb == 8
     assert local_sandbox_limits(four).session_memory_mb <= Limits.session_memory_mb  # this machine's own size
+    chosen = load_settings({"PLAYGROUND_SESSION_MEMORY_MB": "3000"})
+    assert local_sandbox_limits(chosen, 8 * 1024).session_memory_mb == 3000  # the operator's choice stands
+    with pytest.raises(SettingsError, match="PLAYGROUND_SESSION_MEMORY_MB must be at least 128"):
+        load_settings({"PLAYGROUND_SESSION_MEMORY_MB": "64"})
 
 
 def test_pool_name_from_endpoint():
