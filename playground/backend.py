@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from azure_sessions.endpoint import pool_name_from_endpoint
-from playground.settings import Settings
+from playground.settings import IMAGE_MAX_BYTES, Settings
 
 if TYPE_CHECKING:
     from azure_sessions import AzureDynamicSessionsExecutor
@@ -122,7 +122,6 @@ def local_sandbox_limits(settings: Settings, machine_memory_mb: int | None = Non
     the emulator's default; an image larger than the chat shows is not returned at all (the sandbox says so instead
     of handing the server tens of MB)."""
     from azure_sessions.emulator import Limits
-    from playground.chat import IMAGE_MAX_BYTES
 
     if settings.session_memory_mb is not None:
         return Limits(session_memory_mb=settings.session_memory_mb, image_mb=IMAGE_MAX_BYTES >> 20)

@@ -44,6 +44,7 @@ from playground.runs import (
     Stopped,
     Uploaded,
 )
+from playground.settings import IMAGE_MAX_BYTES
 from playground.steps import (
     IMAGE_SUFFIXES,
     PythonAnswer,
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 ATTACH_LIMIT_BYTES = 25 * 1024 * 1024  # bigger new files are listed in the browser but not attached to the chat
 ATTACH_MAX_FILES = 10  # new files offered in the chat per step; the others are in the file browser
 IMAGES_PER_STEP = 10
-IMAGE_MAX_BYTES = 8 * 1024 * 1024  # an image the code showed that is bigger is not kept (the chat says so)
 IMAGE_MAX_PIXELS = 40_000_000
 RESET_NOTE = (
     "Note: the sandbox was reset since your last step; every variable and every file in /mnt/data is gone. "

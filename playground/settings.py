@@ -12,6 +12,8 @@ from azure_sessions.emulator.tiers import CHOICES as SANDBOX_CHOICES
 DEFAULT_HF_MODEL_ID = "Qwen/Qwen2.5-Coder-32B-Instruct"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_AZURE_OPENAI_API_VERSION = "2024-10-21"
+IMAGE_MAX_BYTES = 8 * 1024 * 1024  # an image the code showed that is bigger is not kept (the chat says so), and the
+# local sandbox does not return it
 
 
 class SettingsError(ValueError):
