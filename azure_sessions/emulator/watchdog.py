@@ -224,7 +224,6 @@ class Watchdog:
             except Exception:
                 log.exception("the session watchdog's tick failed")
             tasks_then = _machine_tasks()
-            self.cpu_seconds += time.thread_time() - cpu
             interval = CHASE_INTERVAL if self._chasing else self.memory_interval
             deadline = started + interval
             while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
@@ -235,6 +234,7 @@ class Watchdog:
                 if (now := _machine_tasks()) is not None and now - tasks_then >= SENTINEL_JUMP:
                     self.sentinel_ticks += 1
                     break
+            self.cpu_seconds += time.thread_time() - cpu  # (the sentinel's reads included; waiting costs none)
 
     def tick(self, now: float) -> None:
         """One round: every session's memory; the disk of those due."""
