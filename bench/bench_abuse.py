@@ -6,7 +6,9 @@ before, during and after the attack, and the attacker's own tabs (bench/abuse_at
 says what the attacker got (against the attack's own target), what the bystander saw (during ≤ 2× before, every
 message answered), whether the server survived, and whether the server's memory and disk came back within a margin
 once the attacker's sessions ended. A failure or a dead server in one attack is recorded and the next one starts
-with a new app. `--quick` scales the counts down; `--quick --smoke` runs two attacks (CI).
+with a new app. `--quick` scales the counts down; `--quick --smoke` runs two attacks (CI). `BENCH_APP_LOGS=dir`
+keeps each app's log there (what its watchdog and sessions did), `BENCH_ABUSE_GRACE` how long closed tabs are
+waited for.
 """
 
 from __future__ import annotations
