@@ -123,12 +123,12 @@ def local_sandbox_limits(settings: Settings, machine_memory_mb: int | None = Non
     of handing the server tens of MB)."""
     from azure_sessions.emulator import Limits
 
-    if settings.session_memory_mb is not None:
-        return Limits(session_memory_mb=settings.session_memory_mb, image_mb=IMAGE_MAX_BYTES >> 20)
+    memory = settings.session_memory_mb
     total = machine_memory_mb if machine_memory_mb is not None else _machine_memory_mb()
-    share = total // (2 * max(1, settings.sandboxes_per_visitor)) if total else Limits.session_memory_mb
-    memory = max(MIN_SESSION_MEMORY_MB, min(Limits.session_memory_mb or share, share))
-    return Limits(session_memory_mb=memory, image_mb=IMAGE_MAX_BYTES >> 20)
+    if memory is None and total:
+        share = total // (2 * max(1, settings.sandboxes_per_visitor))
+        memory = max(MIN_SESSION_MEMORY_MB, min(Limits.session_memory_mb or share, share))
+    return Limits(session_memory_mb=memory or Limits.session_memory_mb, image_mb=IMAGE_MAX_BYTES >> 20)
 
 
 def _machine_memory_mb() -> int | None:

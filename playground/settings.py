@@ -12,8 +12,8 @@ from azure_sessions.emulator.tiers import CHOICES as SANDBOX_CHOICES
 DEFAULT_HF_MODEL_ID = "Qwen/Qwen2.5-Coder-32B-Instruct"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_AZURE_OPENAI_API_VERSION = "2024-10-21"
-IMAGE_MAX_BYTES = 8 * 1024 * 1024  # an image the code showed that is bigger is not kept (the chat says so), and the
-# local sandbox does not return it
+IMAGE_MAX_BYTES = 8 * 1024 * 1024
+"""An image the code showed that is bigger is not kept (the chat says so); the local sandbox does not return it."""
 
 
 class SettingsError(ValueError):
@@ -46,9 +46,7 @@ class Settings:
     new_sessions_per_minute: int = 20  # per client address
     new_sessions_per_minute_total: int = 300
     tab_grace: float = 120.0  # seconds a session keeps its sandbox once no tab of it is open
-    session_memory_mb: int | None = (
-        None  # local sandbox only: each session's memory budget (None: sized to the machine)
-    )
+    session_memory_mb: int | None = None  # local sandbox only: a session's memory budget (None: sized to the machine)
     upload_quota_bytes: int = 512 * 1024 * 1024  # uploads waiting on the server per visitor session
     fair_shares: str = "auto"  # auto (per-visitor caps where strangers can reach the page) | on | off
     require_login: bool = False  # "Sign in with Hugging Face" before any code runs (a Space with OAuth)

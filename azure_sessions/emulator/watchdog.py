@@ -282,15 +282,14 @@ class Watchdog:
         # much to undo, one at a time): it is not signalled or reported again meanwhile.
         watched.killed = {pid: start for pid, start in watched.killed.items() if pid in counts}
         for pid in targets:
-            if (pidfd := _open_member(pid, watched)) is None:
+            if (member := _open_member(pid, watched)) is None:
                 continue
-            start = _start_time(pid)
-            if start is None or watched.killed.get(pid) != start:
+            pidfd, start = member
+            if watched.killed.get(pid) != start:
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                     ended.append(pid)
-                    if start is not None:
-                        watched.killed[pid] = start
+                    watched.killed[pid] = start
             os.close(pidfd)
         # Ended but not reaped, a process still holds a task (of the uid's RLIMIT_NPROC too): reported once, so the
         # host has its parent (the worker, their subreaper) collect it.
@@ -338,9 +337,9 @@ class Watchdog:
 
     def _end_largest(self, watched: _Watched, sizes: dict[int, int], now: float) -> None:
         for pid in sorted(sizes, key=sizes.get, reverse=True):
-            pidfd = _open_member(pid, watched)
-            if pidfd is None:
+            if (member := _open_member(pid, watched)) is None:
                 continue
+            pidfd = member[0]
             command = _command(pid) or "?"
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -369,7 +368,8 @@ class Watchdog:
         watched.disk_reported = watched.disk
         ended = []
         for pid in watched.pids:
-            if pid != watched.worker_pid and (pidfd := _open_member(pid, watched)) is not None:
+            if pid != watched.worker_pid and (member := _open_member(pid, watched)) is not None:
+                pidfd = member[0]
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                     ended.append(pid)
@@ -421,11 +421,6 @@ def _machine_tasks() -> int | None:
             return int(fh.read().split()[3].split(b"/")[1])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _start_time(pid: int) -> int | None:
-    st = strays.read_stat(pid)
-    return st.start if st is not None else None
 
 
 def _tasks(pid: int) -> int:
@@ -490,8 +485,9 @@ def _command(pid: int) -> str:
         return ""
 
 
-def _open_member(pid: int, watched: _Watched) -> int | None:
-    """A pidfd of ``pid`` if it still is a live process of the session (never a reused pid), else None."""
+def _open_member(pid: int, watched: _Watched) -> tuple[int, int] | None:
+    """A pidfd of ``pid`` and its start time if it still is a live process of the session (never a reused pid),
+    else None."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
@@ -505,7 +501,7 @@ def _open_member(pid: int, watched: _Watched) -> int | None:
     if not member:
         os.close(pidfd)
         return None
-    return pidfd
+    return pidfd, st.start
 
 
 def _active(watched: _Watched) -> bool:

@@ -333,9 +333,9 @@ def test_three_processes_of_one_session_are_held_to_its_memory_budget(sandbox) -
 
 def session_processes(sandbox: SimpleNamespace, identifier: str) -> set[int]:
     """The host pids of the session's worker and everything it started."""
-    worker = next(s.worker for s in sandbox.emu.backend.list_sessions() if s.identifier == identifier)
+    worker = sandbox.emu.session(identifier).worker_pid
     table = strays.process_table()
-    return {pid for pid in {worker.pid} | strays.descendants(worker.pid, table) if not table[pid].ended}
+    return {pid for pid in {worker} | strays.descendants(worker, table) if not table[pid].ended}
 
 
 def alive(pid: int) -> bool:
