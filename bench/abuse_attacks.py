@@ -272,16 +272,23 @@ def _other_session_subprocess(arena: Arena) -> tuple[bool, str]:
     return answered_two(reply), why(reply)
 
 
+def _ended_by_watchdog(reply: Reply) -> str:
+    """What the watchdog said of a session past its task budget, in a few words ("" when it said nothing)."""
+    ended = re.search(r"ran more than (\d+) processes and threads \((\d+)\)", reply.answer or "")
+    return f"the watchdog ended it at {ended[2]} tasks (budget {ended[1]}) and interrupted its cell" if ended else ""
+
+
 def sleeping_processes(arena: Arena) -> Outcome:
     """~300 sleeping processes held by one session; then new visitors send their first message."""
     count = 300
     tab = arena.tab()
-    _, found = run_cell(tab, arena, cell(SLEEPERS_CELL, COUNT=count), 90)
+    reply, found = run_cell(tab, arena, cell(SLEEPERS_CELL, COUNT=count), 90)
     arena.probe("during")
     other_ok, other_why = _other_session_subprocess(arena)
     fresh, fresh_ok = fresh_row(arena.fresh_first_messages(WARM_SANDBOXES + 1), "while they sleep")
+    started = f"started {found['started']} of {count} sleeping processes" if found else ""
     got = (
-        f"started {found.get('started', '?')} of {count} sleeping processes"
+        (started or _ended_by_watchdog(reply) or f"the cell gave no result: {why(reply)}")
         + (f" (then {found['error']})" if found.get("error") else "")
         + f"; another running session {'could' if other_ok else 'could not'} start a subprocess"
         + ("" if other_ok else f" ({other_why})")
@@ -318,14 +325,10 @@ def fork_bomb(arena: Arena) -> Outcome:
     arena.note_peak()
     other_ok, other_why = _other_session_subprocess(arena)
     fresh, fresh_ok = fresh_row(arena.fresh_first_messages(WARM_SANDBOXES + 1), "while the bomb's processes live")
-    ended = re.search(r"ran more than (\d+) processes and threads \((\d+)\)", reply.answer or "")
+    ended = _ended_by_watchdog(reply)
     got = (
         f"{arena.peak.workers} processes under the sandbox template at the peak (sampled)"
-        + (
-            f"; the watchdog ended it at {ended.group(2)} tasks (budget {ended.group(1)}) and interrupted its cell"
-            if ended
-            else ("" if found else f" (the cell gave no result: {why(reply)})")
-        )
+        + (f"; {ended}" if ended else "" if found else f" (the cell gave no result: {why(reply)})")
         + f"; another running session {'could' if other_ok else 'could not'} start a subprocess"
         + ("" if other_ok else f" ({other_why})")
     )
