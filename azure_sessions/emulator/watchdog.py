@@ -272,9 +272,9 @@ class Watchdog:
         the pids ended now."""
         counts = {pid: _tasks(pid) for pid in watched.pids}
         watched.tasks = sum(counts.values())
-        cap = watched.budget.tasks
-        if cap is None or watched.tasks <= cap:
+        if not _over_tasks(watched):
             return set()
+        cap = watched.budget.tasks
         worker_over = counts.get(watched.worker_pid, 0) > cap
         targets = [watched.worker_pid] if worker_over else [p for p in watched.pids if p != watched.worker_pid]
         ended = []
