@@ -255,7 +255,8 @@ while True:
         assert forked_meanwhile[:1] == [0] or other.execute("subprocess.run(['true']).returncode").result == 0
         assert limit is None or max(uid_peak) <= limit + 16, (max(uid_peak), limit)  # (the server's own threads)
         assert lost or over is not None, result.stderr[-600:]
-    # ended at the timeout: only the worker itself is left (the last ones may still be being reaped), or nothing
+    # ended (at the timeout, or by the watchdog): only the worker itself is left (the last ones may still be being
+    # reaped), or nothing
     wait_until(lambda: len(own()) == (0 if lost else 1), timeout=10, what="only the worker is left")
     after = client.execute("print('alive')\nimport subprocess\nsubprocess.run(['true']).returncode")
     assert after.stdout == "alive\n" and after.result == 0  # the process quota is free again
