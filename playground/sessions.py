@@ -285,31 +285,34 @@ class UserSession:
     def reset_sandbox(self) -> None:
         """Reset sandbox: end the running code now by deleting the sandbox session (variables and files are lost);
         the next need makes a new one. The conversation and the agent's memory are kept; the agent is told."""
-        for run in self.unsettled():
-            if run.started:  # its code ran in the old sandbox; a run still waiting goes on in the new one
-                run.abandon("reset")
+        started = [run for run in self.unsettled() if run.started]  # their code ran in the old sandbox
+        # The sandbox is taken before those runs are abandoned: a message waiting for them wakes then, and must find
+        # the new identifier (and the reset to tell its agent), never lease the old one or run in it.
+        taken = self._take_sandbox()
+        for run in started:
+            run.abandon("reset")
         if self.agent is not None:
             self.agent.interrupt()
-        self._give_back()
+        _delete_later(taken)
 
     def give_back_sandbox(self) -> bool:
         """No tab of the session was open for the grace: its sandbox is deleted (never under a run), the
         conversation kept and a note says so. Returns whether there was a sandbox to give back."""
         if self.unsettled() or not self.store.has_sandbox:
             return False
-        self._give_back()
+        _delete_later(self._take_sandbox())
         self.add_note(given_back_text(self.settings.tab_grace))
         return True
 
-    def _give_back(self) -> None:
-        old = self.store.release()
+    def _take_sandbox(self) -> tuple[Any, str] | None:
+        """The session's sandbox, and its short id, taken from it (None when it had none): the next need makes a
+        new one under a new identifier."""
+        short_id, old = self.short_id, self.store.release()
         self.session_id = str(uuid.uuid4())
         if old is not None:
             self._sandbox_reset = True
-            threading.Thread(
-                target=_delete_sandbox, args=(old, self.short_id), name="playground-reset", daemon=True
-            ).start()
         self._bump()
+        return (old, short_id) if old is not None else None
 
     def close(self, wait: float = 0.0) -> None:
         """End any run, delete the sandbox session and the scratch directory. Safe to call twice."""
@@ -341,6 +344,12 @@ def clip_step_memory(step: Any) -> None:
     """What the agent keeps of a step (and so sends its model next): at most OBSERVATION_CHARS of printed output."""
     if isinstance(getattr(step, "observations", None), str):
         step.observations = clip(step.observations, OBSERVATION_CHARS)
+
+
+def _delete_later(taken: tuple[Any, str] | None) -> None:
+    """Delete a sandbox taken from its session (``UserSession._take_sandbox``) on a thread of its own."""
+    if taken is not None:
+        threading.Thread(target=_delete_sandbox, args=taken, name="playground-reset", daemon=True).start()
 
 
 def _delete_sandbox(executor: Any, short_id: str) -> None:

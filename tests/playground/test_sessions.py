@@ -177,6 +177,36 @@ def test_stop_without_interrupt_says_so_and_reset_sandbox_ends_the_code(registry
     wait_until(lambda: old_id not in sandbox_ids(emulator))
 
 
+def test_a_message_queued_behind_a_reset_run_runs_in_the_new_sandbox(registry, emulator, monkeypatch, sleeping):
+    """Reset sandbox wakes the message waiting behind the run it ends: that message runs under the session's new
+    identifier, never in the sandbox being deleted (nor leasing one under the old identifier). The agent's
+    interrupt, the step of the reset after the runs are abandoned, waits here until the woken message has run."""
+    queued_code = "print('queued behind the reset')"  # (the emulator, and its execution log, serve every test)
+    session = registry.session("azure-like", None)
+    session.catalog = ModelCatalog.from_settings(
+        Settings(), {"Slow": lambda: ScriptedModel([code_reply("import time\ntime.sleep(60)")] * 5)}
+    )
+    run = run_message(session, "go", [], "extra:Slow")
+    wait_until(lambda: run.started and sleeping(session), interval=0.1)
+    queued = run_message(session, queued_code, [], NO_MODEL)
+
+    def ran_next() -> list[str]:
+        return [e["identifier"] for e in emulator.execution_log() if e["code"] == queued_code]
+
+    interrupt = session.agent.interrupt
+
+    def interrupt_once_the_next_message_ran() -> None:
+        wait_until(ran_next, what="the woken message ran")
+        interrupt()
+
+    monkeypatch.setattr(session.agent, "interrupt", interrupt_once_the_next_message_ran)
+    old_id = session.session_id
+    session.reset_sandbox()
+    assert ran_next() == [session.session_id] and session.session_id != old_id
+    assert "queued behind the reset" in finished(queued)[-1].content
+    wait_until(lambda: old_id not in sandbox_ids(emulator), what="the old sandbox is deleted")
+
+
 def test_a_closed_session_freezes_its_run(registry):
     session = registry.session("closed", None)
     run = run_message(session, "draw", [], "extra:Scripted")
