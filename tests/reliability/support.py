@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from azure_sessions import RetryPolicy, SessionsClient
-from azure_sessions.emulator.inside.strays import read_stat
+from azure_sessions.emulator.inside.strays import process_table, read_stat
 from tests.support import harness
 from tests.support.harness import free_port, wait_until  # (wait_until: re-exported for the reliability tests)
 
@@ -111,6 +111,33 @@ def processes_matching(needles: list[bytes]) -> list[tuple[int, str]]:
         if stat is not None and not stat.ended:
             cmd = _read(f"/proc/{entry}/cmdline").replace(b"\0", b" ")[:160].decode("utf-8", "replace")
             found.append((int(entry), cmd))
+    return found
+
+
+def session_processes(sandbox: SimpleNamespace, client: SessionsClient) -> Callable[[], list[int]]:
+    """A function listing the live processes of this client's sandbox: those of its private uid (a root emulator
+    gives each worker one), else those in its worker's session (the seccomp policy refuses ``setsid``, so every
+    process of the session keeps it)."""
+    session = sandbox.emu.session(client.identifier)
+    if session.uid is not None:
+        return lambda: processes_of_uid(session.uid)
+    worker_pid = session.worker_pid
+    return lambda: [pid for pid, stat in process_table().items() if stat.session == worker_pid and not stat.ended]
+
+
+def processes_of_uid(uid: int) -> list[int]:
+    """The live (not zombie) processes with ``uid`` among their real, effective, saved and file-system uids."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
+            state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "")
+            if str(uid) in uids and state != "Z":
+                found.append(int(entry))
     return found
 
 

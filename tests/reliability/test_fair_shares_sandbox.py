@@ -23,9 +23,8 @@ import requests
 from azure_sessions import SessionsClient
 from azure_sessions.emulator import Limits
 from azure_sessions.emulator.census import Census
-from azure_sessions.emulator.inside import strays
 from tests.reliability.conftest import checked_emulator
-from tests.reliability.support import Prober, new_identifier, wait_until
+from tests.reliability.support import Prober, new_identifier, session_processes, wait_until
 from tests.support.tiers import tier_problem
 
 TOKEN = f"fair-shares-{random.getrandbits(64):x}"
@@ -324,23 +323,11 @@ def test_three_processes_of_one_session_are_held_to_its_memory_budget(sandbox) -
     after = attacker.execute("mine")
     assert after.session_guid == before and after.result == "still here"
     assert bystander.execute("len(kept), kept[:3] == kept[(1 << 20):(1 << 20) + 3]").result == f"({200 * MIB}, True)"
-    processes = session_processes(sandbox, attacker.identifier)
-    assert processes
+    own = session_processes(sandbox, attacker)
+    assert own()
     attacker.delete_session()  # what it held returns to the host with its processes (the host's free memory is no
     # measure of it on a shared machine: other work takes and gives back gigabytes meanwhile)
-    wait_until(lambda: not any(alive(pid) for pid in processes), timeout=30, what="its processes are gone")
-
-
-def session_processes(sandbox: SimpleNamespace, identifier: str) -> set[int]:
-    """The host pids of the session's worker and everything it started."""
-    worker = sandbox.emu.session(identifier).worker_pid
-    table = strays.process_table()
-    return {pid for pid in {worker} | strays.descendants(worker, table) if not table[pid].ended}
-
-
-def alive(pid: int) -> bool:
-    stat = strays.read_stat(pid)
-    return stat is not None and not stat.ended
+    wait_until(lambda: not own(), timeout=30, what="its processes are gone")
 
 
 # -- disk -------------------------------------------------------------------------------------------------------------

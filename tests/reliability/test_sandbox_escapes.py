@@ -14,7 +14,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,8 +23,7 @@ import pytest
 
 from azure_sessions import SessionsClient
 from azure_sessions.emulator import Limits
-from azure_sessions.emulator.inside.strays import process_table
-from tests.reliability.support import Prober, env_vars, new_identifier, wait_until
+from tests.reliability.support import Prober, env_vars, new_identifier, session_processes, wait_until
 from tests.support.probes import ATTEMPT, checkout_out_of_reach, unreachable
 from tests.support.tiers import tier_problem
 
@@ -59,16 +58,6 @@ def attack(sandbox: SimpleNamespace, code: str, timeout: float = 30) -> tuple[Se
     return client, sandbox.prober.served_during(lambda: client.execute(code, timeout=timeout))
 
 
-def session_processes(sandbox: SimpleNamespace, client: SessionsClient) -> Callable[[], list[int]]:
-    """Counts the live processes of this client's sandbox: those of its private uid (a root emulator gives each
-    worker one), else those in its worker's session (the Landlock tier keeps every process in it)."""
-    session = sandbox.emu.session(client.identifier)
-    if session.uid is not None:
-        return lambda: processes_of_uid(session.uid)
-    worker_pid = session.worker_pid
-    return lambda: [pid for pid, stat in process_table().items() if stat.session == worker_pid and not stat.ended]
-
-
 def tasks_of_uid(uid: int) -> int:
     """What RLIMIT_NPROC counts for ``uid``: its tasks (threads included) that have not been reaped."""
     count = 0
@@ -87,21 +76,6 @@ def process_limit(pid: int) -> int:
     """The soft RLIMIT_NPROC of process ``pid``."""
     limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
     return int(next(line for line in limits if line.startswith("Max processes")).split()[2])
-
-
-def processes_of_uid(uid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
-                continue
-            uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
-            state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "")
-            if str(uid) in uids and state != "Z":
-                found.append(int(entry))
-    return found
 
 
 def test_no_network_not_even_the_emulator_on_loopback(sandbox) -> None:
